@@ -1,0 +1,431 @@
+"""The workspace: where every artefact lives, how it is written, and when a stage can be skipped.
+
+Layout (DESIGN.md)::
+
+    <root>/datasets/<name>/     studies.parquet, images/, masks/, factors.parquet, manifest.json
+    <root>/backbones/<name>/    model.safetensors, config.json
+    <root>/activations/<run>/   shard-00000.safetensors …, index.parquet, manifest.json
+    <root>/saes/<run>/          model.safetensors, config.json, metrics.json, checkpoints/
+    <root>/interpret/<run>/     features.parquet, descriptions.parquet, heatmaps/, figures/
+    <root>/reports/<run>/       reports.jsonl, metrics.json, report.html
+    <root>/analysis/<run>/      tables + figures
+
+The root is ``--workspace``, else ``$CXRLENS_WORKSPACE``, else ``./cxrlens-workspace``.
+
+Guarantees:
+
+* **Atomic files.** :func:`atomic_write_bytes` writes into an unnamed ``O_TMPFILE`` inode (named temp file where the
+  file system lacks it) in the target's directory, fsyncs, and links/renames it into place: a reader sees the old
+  file or the new one, never a part, even if the writer is killed with SIGKILL.
+* **Atomic artefact directories.** :func:`run_stage` builds a stage's output in a hidden sibling directory, writes
+  ``manifest.json`` last and swaps the directory into place; a killed build leaves no half artefact.
+* **Skip when current.** A stage whose output has a manifest with the same config hash is skipped (``force`` redoes).
+* **One writer.** :func:`artefact_lock` takes an exclusive ``flock`` on ``.<name>.lock`` beside the artefact; a
+  second process gets :class:`~cxrlens.errors.StageLockedError` naming the holder's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cxrlens.errors import StageLockedError
+
+__all__ = [
+    "ARTEFACT_KINDS",
+    "ArtefactInfo",
+    "Manifest",
+    "StageResult",
+    "Workspace",
+    "artefact_lock",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "atomic_write_text",
+    "default_root",
+    "dir_size",
+    "file_sha256",
+    "is_current",
+    "read_manifest",
+    "run_stage",
+]
+
+ARTEFACT_KINDS = ("datasets", "backbones", "activations", "saes", "interpret", "reports", "analysis")
+MANIFEST = "manifest.json"
+ENV_VAR = "CXRLENS_WORKSPACE"
+DEFAULT_DIRNAME = "cxrlens-workspace"
+
+
+def default_root() -> Path:
+    """``$CXRLENS_WORKSPACE`` if set, else ``./cxrlens-workspace`` (relative to the current directory)."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else Path.cwd() / DEFAULT_DIRNAME
+
+
+# --------------------------------------------------------------------------------------------------- atomic writes
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+
+
+def _link_fd(fd: int, dest: Path) -> None:
+    """Give the unnamed ``O_TMPFILE`` inode ``fd`` the name ``dest`` (``linkat`` through ``/proc/self/fd``).
+
+    ``os.link`` calls plain ``link(2)``, which does not follow the ``/proc`` magic link, hence ctypes.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    src = f"/proc/self/fd/{fd}".encode()
+    if libc.linkat(_AT_FDCWD, src, _AT_FDCWD, os.fsencode(dest), _AT_SYMLINK_FOLLOW) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(dest))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | Iterable[bytes]) -> Path:
+    """Write ``data`` (bytes or an iterable of chunks) to ``path`` atomically; returns ``path``.
+
+    The content is written to an unnamed inode in the same directory (``O_TMPFILE``), fsynced, linked under a
+    temporary name and renamed over ``path``. If the process dies before the rename, nothing is left behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+    try:
+        fd = os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except (AttributeError, OSError) as exc:  # no O_TMPFILE (macOS, some file systems)
+        if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        return path
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fd)
+        tmp_name = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            tmp_name.unlink()
+        _link_fd(fd, tmp_name)
+        os.replace(tmp_name, path)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """UTF-8 text, written atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Pretty JSON (sorted keys, UTF-8, trailing newline), written atomically."""
+    return atomic_write_text(
+        path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    )
+
+
+def atomic_write_parquet(path: str | Path, table: Any) -> Path:
+    """A pandas DataFrame or pyarrow Table as parquet (zstd), written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """For writers that need a file name: yields a temp path beside ``path``; renamed over it on success.
+
+    On an exception the temp file is removed. A SIGKILL can leave ``.<name>.<pid>.tmp`` behind (never ``path``
+    itself); such leftovers of dead processes are removed by the next :func:`run_stage` in that directory.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dir_size(path: str | Path) -> int:
+    """Total bytes of regular files under ``path`` (0 if missing)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
+
+
+# -------------------------------------------------------------------------------------------------------- locking
+@contextlib.contextmanager
+def artefact_lock(artefact_dir: str | Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock on an artefact; raises :class:`StageLockedError` if another process holds it.
+
+    The lock is ``flock`` on ``<parent>/.<name>.lock`` and is released by the kernel if the holder dies.
+    """
+    artefact_dir = Path(artefact_dir)
+    artefact_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = artefact_dir.parent / f".{artefact_dir.name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise StageLockedError(
+                f"{artefact_dir}: another process (pid {holder}) is writing this artefact; wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------------ manifests
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """What an artefact is and where it came from (``manifest.json``).
+
+    Attributes:
+        stage: the stage that wrote it (``"data.import.iu-xray"``, ``"sae.train"`` …).
+        config: the stage config as a plain dict; config_hash: its :func:`cxrlens.config.config_hash`.
+        package_version: cxrlens version that wrote it; created: ISO-8601 UTC time.
+        inputs: input path → SHA-256 (files) or config hash (artefacts).
+        rows: table/row counts (``{"studies": 3955, "images": 7470}``); skipped: bad items skipped, by reason.
+        extra: stage-specific metadata.
+    """
+
+    stage: str
+    config: dict[str, Any]
+    config_hash: str
+    package_version: str
+    created: str
+    inputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_manifest(artefact_dir: str | Path) -> Manifest | None:
+    """The manifest of an artefact, or ``None`` if it has none (absent or unreadable = not complete)."""
+    path = Path(artefact_dir) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        fields = {f.name for f in dataclasses.fields(Manifest)}
+        return Manifest(**{k: v for k, v in data.items() if k in fields})
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def is_current(artefact_dir: str | Path, cfg_hash: str) -> bool:
+    """True when the artefact exists with a manifest whose config hash equals ``cfg_hash``."""
+    m = read_manifest(artefact_dir)
+    return m is not None and m.config_hash == cfg_hash
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """What :func:`run_stage` did: the artefact's manifest and whether an existing one was reused."""
+
+    path: Path
+    manifest: Manifest
+    reused: bool
+
+
+def _remove_stale_siblings(parent: Path, name: str) -> None:
+    """Remove hidden build dirs / temp files of processes that no longer exist."""
+    for p in parent.glob(f".{name}.*"):
+        parts = p.name.rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit() and parts[2] in ("building", "old", "tmp"):
+            pid = int(parts[1])
+            if pid != os.getpid() and not _pid_alive(pid):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_stage(
+    artefact_dir: str | Path,
+    *,
+    stage: str,
+    config: Any,
+    build: Callable[[Path], dict[str, Any] | None],
+    force: bool = False,
+) -> StageResult:
+    """Run ``build(tmp_dir)`` unless ``artefact_dir`` is current for ``config``; swap the result into place.
+
+    ``build`` writes every file of the artefact into ``tmp_dir`` and may return a dict with any of ``inputs``,
+    ``rows``, ``skipped``, ``extra`` for the manifest. The manifest is written last; then the directory replaces
+    the old artefact (if any). An exception (or SIGKILL) leaves the previous artefact untouched.
+    """
+    from cxrlens import __version__
+    from cxrlens.config import config_hash, config_to_dict
+
+    artefact_dir = Path(artefact_dir)
+    cfg_hash = config_hash(config)
+    existing = read_manifest(artefact_dir)
+    if not force and existing is not None and existing.config_hash == cfg_hash:
+        return StageResult(artefact_dir, existing, reused=True)
+    with artefact_lock(artefact_dir):
+        existing = read_manifest(artefact_dir)  # another process may have finished it while we waited
+        if not force and existing is not None and existing.config_hash == cfg_hash:
+            return StageResult(artefact_dir, existing, reused=True)
+        _remove_stale_siblings(artefact_dir.parent, artefact_dir.name)
+        tmp = artefact_dir.parent / f".{artefact_dir.name}.{os.getpid()}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            info = build(tmp) or {}
+            manifest = Manifest(
+                stage=stage,
+                config=config_to_dict(config),
+                config_hash=cfg_hash,
+                package_version=__version__,
+                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                inputs=dict(info.get("inputs", {})),
+                rows={k: int(v) for k, v in info.get("rows", {}).items()},
+                skipped={k: int(v) for k, v in info.get("skipped", {}).items()},
+                extra=dict(info.get("extra", {})),
+            )
+            atomic_write_json(tmp / MANIFEST, manifest.to_json())
+            _fsync_dir(tmp)
+            if artefact_dir.exists():
+                old = artefact_dir.parent / f".{artefact_dir.name}.{os.getpid()}.old"
+                os.replace(artefact_dir, old)
+                os.replace(tmp, artefact_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, artefact_dir)
+            _fsync_dir(artefact_dir.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return StageResult(artefact_dir, manifest, reused=False)
+
+
+# ------------------------------------------------------------------------------------------------------ workspace
+@dataclasses.dataclass(frozen=True)
+class ArtefactInfo:
+    """One artefact found in the workspace (for ``cxrlens workspace info``)."""
+
+    kind: str
+    name: str
+    path: Path
+    size_bytes: int
+    manifest: Manifest | None
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    """Paths of every artefact under one root. Creating a ``Workspace`` touches no file."""
+
+    root: Path = dataclasses.field(default_factory=default_root)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
+    def path(self, kind: str, name: str) -> Path:
+        """``<root>/<kind>/<name>``; ``kind`` is one of :data:`ARTEFACT_KINDS`, ``name`` a plain name."""
+        if kind not in ARTEFACT_KINDS:
+            raise ValueError(f"unknown artefact kind {kind!r}; expected one of {', '.join(ARTEFACT_KINDS)}")
+        if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(
+                f"invalid artefact name {name!r}: use letters, digits, '-', '_' (no path separators)"
+            )
+        return self.root / kind / name
+
+    def dataset(self, name: str) -> Path:
+        return self.path("datasets", name)
+
+    def backbone(self, name: str) -> Path:
+        return self.path("backbones", name)
+
+    def activations(self, run: str) -> Path:
+        return self.path("activations", run)
+
+    def sae(self, run: str) -> Path:
+        return self.path("saes", run)
+
+    def interpret(self, run: str) -> Path:
+        return self.path("interpret", run)
+
+    def reports(self, run: str) -> Path:
+        return self.path("reports", run)
+
+    def analysis(self, run: str) -> Path:
+        return self.path("analysis", run)
+
+    def artefacts(self) -> list[ArtefactInfo]:
+        """Every artefact directory under the root (hidden build dirs excluded), sorted by kind then name."""
+        found = []
+        for kind in ARTEFACT_KINDS:
+            kdir = self.root / kind
+            if not kdir.is_dir():
+                continue
+            for d in sorted(kdir.iterdir()):
+                if d.is_dir() and not d.name.startswith("."):
+                    found.append(ArtefactInfo(kind, d.name, d, dir_size(d), read_manifest(d)))
+        return found
