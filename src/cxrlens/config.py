@@ -1,9 +1,10 @@
 """Config machinery: frozen dataclasses, TOML load/save and a stable config hash.
 
-Every stage takes one frozen dataclass, defined next to the stage's code (``cxrlens.data.iu_xray.IUXrayImportConfig``,
-``cxrlens.sae.train.TrainConfig`` …) so a stage and its config are read together. Nested sub-configs are dataclasses too. The config hash is the SHA-256
-of the canonical JSON of ``{"type": <qualified class name>, "fields": <all fields, recursively>}``, so it is stable
-across processes and Python versions and changes whenever any field (or the config type) changes.
+Every stage takes one frozen dataclass, defined next to the stage's code (e.g.
+``cxrlens.data.iu_xray.IUXrayImportConfig``) so a stage and its config are read together. Nested sub-configs are
+dataclasses too. The config hash is the SHA-256 of the canonical JSON of
+``{"type": <qualified class name>, "fields": <all fields, recursively>}``, so it is stable across processes and
+Python versions and changes whenever any field (or the config type) changes.
 
 Example::
 

@@ -144,9 +144,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Pretty JSON (sorted keys, UTF-8, trailing newline), written atomically."""
-    return atomic_write_text(
-        path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-    )
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 
 
 def atomic_write_parquet(path: str | Path, table: Any) -> Path:
@@ -392,9 +390,7 @@ class Workspace:
         if kind not in ARTEFACT_KINDS:
             raise ValueError(f"unknown artefact kind {kind!r}; expected one of {', '.join(ARTEFACT_KINDS)}")
         if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
-            raise ValueError(
-                f"invalid artefact name {name!r}: use letters, digits, '-', '_' (no path separators)"
-            )
+            raise ValueError(f"invalid artefact name {name!r}: use letters, digits, '-', '_' (no path separators)")
         return self.root / kind / name
 
     def dataset(self, name: str) -> Path:

@@ -182,9 +182,7 @@ def load_iu_xray(config: IUXrayImportConfig | None = None) -> IUXrayTables:
         try:
             rec = parse_report_xml(payload, name)
             if rec["study_id"] in seen:
-                raise BadInputError(
-                    name, f"duplicate report id {rec['study_id']} (also in {seen[rec['study_id']]})"
-                )
+                raise BadInputError(name, f"duplicate report id {rec['study_id']} (also in {seen[rec['study_id']]})")
         except BadInputError as exc:
             errors.append(exc)
             continue
@@ -229,9 +227,7 @@ def load_iu_xray(config: IUXrayImportConfig | None = None) -> IUXrayTables:
     studies["view_raw"] = studies["view_raw"].fillna("").astype(str)
     dup = studies["image_id"].duplicated(keep="first")
     for image_id in studies.loc[dup, "image_id"]:
-        errors.append(
-            BadInputError(source, f"image id {image_id} appears in more than one report; kept the first")
-        )
+        errors.append(BadInputError(source, f"image id {image_id} appears in more than one report; kept the first"))
     studies = finalize_study_table(studies.loc[~dup])
     reports = reports.drop(columns=["image_ids", "captions"])
     cols = [
@@ -260,14 +256,8 @@ def summarize(reports: pd.DataFrame, studies: pd.DataFrame, top: int = 10) -> di
         "images": len(studies),
         "patients": int(reports["patient_id"].nunique()),
         "reports_with_text": float(has_text),
-        "split_reports": reports["split"]
-        .value_counts()
-        .reindex(["train", "val", "test"], fill_value=0)
-        .to_dict(),
-        "split_images": studies["split"]
-        .value_counts()
-        .reindex(["train", "val", "test"], fill_value=0)
-        .to_dict(),
+        "split_reports": reports["split"].value_counts().reindex(["train", "val", "test"], fill_value=0).to_dict(),
+        "split_images": studies["split"].value_counts().reindex(["train", "val", "test"], fill_value=0).to_dict(),
         "views": studies["view"].value_counts().to_dict(),
         "top_mesh": terms.most_common(top),
         "words_mean": float(words.mean()),

@@ -84,9 +84,7 @@ def normalize_view(raw: object) -> str:
     return _VIEW_ALIASES.get(text, "UNKNOWN")
 
 
-def patient_split(
-    patient_ids: Iterable[str], seed: int = 0, train: float = 0.7, val: float = 0.1
-) -> pd.Series:
+def patient_split(patient_ids: Iterable[str], seed: int = 0, train: float = 0.7, val: float = 0.1) -> pd.Series:
     """Deterministic patient-level split: patient → ``"train" | "val" | "test"``.
 
     Each patient's split depends only on its id and ``seed``: ``u = sha256(f"{seed}:{id}")`` read as a number in
@@ -96,10 +94,7 @@ def patient_split(
     """
     ids = pd.Index(pd.unique(pd.Series(list(patient_ids), dtype="string")))
     u = np.array(
-        [
-            int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8], "big") / 2.0**64
-            for pid in ids
-        ],
+        [int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8], "big") / 2.0**64 for pid in ids],
         dtype=np.float64,
     )
     labels = np.where(u < train, "train", np.where(u < train + val, "val", "test"))
@@ -143,11 +138,7 @@ def validate_study_table(df: pd.DataFrame, path: str | None = None) -> None:
         values = df[label].to_numpy(dtype=np.float64)
         ok = np.isnan(values) | np.isin(values, (1.0, 0.0, -1.0))
         if not ok.all():
-            raise BadInputError(
-                path, f"label {label!r} has value {values[~ok][0]!r} outside {{1, 0, -1, NaN}}"
-            )
+            raise BadInputError(path, f"label {label!r} has value {values[~ok][0]!r} outside {{1, 0, -1, NaN}}")
     per_patient = df.groupby("patient_id")["split"].nunique()
     if (per_patient > 1).any():
-        raise BadInputError(
-            path, f"patient {per_patient[per_patient > 1].index[0]!r} is in more than one split"
-        )
+        raise BadInputError(path, f"patient {per_patient[per_patient > 1].index[0]!r} is in more than one split")
