@@ -1,0 +1,648 @@
+"""The activation store: a backbone's activations over a dataset, in size-bounded safetensors shards.
+
+Layout of ``<workspace>/activations/<run>/``::
+
+    shard-00000.safetensors …   one 2-D tensor per stream, rows = images (cls, mean) or image × token (patch)
+    index.parquet               one row per image: row, shard, shard_row, study_id, image_id, patient_id, split …
+    manifest.json               config, inputs (backbone fingerprint, dataset hash), streams, shards, timings
+
+A *stream* is ``"<layer>/<token>"`` (``"final/cls"``, ``"block.3/patch"``). Stream rows are image rows for
+``cls``/``mean``; for ``patch`` row ``r`` is image ``r // N`` at token position ``r % N`` (``N = h * w`` of the
+patch grid, row-major: ``y, x = divmod(r % N, w)``); :meth:`ActivationStore.token_index` spells that out.
+
+**Resumable writing.** :func:`cxrlens.workspace.run_stage` builds a whole artefact in a per-process directory that
+dies with the process; a long extraction instead builds in ``activations/.<run>.partial/``, a directory that
+survives a crash. Shard ``k`` holds images ``[k * S, (k + 1) * S)`` of the selected table (``S`` fixed by the
+config), is written atomically, and counts as done once its ``shard-0000k.json`` sidecar (written after it)
+exists. A re-run with the same job (config + backbone weights + dataset) skips done shards, computes the rest with
+batches that start at shard boundaries (so the numbers do not depend on where the previous run died), then writes
+``index.parquet`` and ``manifest.json`` and swaps the directory into place. The result is byte-identical to an
+uninterrupted run (except the manifest's ``created``/timing fields). A different job discards the partial dir.
+
+**Reading.** :class:`ActivationStore` gives random access by row (``pread`` of the rows' bytes, no mmap) and
+:meth:`ActivationStore.iter_batches`, a seeded streaming shuffle (shuffle buffer of a fixed number of rows) whose
+memory use is bounded by the buffer plus one read chunk, for training on stores larger than RAM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrlens.errors import BadInputError
+from cxrlens.workspace import (
+    MANIFEST,
+    Manifest,
+    StageResult,
+    Workspace,
+    artefact_lock,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    file_sha256,
+    read_manifest,
+)
+
+__all__ = [
+    "STORE_DTYPES",
+    "ActivationStore",
+    "ExtractConfig",
+    "StreamInfo",
+    "default_run_name",
+    "extract_activations",
+]
+
+FORMAT_VERSION = 1
+STORE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_ST_DTYPES = {"F16": (np.float16, 2), "BF16": (np.uint16, 2), "F32": (np.float32, 4)}
+INDEX = "index.parquet"
+_INDEX_COLUMNS = ("study_id", "image_id", "patient_id", "split", "view", "image_path")
+
+
+# ---------------------------------------------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract (everything that changes the stored numbers is here and in the config hash).
+
+    Attributes:
+        dataset: dataset name in the workspace (``datasets/<dataset>/studies.parquet``).
+        backbone: backbone spec (``hf:…``, ``xrv:…``, ``cxrlens:…``).
+        layers: layer names or indices (as strings, ``"-1"`` = the model's output).
+        tokens: token kinds to store: ``cls``, ``mean``, ``patch``.
+        dtype: storage dtype: ``float16``, ``bfloat16`` or ``float32``.
+        split: ``train``, ``val``, ``test`` or ``all``.
+        batch_size: images per forward pass (batches never straddle shards).
+        shard_mb: maximum shard size in MiB.
+    """
+
+    dataset: str
+    backbone: str
+    layers: tuple[str, ...] = ("-1",)
+    tokens: tuple[str, ...] = ("cls", "mean")
+    dtype: str = "float16"
+    split: str = "all"
+    batch_size: int = 32
+    shard_mb: float = 256.0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORE_DTYPES:
+            raise BadInputError(None, f"dtype must be one of {', '.join(STORE_DTYPES)}, got {self.dtype!r}")
+        if self.split not in ("train", "val", "test", "all"):
+            raise BadInputError(None, f"split must be train, val, test or all, got {self.split!r}")
+        if self.batch_size < 1 or self.shard_mb <= 0:
+            raise BadInputError(None, "batch_size must be ≥ 1 and shard_mb > 0")
+        bad = [t for t in self.tokens if t not in ("cls", "mean", "patch")]
+        if bad or not self.tokens:
+            raise BadInputError(None, f"tokens must be a non-empty subset of cls, mean, patch (got {self.tokens})")
+
+
+def default_run_name(cfg: ExtractConfig) -> str:
+    """``<dataset>-<backbone slug>`` (+ ``-<split>`` unless all), e.g. ``iu-phantom-cxrlens-default``."""
+    from cxrlens.backbones.registry import spec_slug
+
+    name = f"{cfg.dataset}-{spec_slug(cfg.backbone)}"
+    return name if cfg.split == "all" else f"{name}-{cfg.split}"
+
+
+# ----------------------------------------------------------------------------------------------------- image data
+def _load_gray(path: str) -> np.ndarray:
+    """(H, W) float32 in [0, 1]; uses ``cxrlens.data.images.load_image`` when the package has it."""
+    try:
+        from cxrlens.data.images import load_image
+    except ImportError:  # pragma: no cover - fallback while the image loader is absent
+        from PIL import Image
+
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+        if arr.ndim == 3:
+            arr = arr[..., :3].mean(axis=-1)
+        scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+        return (arr.astype(np.float32) / scale).clip(0, 1)
+    return np.asarray(load_image(path), dtype=np.float32)
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Item ``i`` → ``(i, preprocessed (C, h, w) tensor or None, error text or None)``; runs in DataLoader workers."""
+
+    def __init__(self, paths: Sequence[str], preprocessor: Any) -> None:
+        self.paths = list(paths)
+        self.preprocessor = preprocessor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            gray_HW = torch.from_numpy(_load_gray(self.paths[i]))
+            return i, self.preprocessor(gray_HW)[0], None
+        except Exception as exc:  # a bad image is skipped and counted, never fatal
+            return i, None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    good = [(i, x) for i, x, _ in items if x is not None]
+    errors = [(i, e) for i, x, e in items if x is None]
+    batch = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], batch, errors
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------------------ extraction
+def _shard_name(k: int) -> str:
+    return f"shard-{k:05d}.safetensors"
+
+
+def _sidecar(k: int) -> str:
+    return f"shard-{k:05d}.json"
+
+
+def _select_images(ws: Workspace, cfg: ExtractConfig) -> tuple[pd.DataFrame, list[str], str]:
+    from cxrlens.data.store import read_studies
+
+    studies = read_studies(ws, cfg.dataset)
+    ds_dir = ws.dataset(cfg.dataset)
+    table = studies if cfg.split == "all" else studies[studies["split"] == cfg.split]
+    table = table[table["image_path"].fillna("").astype(str) != ""].reset_index(drop=True)
+    if table.empty:
+        raise BadInputError(ds_dir / "studies.parquet", f"no images to extract (split {cfg.split!r})")
+    paths = [str(p) if Path(p).is_absolute() else str(ds_dir / p) for p in table["image_path"].astype(str)]
+    return table, paths, file_sha256(ds_dir / "studies.parquet")
+
+
+def extract_activations(
+    workspace: Workspace,
+    cfg: ExtractConfig,
+    *,
+    run: str | None = None,
+    device: str | None = None,
+    num_workers: int | None = None,
+    allow_download: bool = False,
+    xrv_cache_dir: str | Path | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+) -> StageResult:
+    """Extract ``cfg``'s activations into ``activations/<run>`` (resuming a killed run; skipped when current).
+
+    Args:
+        run: store name (default :func:`default_run_name`).
+        device: ``"cpu"``, ``"cuda"`` … (default: CUDA if available). On CUDA the forward runs under bf16 autocast.
+        num_workers: DataLoader workers decoding images while the model computes (default: CPUs − 1, at most 4).
+    Returns the :class:`StageResult` (``reused=True`` when an identical store exists).
+    """
+    from cxrlens import __version__
+    from cxrlens.backbones.registry import load_backbone
+    from cxrlens.config import config_hash, config_to_dict
+    from cxrlens.console import console, progress, warn_line
+
+    run = run or default_run_name(cfg)
+    final = workspace.activations(run)
+    table, paths, dataset_sha = _select_images(workspace, cfg)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    backbone = load_backbone(
+        cfg.backbone, workspace=workspace, allow_download=allow_download, xrv_cache_dir=xrv_cache_dir, device=device
+    )
+    layers = backbone.resolve_layers(list(cfg.layers))
+    probe = backbone.encode(
+        backbone.preprocess(torch.full((1, *backbone.preprocessor.size), 0.5)), layers=layers, tokens=cfg.tokens
+    )
+    n_tok = probe.grid[0] * probe.grid[1]
+    streams = {
+        f"{layer}/{tok}": {
+            "dim": int(probe.get(tok, layer).shape[-1]),
+            "tokens_per_image": n_tok if tok == "patch" else 1,
+        }
+        for layer in layers
+        for tok in cfg.tokens
+    }
+    itemsize = torch.tensor([], dtype=STORE_DTYPES[cfg.dtype]).element_size()
+    bytes_per_image = sum(s["dim"] * s["tokens_per_image"] * itemsize for s in streams.values())
+    per_shard = max(1, int(cfg.shard_mb * 2**20) // bytes_per_image)
+    n_shards = math.ceil(len(paths) / per_shard)
+    job = {
+        "format": FORMAT_VERSION,
+        "config_hash": config_hash(cfg),
+        "backbone_fingerprint": backbone.fingerprint(),
+        "dataset_sha256": dataset_sha,
+        "layers": layers,
+        "images_per_shard": per_shard,
+        "images": len(paths),
+    }
+    job_hash = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+    existing = read_manifest(final)
+    if not force and existing is not None and existing.extra.get("job_hash") == job_hash:
+        return StageResult(final, existing, reused=True)
+
+    with artefact_lock(final):
+        partial = final.parent / f".{run}.partial"
+        job_file = partial / "job.json"
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            if force or json.loads(job_file.read_text()).get("job_hash") != job_hash:
+                shutil.rmtree(partial)
+        if not (partial / MANIFEST).exists():
+            partial.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(job_file, {"job_hash": job_hash, **job})
+            done = [k for k in range(n_shards) if (partial / _sidecar(k)).is_file()]
+            todo = [k for k in range(n_shards) if k not in set(done)]
+            if done:
+                console.print(f"resuming {run}: {len(done)}/{n_shards} shards already complete")
+            t0 = time.perf_counter()
+            dims = {name: s["dim"] for name, s in streams.items()}
+            n_new = _extract_shards(
+                backbone,
+                cfg,
+                layers,
+                dims,
+                paths,
+                partial,
+                todo,
+                per_shard,
+                device,
+                num_workers,
+                show_progress,
+                progress,
+            )
+            elapsed = time.perf_counter() - t0
+            index, skipped, shard_info = _assemble_index(table, partial, n_shards)
+            for err_path, problem in skipped:
+                warn_line(f"skipped {err_path}: {problem}")
+            atomic_write_parquet(partial / INDEX, index)
+            manifest = Manifest(
+                stage="activations.extract",
+                config=config_to_dict(cfg),
+                config_hash=config_hash(cfg),
+                package_version=__version__,
+                created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                inputs={"backbone": job["backbone_fingerprint"], "dataset": dataset_sha},
+                rows={"images": len(index), **{s: len(index) * v["tokens_per_image"] for s, v in streams.items()}},
+                skipped={"images": len(skipped)},
+                extra={
+                    "job_hash": job_hash,
+                    "format": FORMAT_VERSION,
+                    "run": run,
+                    "dtype": cfg.dtype,
+                    "layers": layers,
+                    "grid": list(probe.grid),
+                    "streams": streams,
+                    "shards": shard_info,
+                    "images_per_shard": per_shard,
+                    "backbone": backbone.describe(),
+                    "device": str(device),
+                    "timing": {"seconds_this_run": round(elapsed, 3), "images_this_run": n_new},
+                },
+            )
+            for k in range(n_shards):
+                (partial / _sidecar(k)).unlink(missing_ok=True)
+            job_file.unlink(missing_ok=True)
+            atomic_write_json(partial / MANIFEST, manifest.to_json())
+        if final.exists():
+            old = final.parent / f".{run}.{os.getpid()}.old"
+            os.replace(final, old)
+            os.replace(partial, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, final)
+    return StageResult(final, read_manifest(final), reused=False)  # type: ignore[arg-type]
+
+
+def _extract_shards(
+    backbone,
+    cfg: ExtractConfig,
+    layers: list[str],
+    stream_dims: dict[str, int],
+    paths: list[str],
+    partial: Path,
+    todo: list[int],
+    per_shard: int,
+    device: str,
+    num_workers: int | None,
+    show_progress: bool,
+    progress_fn,
+) -> int:
+    """Compute and write every shard in ``todo``; returns the number of images processed."""
+    from safetensors.torch import save as st_save
+
+    if not todo:
+        return 0
+    batches: list[list[int]] = []
+    for k in todo:
+        lo, hi = k * per_shard, min((k + 1) * per_shard, len(paths))
+        batches += [list(range(s, min(s + cfg.batch_size, hi))) for s in range(lo, hi, cfg.batch_size)]
+    if num_workers is None:
+        num_workers = max(0, min(4, (os.cpu_count() or 1) - 1))
+    loader = torch.utils.data.DataLoader(
+        _ImageDataset(paths, backbone.preprocessor),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if num_workers else None,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+    out_dtype = STORE_DTYPES[cfg.dtype]
+    dev = torch.device(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    total_todo = sum(min((k + 1) * per_shard, len(paths)) - k * per_shard for k in todo)
+    pending: dict[str, list[torch.Tensor]] = {}
+    good: list[int] = []
+    errors: list[tuple[int, str]] = []
+    current = todo[0]
+    seen = 0
+    t0 = time.perf_counter()
+
+    def flush(k: int) -> None:
+        tensors = {
+            name: (torch.cat(pending[name]) if pending.get(name) else torch.empty(0, dim, dtype=out_dtype)).contiguous()
+            for name, dim in sorted(stream_dims.items())
+        }
+        lo = k * per_shard
+        atomic_write_bytes(partial / _shard_name(k), st_save(tensors, metadata={"first_image": str(lo)}))
+        atomic_write_json(
+            partial / _sidecar(k),
+            {"images": [i - lo for i in good], "errors": [[paths[i], e] for i, e in errors]},
+        )
+
+    with progress_fn(disable=not show_progress) as bar:
+        task = bar.add_task("extract", total=total_todo)
+        with torch.inference_mode(), autocast:
+            for positions, batch_BCHW, batch_errors in loader:
+                first = positions[0] if positions else batch_errors[0][0]
+                k = first // per_shard
+                if k != current:
+                    flush(current)
+                    pending, good, errors, current = {}, [], [], k
+                errors += batch_errors
+                if batch_BCHW is not None:
+                    out = backbone.encode(batch_BCHW.to(dev, non_blocking=True), layers=layers, tokens=cfg.tokens)
+                    for layer in layers:
+                        for tok in cfg.tokens:
+                            t = out.get(tok, layer)
+                            t = t.reshape(-1, t.shape[-1]) if tok == "patch" else t
+                            pending.setdefault(f"{layer}/{tok}", []).append(t.to(out_dtype).cpu())
+                    good += positions
+                seen += len(positions) + len(batch_errors)
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=len(positions) + len(batch_errors), description=f"extract {rate:,.1f} img/s")
+        flush(current)
+    return seen
+
+
+def _assemble_index(
+    table: pd.DataFrame, partial: Path, n_shards: int
+) -> tuple[pd.DataFrame, list[tuple[str, str]], list[dict[str, Any]]]:
+    """index.parquet rows, skipped (path, problem) and per-shard info from the shard sidecars."""
+    frames, skipped, info = [], [], []
+    row = 0
+    for k in range(n_shards):
+        side = json.loads((partial / _sidecar(k)).read_text())
+        with open(partial / _shard_name(k), "rb") as fh:
+            header = _read_header(fh)
+        first = int(header.get("__metadata__", {}).get("first_image", 0))
+        local = np.asarray(side["images"], dtype=np.int64)
+        sel = table.iloc[first + local] if len(local) else table.iloc[[]]
+        cols = {c: sel[c].astype("string").to_numpy() for c in _INDEX_COLUMNS if c in sel.columns}
+        frames.append(
+            pd.DataFrame(
+                {
+                    "row": np.arange(row, row + len(local), dtype=np.int64),
+                    "shard": np.full(len(local), k, dtype=np.int32),
+                    "shard_row": np.arange(len(local), dtype=np.int64),
+                    "table_row": (first + local).astype(np.int64),
+                    **cols,
+                }
+            )
+        )
+        skipped += [tuple(e) for e in side["errors"]]
+        info.append(
+            {
+                "file": _shard_name(k),
+                "images": len(local),
+                "first_row": row,
+                "bytes": (partial / _shard_name(k)).stat().st_size,
+                "sha256": file_sha256(partial / _shard_name(k)),
+            }
+        )
+        row += len(local)
+    index = pd.concat(frames, ignore_index=True)
+    for c in _INDEX_COLUMNS:
+        if c in index.columns:
+            index[c] = index[c].astype("string")
+    return index, skipped, info
+
+
+# ---------------------------------------------------------------------------------------------------------- reader
+def _read_header(fh) -> dict[str, Any]:
+    (n,) = struct.unpack("<Q", fh.read(8))
+    header = json.loads(fh.read(n))
+    header["__data_start__"] = 8 + n
+    return header
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamInfo:
+    """One stream of a store: ``dim`` D, ``tokens_per_image`` (1, or N patches), total ``rows``."""
+
+    name: str
+    dim: int
+    tokens_per_image: int
+    rows: int
+
+
+class ActivationStore:
+    """Read access to a complete activation store (``activations/<run>``).
+
+    ``store.stream_names``; ``store.info(stream)``; ``store.index`` (one row per image);
+    ``store.get(stream, rows)`` → (len(rows), D) float32; ``store.read(stream)`` → everything (small stores);
+    ``store.iter_batches(stream, batch_size, shuffle_buffer=…, seed=…)`` → streaming shuffled (B, D) batches.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest = read_manifest(self.path)
+        if manifest is None or manifest.stage != "activations.extract":
+            raise BadInputError(
+                self.path, "not a complete activation store (no manifest); run or resume `cxrlens extract`"
+            )
+        self.manifest = manifest
+        self.index = pd.read_parquet(self.path / INDEX)
+        extra = manifest.extra
+        self.grid: tuple[int, int] = tuple(extra["grid"])  # type: ignore[assignment]
+        self.dtype = extra["dtype"]
+        n_img = len(self.index)
+        self._streams = {
+            name: StreamInfo(name, int(s["dim"]), int(s["tokens_per_image"]), n_img * int(s["tokens_per_image"]))
+            for name, s in extra["streams"].items()
+        }
+        self._shards = extra["shards"]
+        self._img_starts = np.array([s["first_row"] for s in self._shards], dtype=np.int64)
+        self._img_counts = np.array([s["images"] for s in self._shards], dtype=np.int64)
+        self._headers: dict[int, dict[str, Any]] = {}
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def stream_names(self) -> list[str]:
+        return list(self._streams)
+
+    def info(self, stream: str) -> StreamInfo:
+        if stream not in self._streams:
+            raise BadInputError(self.path, f"no stream {stream!r}; streams are {', '.join(self._streams)}")
+        return self._streams[stream]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def token_index(self, stream: str) -> pd.DataFrame:
+        """Row → image: ``row, image_row, token, y, x`` plus the image's ``study_id``/``image_id``/``split``."""
+        s = self.info(stream)
+        rows = np.arange(s.rows, dtype=np.int64)
+        img = rows // s.tokens_per_image
+        pos = rows % s.tokens_per_image
+        y, x = (pos // self.grid[1], pos % self.grid[1]) if s.tokens_per_image > 1 else (pos * 0 - 1, pos * 0 - 1)
+        out = pd.DataFrame({"row": rows, "image_row": img, "token": pos if s.tokens_per_image > 1 else -1})
+        out["y"], out["x"] = y, x
+        for c in ("study_id", "image_id", "split"):
+            if c in self.index.columns:
+                out[c] = self.index[c].to_numpy()[img]
+        return out
+
+    # ---------------------------------------------------------------- low level
+    def _header(self, k: int) -> dict[str, Any]:
+        if k not in self._headers:
+            with open(self.path / self._shards[k]["file"], "rb") as fh:
+                self._headers[k] = _read_header(fh)
+        return self._headers[k]
+
+    def _read_rows(self, k: int, stream: str, lo: int, hi: int) -> torch.Tensor:
+        """Rows [lo, hi) of ``stream`` in shard ``k`` as a tensor of the stored dtype (one pread)."""
+        h = self._header(k)
+        meta = h[stream]
+        np_dtype, size = _ST_DTYPES[meta["dtype"]]
+        dim = meta["shape"][1] if len(meta["shape"]) == 2 else 0
+        start = h["__data_start__"] + meta["data_offsets"][0] + lo * dim * size
+        n = (hi - lo) * dim * size
+        fd = os.open(self.path / self._shards[k]["file"], os.O_RDONLY)
+        try:
+            buf = os.pread(fd, n, start)
+        finally:
+            os.close(fd)
+        if len(buf) != n:
+            raise BadInputError(self.path / self._shards[k]["file"], "shard is truncated")
+        arr = np.frombuffer(buf, dtype=np_dtype).reshape(hi - lo, dim)
+        t = torch.from_numpy(arr.copy())
+        return t.view(torch.bfloat16) if meta["dtype"] == "BF16" else t
+
+    def _shard_rows(self, stream: str) -> tuple[np.ndarray, np.ndarray]:
+        """(first stream row, row count) per shard."""
+        tpi = self.info(stream).tokens_per_image
+        return self._img_starts * tpi, self._img_counts * tpi
+
+    # ---------------------------------------------------------------- random access
+    def get(self, stream: str, rows: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Rows of ``stream`` by global row number → (len(rows), D) float32, in the order given."""
+        s = self.info(stream)
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= s.rows):
+            raise IndexError(f"row out of range [0, {s.rows}) for stream {stream!r}")
+        out = torch.empty(idx.size, s.dim, dtype=torch.float32)
+        starts, _ = self._shard_rows(stream)
+        shard_of = np.searchsorted(starts, idx, side="right") - 1
+        for k in np.unique(shard_of):
+            sel = np.nonzero(shard_of == k)[0]
+            local = idx[sel] - starts[k]
+            lo, hi = int(local.min()), int(local.max()) + 1
+            if hi - lo <= 4 * len(sel) + 64:  # dense enough: one read of the span
+                block = self._read_rows(int(k), stream, lo, hi).float()
+                out[torch.from_numpy(sel)] = block[torch.from_numpy(local - lo)]
+            else:
+                for j, r in zip(sel, local, strict=True):
+                    out[int(j)] = self._read_rows(int(k), stream, int(r), int(r) + 1)[0].float()
+        return out
+
+    def read(self, stream: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The whole stream (rows, D) — only for stores that fit in memory."""
+        _, counts = self._shard_rows(stream)
+        parts = [self._read_rows(k, stream, 0, int(counts[k])).to(dtype) for k in range(len(self._shards))]
+        return torch.cat(parts) if parts else torch.empty(0, self.info(stream).dim, dtype=dtype)
+
+    # ---------------------------------------------------------------- streaming
+    def iter_batches(
+        self,
+        stream: str,
+        batch_size: int,
+        *,
+        shuffle_buffer: int = 65536,
+        seed: int = 0,
+        chunk_rows: int = 4096,
+        split: str | None = None,
+        drop_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> Iterator[torch.Tensor]:
+        """One pass over ``stream`` in a seeded shuffled order, as (batch_size, D) tensors.
+
+        Shards are visited in a random order, each read in chunks of ``chunk_rows`` rows (random chunk order), and
+        rows pass through a shuffle buffer of ``shuffle_buffer`` rows from which batches are drawn uniformly at
+        random. Memory: ``(shuffle_buffer + chunk_rows) × D`` values, independent of the store size. With
+        ``shuffle_buffer ≥`` the stream's rows it is a full uniform shuffle. ``split`` keeps rows of images in
+        that split only. The same ``seed`` gives the same sequence.
+        """
+        s = self.info(stream)
+        if batch_size < 1 or shuffle_buffer < batch_size:
+            raise ValueError("need batch_size ≥ 1 and shuffle_buffer ≥ batch_size")
+        rng = np.random.default_rng(seed)
+        keep_img = None if split is None else (self.index["split"].astype(str).to_numpy() == split)
+        starts, counts = self._shard_rows(stream)
+        buf = torch.empty(shuffle_buffer, s.dim, dtype=dtype)
+        n = 0
+
+        def take(count: int) -> torch.Tensor:
+            nonlocal n
+            pick = rng.choice(n, size=count, replace=False)
+            out = buf[torch.from_numpy(pick)].clone()
+            # fill the holes with the rows at the tail so the live rows stay in buf[:n - count]
+            new_n = n - count
+            holes = np.sort(pick[pick < new_n])
+            tail = np.setdiff1d(np.arange(new_n, n), pick, assume_unique=True)
+            if len(holes):
+                buf[torch.from_numpy(holes)] = buf[torch.from_numpy(tail)]
+            n = new_n
+            return out
+
+        for k in rng.permutation(len(self._shards)):
+            total = int(counts[k])
+            chunk_starts = np.arange(0, total, chunk_rows)
+            for c0 in rng.permutation(chunk_starts) if len(chunk_starts) else []:
+                c1 = min(int(c0) + chunk_rows, total)
+                chunk = self._read_rows(int(k), stream, int(c0), c1).to(dtype)
+                if keep_img is not None:
+                    img = (starts[k] + np.arange(int(c0), c1)) // s.tokens_per_image
+                    chunk = chunk[torch.from_numpy(keep_img[img])]
+                pos = 0
+                while pos < len(chunk):
+                    m = min(shuffle_buffer - n, len(chunk) - pos)
+                    buf[n : n + m] = chunk[pos : pos + m]
+                    n += m
+                    pos += m
+                    if n == shuffle_buffer:
+                        yield take(batch_size)
+                del chunk
+        order = torch.from_numpy(rng.permutation(n))
+        for b in range(0, n, batch_size):
+            if drop_last and b + batch_size > n:
+                break
+            yield buf[order[b : b + batch_size]]
