@@ -1,0 +1,69 @@
+"""``cxrlens extract``: a backbone's activations over a dataset → a sharded, resumable activation store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, human_bytes, kv_table, open_workspace, print_stage_result
+from cxrlens.console import console
+
+
+def extract(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name in the workspace (e.g. iu-phantom)."),
+    backbone: str = typer.Option(
+        "cxrlens:default", "--backbone", "-b", help="Backbone spec: hf:<id or dir>, xrv:<weights>, cxrlens:<name>."
+    ),
+    layers: str = typer.Option("-1", help="Comma-separated layer names or indices (-1 = the model's output)."),
+    tokens: str = typer.Option("cls,mean", help="Comma-separated token kinds: cls, mean, patch."),
+    dtype: str = typer.Option("float16", help="Storage dtype: float16, bfloat16 or float32."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    split: str = typer.Option("all", help="train, val, test or all."),
+    shard_mb: float = typer.Option(256.0, help="Maximum shard size in MiB."),
+    run: str | None = typer.Option(None, help="Store name [default: <dataset>-<backbone>]."),
+    device: str | None = typer.Option(None, help="cpu, cuda … [default: cuda if available]."),
+    workers: int | None = typer.Option(None, help="DataLoader workers decoding images [default: CPUs-1, ≤ 4]."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch hub weights."),
+    xrv_cache_dir: Path | None = typer.Option(None, help="torchxrayvision weights dir [default: ~/.torchxrayvision]."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """Extract activations into activations/<run> (kill it any time; re-running resumes from the last shard)."""
+    from cxrlens.activations import ExtractConfig, extract_activations
+    from cxrlens.workspace import dir_size
+
+    cfg = ExtractConfig(
+        dataset=dataset,
+        backbone=backbone,
+        layers=tuple(x.strip() for x in layers.split(",") if x.strip()),
+        tokens=tuple(x.strip() for x in tokens.split(",") if x.strip()),
+        dtype=dtype,
+        split=split,
+        batch_size=batch_size,
+        shard_mb=shard_mb,
+    )
+    result = extract_activations(
+        open_workspace(workspace),
+        cfg,
+        run=run,
+        device=device,
+        num_workers=workers,
+        allow_download=allow_download,
+        xrv_cache_dir=xrv_cache_dir,
+        force=force,
+    )
+    m = result.manifest
+    timing = m.extra.get("timing", {})
+    secs, imgs = timing.get("seconds_this_run", 0.0), timing.get("images_this_run", 0)
+    rows = [
+        ("backbone", f"{m.config['backbone']} ({m.extra['backbone']['parameters']:,} parameters)"),
+        ("images", f"{m.rows['images']:,} (skipped {m.skipped.get('images', 0):,})"),
+        ("streams", ", ".join(f"{k} {v['dim']}-d" for k, v in m.extra["streams"].items())),
+        ("patch grid", "x".join(str(g) for g in m.extra["grid"])),
+        ("shards", f"{len(m.extra['shards'])} ({human_bytes(dir_size(result.path))} on disk, {m.extra['dtype']})"),
+    ]
+    if not result.reused and secs > 0:
+        rows.append(("throughput this run", f"{imgs / secs:,.1f} images/s ({imgs:,} images in {secs:.1f} s)"))
+    console.print(kv_table("Activation store", rows))
+    print_stage_result(result, f"activations {result.path.name}")
