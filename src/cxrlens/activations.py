@@ -341,9 +341,11 @@ def _extract_shards(
     if not todo:
         return 0
     batches: list[list[int]] = []
+    left: dict[int, int] = {}  # shard → images not yet received; the shard is written when it reaches 0
     for k in todo:
         lo, hi = k * per_shard, min((k + 1) * per_shard, len(paths))
         batches += [list(range(s, min(s + cfg.batch_size, hi))) for s in range(lo, hi, cfg.batch_size)]
+        left[k] = hi - lo
     if num_workers is None:
         num_workers = max(0, min(4, (os.cpu_count() or 1) - 1))
     loader = torch.utils.data.DataLoader(
@@ -362,7 +364,6 @@ def _extract_shards(
     pending: dict[str, list[torch.Tensor]] = {}
     good: list[int] = []
     errors: list[tuple[int, str]] = []
-    current = todo[0]
     seen = 0
     t0 = time.perf_counter()
 
@@ -384,9 +385,6 @@ def _extract_shards(
             for positions, batch_BCHW, batch_errors in loader:
                 first = positions[0] if positions else batch_errors[0][0]
                 k = first // per_shard
-                if k != current:
-                    flush(current)
-                    pending, good, errors, current = {}, [], [], k
                 errors += batch_errors
                 if batch_BCHW is not None:
                     out = backbone.encode(batch_BCHW.to(dev, non_blocking=True), layers=layers, tokens=cfg.tokens)
@@ -397,9 +395,12 @@ def _extract_shards(
                             pending.setdefault(f"{layer}/{tok}", []).append(t.to(out_dtype).cpu())
                     good += positions
                 seen += len(positions) + len(batch_errors)
+                left[k] -= len(positions) + len(batch_errors)
+                if left[k] == 0:  # the shard's last batch: write it now, not when the next one arrives
+                    flush(k)
+                    pending, good, errors = {}, [], []
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, advance=len(positions) + len(batch_errors), description=f"extract {rate:,.1f} img/s")
-        flush(current)
     return seen
 
 
@@ -595,8 +596,8 @@ class ActivationStore:
     ) -> Iterator[torch.Tensor]:
         """One pass over ``stream`` in a seeded shuffled order, as (batch_size, D) tensors.
 
-        Shards are visited in a random order, each read in chunks of ``chunk_rows`` rows (random chunk order), and
-        rows pass through a shuffle buffer of ``shuffle_buffer`` rows from which batches are drawn uniformly at
+        The stream is read in contiguous chunks of ``chunk_rows`` rows, visited in a random order across all shards,
+        and rows pass through a shuffle buffer of ``shuffle_buffer`` rows from which batches are drawn uniformly at
         random. Memory: ``(shuffle_buffer + chunk_rows) × D`` values, independent of the store size. With
         ``shuffle_buffer ≥`` the stream's rows it is a full uniform shuffle. ``split`` keeps rows of images in
         that split only. The same ``seed`` gives the same sequence.
@@ -623,24 +624,23 @@ class ActivationStore:
             n = new_n
             return out
 
-        for k in rng.permutation(len(self._shards)):
-            total = int(counts[k])
-            chunk_starts = np.arange(0, total, chunk_rows)
-            for c0 in rng.permutation(chunk_starts) if len(chunk_starts) else []:
-                c1 = min(int(c0) + chunk_rows, total)
-                chunk = self._read_rows(int(k), stream, int(c0), c1).to(dtype)
-                if keep_img is not None:
-                    img = (starts[k] + np.arange(int(c0), c1)) // s.tokens_per_image
-                    chunk = chunk[torch.from_numpy(keep_img[img])]
-                pos = 0
-                while pos < len(chunk):
-                    m = min(shuffle_buffer - n, len(chunk) - pos)
-                    buf[n : n + m] = chunk[pos : pos + m]
-                    n += m
-                    pos += m
-                    if n == shuffle_buffer:
-                        yield take(batch_size)
-                del chunk
+        chunks = [(k, c0) for k in range(len(self._shards)) for c0 in range(0, int(counts[k]), chunk_rows)]
+        for j in rng.permutation(len(chunks)):
+            k, c0 = chunks[j]
+            c1 = min(c0 + chunk_rows, int(counts[k]))
+            chunk = self._read_rows(k, stream, c0, c1).to(dtype)
+            if keep_img is not None:
+                img = (starts[k] + np.arange(c0, c1)) // s.tokens_per_image
+                chunk = chunk[torch.from_numpy(keep_img[img])]
+            pos = 0
+            while pos < len(chunk):
+                m = min(shuffle_buffer - n, len(chunk) - pos)
+                buf[n : n + m] = chunk[pos : pos + m]
+                n += m
+                pos += m
+                if n == shuffle_buffer:
+                    yield take(batch_size)
+            del chunk
         order = torch.from_numpy(rng.permutation(n))
         for b in range(0, n, batch_size):
             if drop_last and b + batch_size > n:
