@@ -17,8 +17,9 @@ every table.
 * **DCI** (Eastwood & Williams 2018): importance matrix ``R`` (codes × factors) from a random forest per factor
   (the paper's second regressor; disentanglement_lib uses gradient-boosted trees) classifying the discretised
   factor, with every code considered at every split (``max_features=None``: with sklearn's default of √D codes per
-  split, trees split on noise codes and an identity code scores D ≈ 0.5); disentanglement ``D = Σ_i ρ_i (1 - H_K(P_i·))``, completeness ``C = mean_k (1 - H_D(P̃_·k))``,
-  informativeness = mean held-out accuracy of the forests.
+  split, trees split on noise codes and an identity code scores D ≈ 0.5); disentanglement
+  ``D = Σ_i ρ_i (1 - H_K(P_i·))`` (rows of R normalised, ρ_i = row share of all importance), completeness
+  ``C = mean_k (1 - H_D(Q_·k))`` (columns of R normalised), informativeness = mean held-out accuracy of the forests.
 * **SAP** (Kumar et al. 2018): score matrix codes × factors: continuous factors → squared Pearson correlation (R² of
   a 1-D linear fit); discrete factors → held-out balanced accuracy of a 1-D classifier on one code dim. *Variant
   here*: the 1-D classifier is a nearest-class-mean rule (disentanglement_lib fits a LinearSVC per pair; the
@@ -265,7 +266,7 @@ def mig(codes_ND: np.ndarray, factors_NF: np.ndarray, bins: int = 20) -> dict[st
 
 def _split(n: int, rng: np.random.Generator, frac: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
     perm = rng.permutation(n)
-    cut = int(round(frac * n))
+    cut = round(frac * n)
     return perm[:cut], perm[cut:]
 
 
@@ -298,10 +299,7 @@ def _dci_from_importance(imp_DF: np.ndarray) -> dict[str, float]:
 
     n_d, n_f = imp_DF.shape
     eps = 1e-11
-    if n_f > 1:
-        d_per_code = 1.0 - entropy(imp_DF.T + eps, base=n_f)  # entropy over factors, per code
-    else:
-        d_per_code = np.ones(n_d)
+    d_per_code = 1.0 - entropy(imp_DF.T + eps, base=n_f) if n_f > 1 else np.ones(n_d)  # entropy over factors
     weight = imp_DF.sum(1) / max(imp_DF.sum(), eps)
     c_per_factor = 1.0 - entropy(imp_DF + eps, base=n_d) if n_d > 1 else np.ones(n_f)
     return {"disentanglement": float((d_per_code * weight).sum()), "completeness": float(np.mean(c_per_factor))}
