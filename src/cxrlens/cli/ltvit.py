@@ -1,0 +1,189 @@
+"""``cxrlens lt-vit …``: the label-token ViT — train (with its CLS baseline), predict, explain (grounding + sanity)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, open_workspace, print_stage_result
+from cxrlens.console import console
+
+app = typer.Typer(help="Label-token ViT: per-label tokens whose attention is the label's map.", no_args_is_help=True)
+
+
+def _fmt(v: float) -> str:
+    return "—" if v != v else f"{v:.3f}"
+
+
+@app.command("train")
+def train_cmd(
+    dataset: str = typer.Option("sprites", help="Dataset in the workspace (study table with label columns)."),
+    run: str = typer.Option("lt-vit", help="Run name: writes analysis/<run>."),
+    labels: str | None = typer.Option(
+        None, help="Comma-separated label columns [default: CheXpert labels with ≥ 10 positives and negatives]."
+    ),
+    init: str | None = typer.Option(
+        None, help="Initialise the ViT from a backbone spec (cxrlens:<name>, hf:<dir>) [default: random]."
+    ),
+    steps: int = typer.Option(600, help="Optimiser steps."),
+    batch_size: int = typer.Option(32, help="Images per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
+    warmup: int = typer.Option(50, help="Linear warm-up steps before the cosine decay."),
+    weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
+    uncertain: str = typer.Option("ignore", help="Uncertain (-1) labels: ones | zeros | ignore."),
+    class_balanced: bool = typer.Option(False, "--class-balanced", help="Weight positives by n_neg / n_pos."),
+    seed: int = typer.Option(0, help="Seed of the init and the batch order."),
+    image_size: int = typer.Option(64, help="Input side (random init only; a backbone fixes its own)."),
+    patch_size: int = typer.Option(8, help="Patch side (random init only)."),
+    dim: int = typer.Option(64, help="Token width (random init only)."),
+    depth: int = typer.Option(4, help="Blocks (random init only)."),
+    heads: int = typer.Option(4, help="Attention heads (random init only)."),
+    join_at: int | None = typer.Option(None, help="First block the label tokens join [default: depth // 2]."),
+    eval_split: str = typer.Option("test", help="Split the AUC is measured on."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the same-size CLS ViT."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """Train LT-ViT and the same-size CLS ViT (same data, schedule, seed); per-label AUC → analysis/<run>."""
+    import pandas as pd
+
+    from cxrlens.labeltokens.model import LTViTConfig
+    from cxrlens.labeltokens.run import LTRunConfig, choose_labels, train_run
+    from cxrlens.labeltokens.train import LTTrainConfig
+
+    ws = open_workspace(workspace)
+    names = tuple(s.strip() for s in labels.split(",") if s.strip()) if labels else choose_labels(ws, dataset)
+    model = None
+    if init is not None:
+        from cxrlens.backbones import load_backbone
+        from cxrlens.labeltokens.pretrained import from_backbone
+
+        model = from_backbone(load_backbone(init, workspace=ws), names, join_at=join_at, seed=seed)
+        mcfg = model.cfg
+    else:
+        mcfg = LTViTConfig(
+            labels=names,
+            image_size=image_size,
+            patch_size=patch_size,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            join_at=join_at,
+        )
+    tcfg = LTTrainConfig(
+        model=mcfg,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=warmup,
+        weight_decay=weight_decay,
+        uncertain=uncertain,
+        class_balanced=class_balanced,
+        seed=seed,
+    )
+    cfg = LTRunConfig(dataset=dataset, train=tcfg, eval_split=eval_split, baseline=baseline)
+    result = train_run(ws, cfg, run, model=model, force=force)
+    auc = pd.read_parquet(result.path / "auc.parquet")
+    table = Table(title=f"Per-label AUC on {dataset}/{eval_split}", title_justify="left")
+    table.add_column("label")
+    table.add_column("n / pos", justify="right")
+    kinds = list(dict.fromkeys(auc["model"]))
+    for k in kinds:
+        table.add_column({"label-tokens": "LT-ViT", "cls": "CLS ViT"}[k], justify="right")
+    for name in names:
+        rows = auc[auc["label"] == name].set_index("model")
+        first = rows.iloc[0]
+        table.add_row(name, f"{first['n']} / {first['n_pos']}", *[_fmt(float(rows.loc[k, "auc"])) for k in kinds])
+    means = auc.groupby("model")["auc"].mean()
+    table.add_row("mean", "", *[_fmt(float(means[k])) for k in kinds], style="bold")
+    console.print(table)
+    print_stage_result(result, f"lt-vit run {run}")
+
+
+@app.command("predict")
+def predict_cmd(
+    run: str = typer.Option("lt-vit", help="Trained run (analysis/<run>)."),
+    dataset: str = typer.Option("sprites", help="Dataset to predict on."),
+    split: str | None = typer.Option("test", help="Split (train | val | test); 'all' for every image."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """Per-label probabilities of every model of a run → analysis/<run>-predict-<dataset>-<split>."""
+    from cxrlens.labeltokens.run import predict_run
+
+    result = predict_run(open_workspace(workspace), run, dataset, None if split == "all" else split, force=force)
+    console.print(f"{result.manifest.rows.get('images', 0):,} images")
+    print_stage_result(result, "predictions")
+    console.print(f"  {result.path / 'predictions.parquet'}")
+
+
+@app.command("explain")
+def explain_cmd(
+    run: str = typer.Option("lt-vit", help="Trained run (analysis/<run>)."),
+    dataset: str | None = typer.Option(None, help="Dataset with finding masks [default: the run's dataset]."),
+    split: str = typer.Option("test", help="Split to ground on."),
+    methods: str = typer.Option("attention,rollout,gradcam", help="Map methods (comma-separated)."),
+    max_images: int = typer.Option(400, help="At most this many images of the split."),
+    sanity_images: int = typer.Option(48, help="Images in the cascading-randomisation sanity check."),
+    rel_threshold: float = typer.Option(0.5, help="IoU: map ≥ this fraction of its max counts as inside."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """Pointing game + IoU vs finding masks per label (attention, rollout, Grad-CAM; LT-ViT and CLS), sanity check,
+    per-label map figure → analysis/<run>-explain."""
+    import pandas as pd
+
+    from cxrlens.labeltokens.run import LTExplainConfig, explain_run
+    from cxrlens.workspace import read_manifest
+
+    ws = open_workspace(workspace)
+    man = read_manifest(ws.analysis(run))
+    if man is None:
+        from cxrlens.errors import BadInputError
+
+        raise BadInputError(ws.analysis(run), f"no trained lt-vit run {run!r}; run `cxrlens lt-vit train` first")
+    cfg = LTExplainConfig(
+        run=run,
+        run_config_hash=man.config_hash,
+        dataset=dataset or man.config["dataset"],
+        split=split,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        max_images=max_images,
+        sanity_images=sanity_images,
+        rel_threshold=rel_threshold,
+    )
+    result = explain_run(ws, cfg, force=force)
+    g = pd.read_parquet(result.path / "grounding.parquet")
+    table = Table(title="Grounding: pointing game / IoU per label (positives with a mask)", title_justify="left")
+    table.add_column("model · method")
+    labels = list(dict.fromkeys(g["label"]))
+    for name in labels:
+        table.add_column(name[:18], justify="right")
+    for (kind, method), rows in g.groupby(["model", "method"], sort=False):
+        rows = rows.set_index("label")
+        table.add_row(
+            f"{kind} · {method}",
+            *[f"{_fmt(rows.loc[n, 'pointing'])} / {_fmt(rows.loc[n, 'iou'])}" for n in labels],
+        )
+    chance = g.drop_duplicates("label").set_index("label")
+    table.add_row("chance (mask area)", *[_fmt(chance.loc[n, "chance"]) for n in labels], style="dim")
+    console.print(table)
+    s = pd.read_parquet(result.path / "sanity.parquet")
+    st = Table(title="Sanity check: cascading randomisation, Spearman ρ / SSIM vs trained maps", title_justify="left")
+    st.add_column("model · method")
+    steps = list(dict.fromkeys(s["randomised_through"]))
+    for step in steps:
+        st.add_column(f"→ {step}", justify="right")
+    st.add_column("passes")
+    for (kind, method), rows in s.groupby(["model", "method"], sort=False):
+        rows = rows.set_index("randomised_through")
+        st.add_row(
+            f"{kind} · {method}",
+            *[f"{rows.loc[k, 'spearman']:.2f} / {rows.loc[k, 'ssim']:.2f}" for k in steps],
+            "yes" if bool(rows["passed"].iloc[0]) else "NO",
+        )
+    console.print(st)
+    print_stage_result(result, f"lt-vit explanation of {run}")
+    console.print(f"  {result.path / 'maps.png'}")

@@ -1,0 +1,391 @@
+"""Workspace stages of the label-token ViT: train (LT-ViT + same-size CLS baseline), predict, explain.
+
+Artefacts (``analysis/<run>``, written atomically by :func:`cxrlens.workspace.run_stage`):
+
+* ``train`` → ``analysis/<run>/``: ``config.toml``, ``lt-vit.safetensors`` and (unless ``baseline=False``)
+  ``cls-vit.safetensors`` (model + JSON header, see :mod:`cxrlens.labeltokens.train`), ``auc.parquet`` (model,
+  label, auc, n, n_pos on the evaluation split), ``losses.parquet``, ``metrics.json``. Resumable: while it runs, the
+  checkpoints live in ``analysis/.<run>.resume/`` and a re-run with the same config continues from them.
+* ``predict`` → ``analysis/<run>-predict-<dataset>-<split>/predictions.parquet`` (image_id + one probability
+  column per label, per model).
+* ``explain`` → ``analysis/<run>-explain/``: ``grounding.parquet`` (model, method, label, n, pointing, iou, chance),
+  ``sanity.parquet`` (model, method, randomised_through, spearman, ssim, passed), ``maps.png`` (per-label maps of a
+  few images).
+
+Images are read as grayscale ``[0, 1]`` and resized once to the model's input size (antialiased); masks are resized
+to the same size (nearest), so maps and masks are compared at the model's input resolution.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from cxrlens.config import config_hash, save_toml
+from cxrlens.console import progress, warn_line
+from cxrlens.errors import BadInputError
+from cxrlens.labeltokens.model import LTViT, LTViTConfig
+from cxrlens.labeltokens.train import (
+    LabelData,
+    LTTrainConfig,
+    auc_per_label,
+    load_model,
+    predict,
+    prepare_targets,
+    replace_kind,
+    save_checkpoint,
+    train,
+)
+from cxrlens.workspace import StageResult, Workspace, atomic_write_json, atomic_write_parquet, run_stage
+
+__all__ = [
+    "LTExplainConfig",
+    "LTPredictConfig",
+    "LTRunConfig",
+    "choose_labels",
+    "explain_run",
+    "load_label_data",
+    "maps_figure",
+    "predict_run",
+    "train_run",
+]
+
+MODEL_FILES = {"label-tokens": "lt-vit.safetensors", "cls": "cls-vit.safetensors"}
+
+
+@dataclass(frozen=True)
+class LTRunConfig:
+    """A training run: dataset, evaluation split, the LT-ViT training config, and whether to train the baseline.
+
+    The CLS baseline uses ``train`` with ``model.kind = "cls"``: same data, schedule, seed, size.
+    """
+
+    dataset: str
+    train: LTTrainConfig
+    eval_split: str = "test"
+    baseline: bool = True
+
+
+@dataclass(frozen=True)
+class LTPredictConfig:
+    """Predictions of a trained run on a dataset split (``split=None``: every image)."""
+
+    run: str
+    run_config_hash: str
+    dataset: str
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class LTExplainConfig:
+    """Grounding + sanity run over a trained run's models on a dataset split."""
+
+    run: str
+    run_config_hash: str
+    dataset: str
+    split: str = "test"
+    methods: tuple[str, ...] = ("attention", "rollout", "gradcam")
+    max_images: int = 400
+    sanity_images: int = 48
+    rel_threshold: float = 0.5
+    figure_images: int = 4
+    seed: int = 0
+
+
+# -------------------------------------------------------------------------------------------------------- data
+def _read_gray(path: Path, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("I;16") if im.mode in ("I;16", "I") else im.convert("L"), dtype=np.float32)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(path, f"cannot read image ({exc})") from None
+    arr = arr / (65535.0 if arr.max() > 255 else 255.0)
+    t = torch.from_numpy(arr)[None, None]
+    if t.shape[-2:] != (size, size):
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return t[0, 0].clamp(0, 1)
+
+
+def _read_masks(ds_dir: Path, image_id: str, labels: tuple[str, ...], size: int) -> torch.Tensor | None:
+    """(L, size, size) bool from ``masks/<image_id>.npz`` (one array per finding name), or None if absent."""
+    path = ds_dir / "masks" / f"{image_id}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        keys = set(z.files)
+        out = torch.zeros(len(labels), size, size, dtype=torch.bool)
+        for j, name in enumerate(labels):
+            if name in keys:
+                m = torch.from_numpy(np.asarray(z[name], dtype=np.float32))[None, None]
+                out[j] = F.interpolate(m, size=(size, size), mode="nearest")[0, 0] > 0.5
+    return out
+
+
+def load_label_data(
+    ws: Workspace, dataset: str, labels: tuple[str, ...], split: str | None, size: int, max_images: int | None = None
+) -> LabelData:
+    """Images, labels and (where present) masks of ``dataset`` (one split or all) at ``size`` × ``size``.
+
+    Unreadable images are skipped with one warning line each and counted; a missing label column is an error.
+    """
+    from cxrlens.data.store import read_studies
+
+    ds_dir = ws.dataset(dataset)
+    studies = read_studies(ws, dataset)
+    missing = [lab for lab in labels if lab not in studies.columns]
+    if missing:
+        raise BadInputError(ds_dir / "studies.parquet", f"no label column(s) {', '.join(missing)}")
+    if split is not None:
+        studies = studies[studies["split"] == split]
+    studies = studies[studies["image_path"].fillna("").astype(str) != ""]
+    if max_images is not None:
+        studies = studies.iloc[:max_images]
+    if studies.empty:
+        raise BadInputError(ds_dir, f"no images in split {split!r}")
+    images, masks, ids, keep = [], [], [], []
+    any_mask = False
+    with progress(transient=True) as bar:
+        task = bar.add_task(f"reading {dataset}/{split or 'all'}", total=len(studies))
+        for pos, row in enumerate(studies.itertuples(index=False)):
+            p = Path(row.image_path)
+            p = p if p.is_absolute() else ds_dir / p
+            try:
+                images.append(_read_gray(p, size))
+            except BadInputError as err:
+                warn_line(f"skipped {err}")
+                bar.advance(task)
+                continue
+            m = _read_masks(ds_dir, str(row.image_id), labels, size)
+            any_mask |= m is not None
+            masks.append(m)
+            ids.append(str(row.image_id))
+            keep.append(pos)
+            bar.advance(task)
+    if not images:
+        raise BadInputError(ds_dir, "no readable image")
+    lab = torch.tensor(studies.iloc[keep][list(labels)].to_numpy(dtype=np.float32))
+    mask_t = None
+    if any_mask:
+        mask_t = torch.stack(
+            [m if m is not None else torch.zeros(len(labels), size, size, dtype=torch.bool) for m in masks]
+        )
+    return LabelData(torch.stack(images), lab, tuple(labels), mask_t, ids)
+
+
+def choose_labels(ws: Workspace, dataset: str, min_count: int = 10) -> tuple[str, ...]:
+    """CheXpert label columns of ``dataset`` with at least ``min_count`` positives and negatives in its train split."""
+    from cxrlens.data.schema import CHEXPERT_LABELS
+    from cxrlens.data.store import read_studies
+
+    st = read_studies(ws, dataset)
+    tr = st[st["split"] == "train"]
+    out = tuple(
+        c
+        for c in CHEXPERT_LABELS
+        if c in tr.columns and (tr[c] == 1).sum() >= min_count and (tr[c] == 0).sum() >= min_count
+    )
+    if not out:
+        raise BadInputError(
+            ws.dataset(dataset), f"no label with ≥ {min_count} positives and negatives in the train split"
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- train
+def _resume_dir(ws: Workspace, run: str) -> Path:
+    return ws.analysis(run).parent / f".{run}.resume"
+
+
+def train_run(
+    ws: Workspace, cfg: LTRunConfig, run: str, *, model: LTViT | None = None, force: bool = False
+) -> StageResult:
+    """Train LT-ViT (and the CLS baseline) on the train split, evaluate per-label AUC on ``cfg.eval_split``.
+
+    ``model``: an initialised LT-ViT (e.g. :func:`cxrlens.labeltokens.pretrained.from_backbone`) whose config must
+    equal ``cfg.train.model``; the baseline is then initialised from the same backbone weights.
+    """
+    labels = cfg.train.model.labels
+    size = cfg.train.model.image_size
+    resume = _resume_dir(ws, run)
+    cfg_h = config_hash(cfg)[:12]
+
+    def build(tmp: Path) -> dict[str, Any]:
+        tr = load_label_data(ws, cfg.dataset, labels, "train", size)
+        ev = load_label_data(ws, cfg.dataset, labels, cfg.eval_split, size)
+        save_toml(cfg, tmp / "config.toml")
+        kinds = ["label-tokens", "cls"] if cfg.baseline else ["label-tokens"]
+        auc_rows, loss_rows, metrics = [], [], {"n_train": len(tr), "n_eval": len(ev), "models": {}}
+        targets = prepare_targets(ev.labels, cfg.train.uncertain)
+        for kind in kinds:
+            tcfg = replace_kind(cfg.train, kind)
+            init = None
+            if model is not None:
+                init = model if kind == "label-tokens" else _same_init(model, tcfg.model)
+            ck = resume / f"{kind}-{cfg_h}.safetensors"
+            res = train(tcfg, tr, model=init, checkpoint=ck, description=f"train {kind}")
+            save_checkpoint(tmp / MODEL_FILES[kind], res.model, tcfg, tcfg.steps, res.losses)
+            auc = auc_per_label(predict(res.model, ev.images), targets, labels)
+            known = ~torch.isnan(targets)
+            for j, name in enumerate(labels):
+                auc_rows.append(
+                    {
+                        "model": kind,
+                        "label": name,
+                        "auc": auc[name],
+                        "n": int(known[:, j].sum()),
+                        "n_pos": int((targets[:, j] == 1).sum()),
+                    }
+                )
+            loss_rows += [{"model": kind, "step": i, "loss": v} for i, v in enumerate(res.losses)]
+            vals = [v for v in auc.values() if v == v]
+            metrics["models"][kind] = {
+                "params": res.model.param_count(),
+                "mean_auc": float(np.mean(vals)) if vals else float("nan"),
+                "auc": auc,
+                "final_loss": res.losses[-1],
+            }
+        atomic_write_parquet(tmp / "auc.parquet", pd.DataFrame(auc_rows))
+        atomic_write_parquet(tmp / "losses.parquet", pd.DataFrame(loss_rows))
+        atomic_write_json(tmp / "metrics.json", metrics)
+        return {"rows": {"train_images": len(tr), "eval_images": len(ev)}, "extra": {"metrics": metrics}}
+
+    result = run_stage(ws.analysis(run), stage="lt-vit.train", config=cfg, build=build, force=force)
+    shutil.rmtree(resume, ignore_errors=True)
+    return result
+
+
+def _same_init(lt: LTViT, cls_cfg: LTViTConfig) -> LTViT:
+    """A CLS model whose shared weights (image stream) equal ``lt``'s — the baseline starts where LT-ViT starts."""
+    cls = LTViT(cls_cfg, seed=0)
+    shared = {k: v for k, v in lt.state_dict().items() if k in cls.state_dict() and not k.startswith("head")}
+    cls.load_state_dict(shared, strict=False)
+    return cls
+
+
+def load_run_models(ws: Workspace, run: str) -> dict[str, LTViT]:
+    """The trained models of run ``run`` by kind (``label-tokens``, ``cls`` if trained)."""
+    d = ws.analysis(run)
+    if not (d / "manifest.json").is_file():
+        raise BadInputError(d, f"no trained lt-vit run {run!r}; run `cxrlens lt-vit train --run {run}` first")
+    return {kind: load_model(d / f)[0] for kind, f in MODEL_FILES.items() if (d / f).is_file()}
+
+
+# ----------------------------------------------------------------------------------------------------- predict
+def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, force: bool = False) -> StageResult:
+    """Probabilities of every model of ``run`` on ``dataset`` (one split or all) → ``predictions.parquet``."""
+    models = load_run_models(ws, run)
+    lt = models["label-tokens"]
+    labels, size = lt.cfg.labels, lt.cfg.image_size
+    from cxrlens.workspace import read_manifest
+
+    cfg = LTPredictConfig(run, read_manifest(ws.analysis(run)).config_hash, dataset, split)
+    out_name = f"{run}-predict-{dataset}-{split or 'all'}"
+
+    def build(tmp: Path) -> dict[str, Any]:
+        data = load_label_data(ws, dataset, labels, split, size)
+        table = {"image_id": data.ids}
+        for kind, m in models.items():
+            probs = predict(m, data.images)
+            for j, name in enumerate(labels):
+                table[f"{kind}:{name}"] = probs[:, j].numpy()
+        atomic_write_parquet(tmp / "predictions.parquet", pd.DataFrame(table))
+        return {"rows": {"images": len(data)}}
+
+    return run_stage(ws.analysis(out_name), stage="lt-vit.predict", config=cfg, build=build, force=force)
+
+
+# ----------------------------------------------------------------------------------------------------- explain
+def explain_run(ws: Workspace, cfg: LTExplainConfig, *, force: bool = False) -> StageResult:
+    """Grounding (pointing game, IoU per label and method) and the sanity check for every model of the run."""
+    from cxrlens.labeltokens.grounding import compute_maps, grounding_scores, sanity_check
+
+    models = load_run_models(ws, cfg.run)
+    lt = models["label-tokens"]
+    labels, size = lt.cfg.labels, lt.cfg.image_size
+
+    def build(tmp: Path) -> dict[str, Any]:
+        data = load_label_data(ws, cfg.dataset, labels, cfg.split, size, max_images=cfg.max_images)
+        if data.masks is None:
+            raise BadInputError(ws.dataset(cfg.dataset), "dataset has no finding masks (masks/): nothing to ground")
+        g_rows, s_rows = [], []
+        all_maps: dict[tuple[str, str], torch.Tensor] = {}
+        for kind, m in models.items():
+            for method in cfg.methods:
+                maps = compute_maps(m, data.images, method)
+                all_maps[(kind, method)] = maps
+                scores = grounding_scores(maps, data.masks, data.labels, labels, rel_threshold=cfg.rel_threshold)
+                g_rows += [{"model": kind, "method": method, "label": k, **v} for k, v in scores.items()]
+                n = cfg.sanity_images
+                res = sanity_check(m, data.images[:n], data.labels[:n], method, seed=cfg.seed + 1)
+                s_rows += [{"model": kind, **r, "passed": res.passed} for r in res.rows()]
+        atomic_write_parquet(tmp / "grounding.parquet", pd.DataFrame(g_rows))
+        atomic_write_parquet(tmp / "sanity.parquet", pd.DataFrame(s_rows))
+        probs = predict(lt, data.images)
+        maps_figure(data, probs, all_maps, tmp / "maps.png", n_images=cfg.figure_images)
+        return {"rows": {"images": len(data)}}
+
+    return run_stage(ws.analysis(f"{cfg.run}-explain"), stage="lt-vit.explain", config=cfg, build=build, force=force)
+
+
+def maps_figure(
+    data: LabelData,
+    probs_NL: torch.Tensor,
+    maps: dict[tuple[str, str], torch.Tensor],
+    path: Path,
+    *,
+    n_images: int = 4,
+    show: tuple[tuple[str, str], ...] = (
+        ("label-tokens", "attention"),
+        ("label-tokens", "rollout"),
+        ("cls", "gradcam"),
+    ),
+) -> Path:
+    """A grid PNG: per image (rows) the image, then per label the map of each shown (model, method), mask outlined.
+
+    Images are chosen as the first ones with the most positive labels that have masks.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from cxrlens.workspace import atomic_path
+
+    show = tuple(s for s in show if s in maps)
+    labels = data.label_names
+    has = (data.labels == 1) & data.masks.flatten(2).any(-1) if data.masks is not None else data.labels == 1
+    order = torch.argsort(has.sum(1), descending=True, stable=True)[:n_images].tolist()
+    cols = 1 + len(labels) * len(show)
+    fig, axes = plt.subplots(len(order), cols, figsize=(1.6 * cols, 1.75 * len(order)), squeeze=False)
+    for r, i in enumerate(order):
+        axes[r, 0].imshow(data.images[i].numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title(data.ids[i][:14], fontsize=6)
+        c = 1
+        for j, name in enumerate(labels):
+            for kind, method in show:
+                ax = axes[r, c]
+                ax.imshow(data.images[i].numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(maps[(kind, method)][i, j].numpy(), cmap="inferno", alpha=0.6)
+                if data.masks is not None and data.masks[i, j].any():
+                    ax.contour(data.masks[i, j].numpy().astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
+                truth = {1.0: "+", 0.0: "-", -1.0: "?"}.get(float(data.labels[i, j]), "nan")
+                short = {"label-tokens": "LT", "cls": "CLS"}[kind]
+                ax.set_title(f"{name[:16]} {truth}\n{short} {method} p={float(probs_NL[i, j]):.2f}", fontsize=5)
+                c += 1
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+    return path
