@@ -59,3 +59,121 @@ def print_iu_summary(s: dict, skipped: int) -> None:
     for term, n in s["top_mesh"]:
         mesh.add_row(term, f"{n:,}")
     console.print(mesh)
+
+
+# ---------------------------------------------------------------- user datasets: MIMIC-CXR-JPG, CheXpert, NIH, folder
+VERIFY_OPTION = typer.Option(
+    "header", help="Image check per file: exists | header (signature, header, end marker) | decode (full decode)."
+)
+
+
+def _print_loader_result(result, title: str, name: str) -> None:
+    """Summary table of a loader import (counts, split, views, label prevalence) + where it was written."""
+    s = result.manifest.extra["summary"]
+    split = lambda d: " / ".join(f"{d[k]:,}" for k in ("train", "val", "test"))  # noqa: E731
+    rows = [
+        ("images", f"{s['images']:,}"),
+        ("studies", f"{s['studies']:,}"),
+        ("patients", f"{s['patients']:,}"),
+        ("split train / val / test (images)", split(s["split_images"])),
+        ("split train / val / test (patients)", split(s["split_patients"])),
+        ("views", ", ".join(f"{k} {v:,}" for k, v in s["views"].items()) or "-"),
+        ("images with report text", f"{s['images_with_text']:,}"),
+        ("skipped inputs", f"{result.manifest.skipped.get('total', 0):,}"),
+    ]
+    console.print(kv_table(title, rows))
+    labels = Table(title="Labels (images)", title_justify="left")
+    for col in ("label", "positive", "uncertain", "negative", "not mentioned"):
+        labels.add_column(col, justify="left" if col == "label" else "right")
+    for label, c in s["labels"].items():
+        labels.add_row(label, f"{c['pos']:,}", f"{c['unc']:,}", f"{c['neg']:,}", f"{c['nan']:,}")
+    console.print(labels)
+    print_stage_result(result, f"dataset {name}")
+    console.print(f"  {result.path / 'studies.parquet'}")
+
+
+@import_app.command("mimic-cxr")
+def import_mimic(
+    root: Path = typer.Option(..., help="MIMIC-CXR-JPG folder (mimic-cxr-2.0.0-*.csv(.gz) and files/)."),
+    reports: Path | None = typer.Option(None, help="MIMIC-CXR reports folder (files/pXX/pXXXXXXXX/sXXXXXXXX.txt)."),
+    verify: str = VERIFY_OPTION,
+    name: str = typer.Option("mimic-cxr", help="Dataset name in the workspace."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """MIMIC-CXR-JPG 2.x with its official split and CheXpert labels (+ report sections with --reports)."""
+    from cxrlens.data.mimic import MimicImportConfig, import_mimic_cxr
+
+    cfg = MimicImportConfig(
+        root=str(root.resolve()), reports=str(reports.resolve()) if reports else None, verify=verify
+    )
+    result = import_mimic_cxr(open_workspace(workspace), cfg, name=name, force=force)
+    _print_loader_result(result, "MIMIC-CXR-JPG study table", name)
+
+
+@import_app.command("chexpert")
+def import_chexpert_cmd(
+    root: Path = typer.Option(..., help="CheXpert-v1.0(-small) folder holding train.csv / valid.csv."),
+    val_frac: float = typer.Option(0.1, help="Fraction of train.csv patients held out as val (without test.csv)."),
+    seed: int = typer.Option(0, help="Seed of the patient-level train/val split."),
+    verify: str = VERIFY_OPTION,
+    name: str = typer.Option("chexpert", help="Dataset name in the workspace."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """CheXpert: valid.csv → test, train.csv → train/val by patient (test.csv, when present, → test)."""
+    from cxrlens.data.chexpert import CheXpertImportConfig, import_chexpert
+
+    cfg = CheXpertImportConfig(root=str(root.resolve()), verify=verify, seed=seed, val_frac=val_frac)
+    result = import_chexpert(open_workspace(workspace), cfg, name=name, force=force)
+    _print_loader_result(result, "CheXpert study table", name)
+    console.print(f"  split: {result.manifest.extra['split_rule']}")
+
+
+@import_app.command("nih14")
+def import_nih_cmd(
+    root: Path = typer.Option(..., help="ChestX-ray14 folder: Data_Entry_2017*.csv, split lists, images (any depth)."),
+    val_frac: float = typer.Option(0.1, help="Fraction of train_val_list patients held out as val."),
+    seed: int = typer.Option(0, help="Seed of the patient-level train/val split."),
+    verify: str = VERIFY_OPTION,
+    name: str = typer.Option("nih14", help="Dataset name in the workspace."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """NIH ChestX-ray14: 7 findings mapped to CheXpert columns, the 7 NIH-only labels kept as extra columns."""
+    from cxrlens.data.nih import NIHImportConfig, import_nih14
+
+    cfg = NIHImportConfig(root=str(root.resolve()), verify=verify, seed=seed, val_frac=val_frac)
+    result = import_nih14(open_workspace(workspace), cfg, name=name, force=force)
+    _print_loader_result(result, "NIH ChestX-ray14 study table", name)
+
+
+@import_app.command("folder")
+def import_folder_cmd(
+    root: Path = typer.Option(..., help="Folder searched recursively for PNG / JPEG / DICOM images."),
+    reports: Path | None = typer.Option(
+        None, "--reports", "--csv", help="CSV: image → report text / CheXpert labels / patient_id / split."
+    ),
+    image_column: str = typer.Option("image", help="CSV column with the image path (relative to --root)."),
+    text_column: str = typer.Option("report", help="CSV column with the report text."),
+    label_reports: bool = typer.Option(True, help="Label report text with the offline labeler when no labels given."),
+    seed: int = typer.Option(0, help="Seed of the patient-level split (when the CSV has no split column)."),
+    verify: str = VERIFY_OPTION,
+    name: str = typer.Option("folder", help="Dataset name in the workspace."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """Any image folder; reports from the CSV or <image>.txt files; labels from the CSV or the labeler."""
+    from cxrlens.data.folder import FolderImportConfig, import_folder
+
+    cfg = FolderImportConfig(
+        root=str(root.resolve()),
+        csv=str(reports.resolve()) if reports else None,
+        image_column=image_column,
+        text_column=text_column,
+        label_reports=label_reports,
+        verify=verify,
+        seed=seed,
+    )
+    result = import_folder(open_workspace(workspace), cfg, name=name, force=force)
+    _print_loader_result(result, "Image folder study table", name)
