@@ -96,3 +96,26 @@ def test_resume_refuses_other_config(tmp_path) -> None:
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(BadInputError, match=r"junk\.safetensors"):
         load_model(tmp_path / "junk.safetensors")
+
+
+def test_training_from_a_backbone_init_and_reload(tmp_path) -> None:
+    """The image stream starts from a tiny hf ViT, is fine-tuned, and the checkpoint keeps its preprocessor."""
+    pytest.importorskip("transformers")
+    from cxrlens.backbones import load_backbone
+    from cxrlens.backbones.fake import save_tiny_model
+    from cxrlens.labeltokens.pretrained import from_backbone
+
+    torch.set_num_threads(1)
+    save_tiny_model(tmp_path / "vit", family="vit", image_size=32, patch_size=8, hidden_size=32)
+    model = from_backbone(load_backbone(f"hf:{tmp_path / 'vit'}"), SYN_LABELS, join_at=1)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = LTTrainConfig(model=model.cfg, steps=40, batch_size=32, lr=2e-3, warmup_steps=5, checkpoint_every=0)
+    data = disc_data(256, seed=2)
+    res = train(cfg, data, model=model, checkpoint=tmp_path / "ck.safetensors", show_progress=False)
+    assert sum(res.losses[-10:]) < sum(res.losses[:10])
+    assert not torch.equal(start["blocks.0.qkv.weight"], res.model.state_dict()["blocks.0.qkv.weight"])
+    loaded, loaded_cfg = load_model(tmp_path / "ck.safetensors")
+    assert loaded_cfg.model.preprocessor == model.cfg.preprocessor and loaded_cfg.model.in_channels == 3
+    torch.testing.assert_close(predict(loaded, data.images[:4]), predict(res.model, data.images[:4]))
+    with pytest.raises(BadInputError, match="config differs"):
+        train(small_cfg(steps=1), data, model=model, show_progress=False)

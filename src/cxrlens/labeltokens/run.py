@@ -101,15 +101,10 @@ class LTExplainConfig:
 
 # -------------------------------------------------------------------------------------------------------- data
 def _read_gray(path: Path, size: int) -> torch.Tensor:
-    from PIL import Image
+    """(size, size) float32 in [0, 1] via :func:`cxrlens.data.images.load_image` (PNG/JPEG/DICOM), resized."""
+    from cxrlens.data.images import load_image
 
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("I;16") if im.mode in ("I;16", "I") else im.convert("L"), dtype=np.float32)
-    except (OSError, ValueError) as exc:
-        raise BadInputError(path, f"cannot read image ({exc})") from None
-    arr = arr / (65535.0 if arr.max() > 255 else 255.0)
-    t = torch.from_numpy(arr)[None, None]
+    t = torch.from_numpy(np.ascontiguousarray(load_image(path), dtype=np.float32))[None, None]
     if t.shape[-2:] != (size, size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return t[0, 0].clamp(0, 1)
