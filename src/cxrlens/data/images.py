@@ -234,6 +234,31 @@ def _check_dicom(ds, path: Path) -> tuple[str, int, int, int]:
     return photometric, rows, cols, frames
 
 
+def _check_pixel_length(ds, path: Path, rows: int, cols: int, frames: int) -> None:
+    """Refuse a DICOM whose pixel data runs past the end of the file or is shorter than its header says."""
+    try:
+        elem = ds.get_item(0x7FE00010)
+    except KeyError:
+        return
+    length, tell = getattr(elem, "length", None), getattr(elem, "value_tell", None)
+    if length is None or tell is None or length == 0xFFFFFFFF:  # encapsulated (compressed): undefined length
+        return
+    size = os.path.getsize(path)
+    if tell + length > size:
+        raise BadInputError(
+            path, f"truncated DICOM (pixel data declares {length} bytes, the file holds {max(size - tell, 0)})"
+        )
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and not syntax.is_encapsulated:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        expected = (rows * cols * frames * samples * bits + 7) // 8
+        if length < expected:
+            raise BadInputError(
+                path, f"pixel data holds {length} bytes, {expected} expected for {frames}×{rows}×{cols}×{bits} bit"
+            )
+
+
 def _window_unit(x: np.ndarray, center: float, width: float, function: str, path: Path) -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2 windowing straight into [0, 1] (the standard's y_min = 0, y_max = 1)."""
     if function == "SIGMOID":
@@ -345,6 +370,7 @@ def probe_image(path: str | Path) -> ImageInfo:
     if fmt == "dicom":
         ds = _read_dicom(path, header_only=True)
         photometric, rows, cols, frames = _check_dicom(ds, path)
+        _check_pixel_length(ds, path, rows, cols, frames)
         return ImageInfo(
             str(path),
             fmt,
