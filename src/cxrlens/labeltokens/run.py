@@ -111,17 +111,32 @@ def _read_gray(path: Path, size: int) -> torch.Tensor:
 
 
 def _read_masks(ds_dir: Path, image_id: str, labels: tuple[str, ...], size: int) -> torch.Tensor | None:
-    """(L, size, size) bool from ``masks/<image_id>.npz`` (one array per finding name), or None if absent."""
-    path = ds_dir / "masks" / f"{image_id}.npz"
-    if not path.is_file():
+    """(L, size, size) bool masks of one image, or None when the dataset has none for it.
+
+    Two layouts: the phantoms' ``masks/<image_id>.png`` (16-bit bit field, one bit per
+    :data:`cxrlens.data.phantom.LABEL_CHANNELS` label, read with :func:`cxrlens.data.phantom.read_label_masks`) or
+    ``masks/<image_id>.npz`` (one array per label name). Labels without a channel get an empty mask.
+    """
+    png, npz = ds_dir / "masks" / f"{image_id}.png", ds_dir / "masks" / f"{image_id}.npz"
+    arrays: dict[str, np.ndarray] = {}
+    if png.is_file():
+        from cxrlens.data.phantom import LABEL_CHANNELS, read_label_masks
+
+        try:
+            planes = read_label_masks(png)
+        except ValueError as exc:
+            raise BadInputError(png, f"unreadable mask ({exc})") from None
+        arrays = {name: planes[i] for i, name in enumerate(LABEL_CHANNELS)}
+    elif npz.is_file():
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+    else:
         return None
-    with np.load(path, allow_pickle=False) as z:
-        keys = set(z.files)
-        out = torch.zeros(len(labels), size, size, dtype=torch.bool)
-        for j, name in enumerate(labels):
-            if name in keys:
-                m = torch.from_numpy(np.asarray(z[name], dtype=np.float32))[None, None]
-                out[j] = F.interpolate(m, size=(size, size), mode="nearest")[0, 0] > 0.5
+    out = torch.zeros(len(labels), size, size, dtype=torch.bool)
+    for j, name in enumerate(labels):
+        if name in arrays:
+            m = torch.from_numpy(np.asarray(arrays[name], dtype=np.float32))[None, None]
+            out[j] = F.interpolate(m, size=(size, size), mode="nearest")[0, 0] > 0.5
     return out
 
 
@@ -147,19 +162,21 @@ def load_label_data(
     if studies.empty:
         raise BadInputError(ds_dir, f"no images in split {split!r}")
     images, masks, ids, keep = [], [], [], []
-    any_mask = False
+    any_mask, skipped = False, 0
     with progress(transient=True) as bar:
         task = bar.add_task(f"reading {dataset}/{split or 'all'}", total=len(studies))
         for pos, row in enumerate(studies.itertuples(index=False)):
             p = Path(row.image_path)
             p = p if p.is_absolute() else ds_dir / p
             try:
-                images.append(_read_gray(p, size))
+                img = _read_gray(p, size)
+                m = _read_masks(ds_dir, str(row.image_id), labels, size)
             except BadInputError as err:
                 warn_line(f"skipped {err}")
+                skipped += 1
                 bar.advance(task)
                 continue
-            m = _read_masks(ds_dir, str(row.image_id), labels, size)
+            images.append(img)
             any_mask |= m is not None
             masks.append(m)
             ids.append(str(row.image_id))
@@ -167,6 +184,8 @@ def load_label_data(
             bar.advance(task)
     if not images:
         raise BadInputError(ds_dir, "no readable image")
+    if skipped:
+        warn_line(f"{dataset}/{split or 'all'}: skipped {skipped} of {len(studies)} images")
     lab = torch.tensor(studies.iloc[keep][list(labels)].to_numpy(dtype=np.float32))
     mask_t = None
     if any_mask:
