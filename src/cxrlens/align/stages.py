@@ -1,0 +1,281 @@
+"""Workspace-level entry points of the align evaluations: each reads an ``align train`` run and writes one artefact.
+
+* :func:`run_zero_shot` → ``analysis/<align_run>-zeroshot/``: ``zeroshot.parquet`` (per-finding AUC + CI),
+  ``negation.parquet`` (the negation check), ``summary.json``.
+* :func:`run_index` → ``analysis/<align_run>-index/``: ``index.faiss`` (faiss ``IndexFlatIP``), ``images.parquet``
+  (row → image), ``queries.parquet`` (NDCG@5/@10 per query of :data:`cxrlens.align.search.QUERIES`),
+  ``summary.json``.
+* :func:`search_text` — a text query against that index (no artefact).
+* :func:`run_probe` → ``analysis/<align_run>-probe/``: ``probes.parquet`` (long), ``summary.parquet``,
+  ``learning_curve.png``, ``summary.json``.
+
+Labels are the dataset's CheXpert columns joined on ``image_id``; search relevance also uses the dataset's
+``factors.parquet`` when it has one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrlens.align.contrastive import AlignRun, load_align_run
+from cxrlens.align.probes import ProbeConfig, learning_curve_figure, run_probes, summarize_probes
+from cxrlens.align.search import (
+    QUERIES,
+    SearchConfig,
+    build_index,
+    deserialize_index,
+    evaluate_queries,
+    facts_from_factors,
+    facts_from_labels,
+    search_index,
+    serialize_index,
+)
+from cxrlens.align.text import MiniLMEncoder, TextEmbeddingCache, TextEncoder
+from cxrlens.align.zeroshot import PROMPTS, ZeroShotConfig, negation_check, zero_shot
+from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.errors import BadInputError
+from cxrlens.workspace import StageResult, Workspace, atomic_write_bytes, atomic_write_json, atomic_write_parquet
+
+__all__ = [
+    "PROMPTS",
+    "AlignContext",
+    "load_context",
+    "run_index",
+    "run_probe",
+    "run_zero_shot",
+    "sae_codes",
+    "search_facts",
+    "search_text",
+]
+
+
+@dataclasses.dataclass
+class AlignContext:
+    """An align run with what the evaluations need: per-image labels (rows = the run's image rows), the text side."""
+
+    run: AlignRun
+    dataset: str
+    labels: pd.DataFrame
+    cache: TextEmbeddingCache
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.run.images["split"].astype(str).to_numpy()
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        return self.run.images["image_id"].astype(str).to_numpy()
+
+    def project(self, text_NDt: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.run.model.text(text_NDt)
+
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        """Query texts → (Q, E) unit vectors in the image-embedding space."""
+        return self.project(torch.from_numpy(self.cache.get(texts))).numpy()
+
+    def rows(self, split: str) -> np.ndarray:
+        if split == "all":
+            return np.arange(len(self.split))
+        rows = np.nonzero(self.split == split)[0]
+        if len(rows) == 0:
+            raise BadInputError(self.run.path, f"no images in split {split!r}")
+        return rows
+
+
+def load_context(workspace: Workspace, align_run: str, encoder: TextEncoder | None = None) -> AlignContext:
+    """Read ``analysis/<align_run>`` and the labels of its dataset, aligned to its image rows."""
+    from cxrlens.data.store import read_studies
+
+    run = load_align_run(workspace.analysis(align_run))
+    dataset = str(run.header.get("dataset") or run.config.dataset or "")
+    if not dataset:
+        raise BadInputError(run.path, "the align run does not name its dataset")
+    studies = read_studies(workspace, dataset)
+    by_id = studies.drop_duplicates("image_id").set_index(studies.drop_duplicates("image_id")["image_id"].astype(str))
+    cols = [c for c in CHEXPERT_LABELS if c in by_id.columns]
+    labels = by_id.reindex(run.images["image_id"].astype(str))[cols].reset_index(drop=True)
+    encoder = encoder or MiniLMEncoder()
+    if run.header.get("text_model") not in (None, encoder.name):
+        raise BadInputError(run.path, f"trained with text model {run.header['text_model']!r}, not {encoder.name!r}")
+    return AlignContext(run, dataset, labels, TextEmbeddingCache.in_workspace(workspace.root, encoder))
+
+
+def _finish(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if v is not None}
+
+
+# --------------------------------------------------------------------------------------------------------- zero-shot
+def run_zero_shot(
+    workspace: Workspace, cfg: ZeroShotConfig, *, encoder: TextEncoder | None = None, force: bool = False
+) -> StageResult:
+    """Zero-shot AUCs with CIs and the negation check on ``cfg.split``; see module docstring."""
+    from cxrlens.workspace import run_stage
+
+    ctx = load_context(workspace, cfg.align_run, encoder)
+    rows = ctx.rows(cfg.split)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        img = ctx.run.image_emb_NE[torch.from_numpy(rows)]
+        labels = ctx.labels.iloc[rows].reset_index(drop=True)
+        table = zero_shot(img, labels, ctx.cache.get, ctx.project, cfg)
+        neg = negation_check(img, labels, ctx.cache.get, ctx.project, cfg)
+        atomic_write_parquet(tmp / "zeroshot.parquet", table)
+        atomic_write_parquet(tmp / "negation.parquet", neg)
+        scored = table.dropna(subset=["auc"])
+        summary = {
+            "split": cfg.split,
+            "images": len(rows),
+            "findings_scored": len(scored),
+            "mean_auc": float(scored["auc"].mean()) if len(scored) else None,
+            "mean_auc_neg_prompt_only": float(neg["auc_neg"].mean()) if neg["auc_neg"].notna().any() else None,
+            "mean_raw_cos_pos_neg": float(neg["raw_cos"].mean()),
+            "mean_proj_cos_pos_neg": float(neg["proj_cos"].mean()),
+            "label_policy": "u-ignore, nan-negative",
+        }
+        atomic_write_json(tmp / "summary.json", _finish(summary))
+        return {
+            "rows": {"images": len(rows), "findings": len(table)},
+            "extra": _finish(summary),
+            "inputs": {"align_run": ctx.run.header.get("config_hash", "")},
+        }
+
+    return run_stage(
+        workspace.analysis(f"{cfg.align_run}-zeroshot"), stage="align.zeroshot", config=cfg, build=build, force=force
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------ search
+def search_facts(workspace: Workspace, ctx: AlignContext) -> tuple[pd.DataFrame, str]:
+    """Relevance facts for the run's images: CheXpert labels, plus phantom factors when the dataset has them."""
+    studies = ctx.labels.assign(image_id=ctx.image_ids)
+    facts = facts_from_labels(studies, list(CHEXPERT_LABELS))
+    source = "labels"
+    factors_path = workspace.dataset(ctx.dataset) / "factors.parquet"
+    if factors_path.exists():
+        factors = pd.read_parquet(factors_path)
+        facts = pd.concat([facts, facts_from_factors(factors)], ignore_index=True)
+        source = "labels+factors"
+    return facts, source
+
+
+def run_index(
+    workspace: Workspace, cfg: SearchConfig, *, encoder: TextEncoder | None = None, force: bool = False
+) -> StageResult:
+    """Build the faiss index over ``cfg.split``'s image embeddings and evaluate the query set (NDCG@k)."""
+    from cxrlens.workspace import run_stage
+
+    ctx = load_context(workspace, cfg.align_run, encoder)
+    rows = ctx.rows(cfg.split)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        emb = ctx.run.image_emb_NE[torch.from_numpy(rows)].numpy()
+        index = build_index(emb)
+        atomic_write_bytes(tmp / "index.faiss", serialize_index(index))
+        images = ctx.run.images.iloc[rows].reset_index(drop=True).assign(store_row=rows)
+        atomic_write_parquet(tmp / "images.parquet", images)
+        facts, source = search_facts(workspace, ctx)
+        table = evaluate_queries(emb, ctx.image_ids[rows], facts, ctx.embed_query, QUERIES, cfg.ks)
+        atomic_write_parquet(tmp / "queries.parquet", table)
+        scored = table[table["has_relevant"]]
+        summary = {
+            "split": cfg.split,
+            "images": len(rows),
+            "queries": len(table),
+            "queries_with_relevant": len(scored),
+            "relevance_source": source,
+            **{f"mean_ndcg@{k}": float(scored[f"ndcg@{k}"].mean()) if len(scored) else None for k in cfg.ks},
+        }
+        atomic_write_json(tmp / "summary.json", _finish(summary))
+        return {"rows": {"images": len(rows), "queries": len(table)}, "extra": _finish(summary)}
+
+    return run_stage(
+        workspace.analysis(f"{cfg.align_run}-index"), stage="align.index", config=cfg, build=build, force=force
+    )
+
+
+def search_text(
+    workspace: Workspace, align_run: str, query: str, k: int = 10, *, encoder: TextEncoder | None = None
+) -> pd.DataFrame:
+    """Top-``k`` images of the ``align index`` artefact for a text query: rank, score, image_id, study_id, split,
+    image_path and the report's findings (when the dataset has them)."""
+    from cxrlens.workspace import read_manifest
+
+    path = workspace.analysis(f"{align_run}-index")
+    if read_manifest(path) is None:
+        raise BadInputError(path, f"no search index; run `cxrlens align index --run {align_run}` first")
+    if not query.strip():
+        raise BadInputError(None, "empty query")
+    ctx = load_context(workspace, align_run, encoder)
+    index = deserialize_index((path / "index.faiss").read_bytes())
+    images = pd.read_parquet(path / "images.parquet")
+    scores, rows = search_index(index, ctx.embed_query([query]), k)
+    hits = images.iloc[rows[0]].reset_index(drop=True)
+    out = pd.DataFrame({"rank": np.arange(1, len(hits) + 1), "score": scores[0]})
+    for c in ("image_id", "study_id", "split", "view", "image_path"):
+        if c in hits.columns:
+            out[c] = hits[c].astype(str).to_numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------- probes
+def run_probe(
+    workspace: Workspace,
+    cfg: ProbeConfig,
+    *,
+    encoder: TextEncoder | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+) -> StageResult:
+    """Linear probes on adapter embeddings, raw backbone features (the pooled stream the adapter read) and, with
+    ``cfg.sae_run``, SAE codes of that stream."""
+    from cxrlens.activations import ActivationStore
+    from cxrlens.workspace import run_stage
+
+    ctx = load_context(workspace, cfg.align_run, encoder)
+    store = ActivationStore(workspace.activations(ctx.run.config.activations))
+    pooled = str(ctx.run.header["pooled_stream"])
+    raw = store.read(pooled).numpy()
+    if len(raw) != len(ctx.split):
+        raise BadInputError(store.path, f"store has {len(raw)} images, the align run {len(ctx.split)}")
+    features = {"adapter": ctx.run.image_emb_NE.numpy(), f"backbone ({pooled})": raw}
+    if cfg.sae_run:
+        features[f"sae ({cfg.sae_run})"] = sae_codes(workspace, cfg.sae_run, torch.from_numpy(raw)).numpy()
+
+    def build(tmp: Path) -> dict[str, Any]:
+        long = run_probes(features, ctx.labels, ctx.split, cfg, show_progress=show_progress)
+        summary = summarize_probes(long)
+        atomic_write_parquet(tmp / "probes.parquet", long)
+        atomic_write_parquet(tmp / "summary.parquet", summary)
+        learning_curve_figure(summary, tmp / "learning_curve.png", f"Linear probes · {ctx.dataset}")
+        means = summary[summary["finding"] == "mean"]
+        info = {
+            "findings": sorted(long["finding"].unique().tolist()),
+            "mean_auc": {
+                f"{r.features} @ {r.fraction:g}": [round(float(r.auc_mean), 4), round(float(r.auc_sd), 4)]
+                for r in means.itertuples()
+            },
+        }
+        atomic_write_json(tmp / "summary.json", info)
+        return {"rows": {"fits": len(long)}, "extra": info}
+
+    return run_stage(
+        workspace.analysis(f"{cfg.align_run}-probe"), stage="align.probe", config=cfg, build=build, force=force
+    )
+
+
+def sae_codes(workspace: Workspace, sae_run: str, acts_ND: torch.Tensor) -> torch.Tensor:
+    """SAE codes (N, K) of ``acts_ND`` with the SAE of ``saes/<sae_run>`` (needs :mod:`cxrlens.sae`)."""
+    try:
+        from cxrlens.sae import load_sae
+    except ImportError as exc:
+        raise BadInputError(workspace.sae(sae_run), "SAE codes need cxrlens.sae.load_sae, not available") from exc
+    sae = load_sae(workspace.sae(sae_run))
+    with torch.no_grad():
+        return torch.cat([sae.encode(acts_ND[i : i + 4096]) for i in range(0, len(acts_ND), 4096)]).float()

@@ -1,0 +1,282 @@
+"""Zero-shot classification with the aligned encoder (``align zero-shot``), and how it copes with negation.
+
+For each finding a *positive* and a *negative* prompt ensemble (several phrasings each, written in the style of
+report sentences) are embedded by the frozen text encoder and the trained projection; each ensemble is the
+renormalised mean of its unit embeddings. An image's score is ``cos(image, positive) − cos(image, negative)`` (the
+logit difference of a two-way softmax over the pair, so the AUC does not depend on the temperature; ELIXR scores
+with a positive/negative prompt pair the same way).
+
+**Labels** (named variant ``u-ignore, nan-negative``): CheXpert ``1`` is positive; ``0`` and not-mentioned ``NaN``
+are negative; uncertain ``-1`` images are left out of that finding's AUC. A finding is scored when the test split
+has at least ``min_positives`` positives and as many negatives.
+
+**Confidence intervals**: percentile bootstrap over test images (``n_boot`` resamples, seeded); resamples with one
+class only are redrawn.
+
+**Negation check** (:func:`negation_check`): the prompt pairs differ mainly by a negation cue, so a text encoder that
+ignores negation embeds them alike and the score collapses. Per finding it reports the cosine between the positive
+and negative ensembles before (raw MiniLM) and after the projection, and three AUCs: ``cos(image, positive)``,
+``cos(image, negative)`` (should fall *below* 0.5 when negation is understood; ≈ the positive AUC when it is
+ignored) and the difference score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrlens.errors import BadInputError
+
+__all__ = [
+    "PROMPTS",
+    "ZeroShotConfig",
+    "auc",
+    "binary_labels",
+    "bootstrap_auc",
+    "negation_check",
+    "prompt_embeddings",
+    "zero_shot",
+    "zero_shot_scores",
+]
+
+# finding → (positive phrasings, negative phrasings). Spelling of the keys = CheXpert's.
+PROMPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "Enlarged Cardiomediastinum": (
+        ("The cardiomediastinal silhouette is enlarged.", "Widened mediastinum.", "Mediastinal widening."),
+        ("The cardiomediastinal silhouette is normal.", "Normal mediastinal contours.", "Mediastinum is not widened."),
+    ),
+    "Cardiomegaly": (
+        ("The heart is enlarged.", "Cardiomegaly.", "Moderate cardiomegaly is present."),
+        ("Heart size is normal.", "No cardiomegaly.", "The heart is not enlarged."),
+    ),
+    "Lung Opacity": (
+        ("There is an opacity in the lung.", "Airspace opacity.", "Patchy pulmonary opacities."),
+        ("The lungs are clear.", "No focal airspace opacity.", "There is no pulmonary opacity."),
+    ),
+    "Lung Lesion": (
+        ("There is a pulmonary nodule.", "A lung mass is seen.", "Nodular opacity in the lung."),
+        ("No pulmonary nodules or masses.", "There is no lung mass.", "No nodule is seen."),
+    ),
+    "Edema": (
+        ("Pulmonary edema.", "There is interstitial edema.", "Findings consistent with pulmonary vascular congestion."),
+        ("No pulmonary edema.", "There is no edema.", "No vascular congestion."),
+    ),
+    "Consolidation": (
+        ("There is focal consolidation.", "Consolidation in the lung.", "Lobar consolidation is present."),
+        ("No focal consolidation.", "There is no consolidation.", "The lungs are without consolidation."),
+    ),
+    "Pneumonia": (
+        ("Findings consistent with pneumonia.", "There is pneumonia.", "Infiltrate suggesting pneumonia."),
+        ("No evidence of pneumonia.", "There is no pneumonia.", "No infiltrate."),
+    ),
+    "Atelectasis": (
+        ("There is atelectasis.", "Bibasilar atelectasis.", "Subsegmental atelectasis is present."),
+        ("No atelectasis.", "There is no atelectasis.", "No volume loss."),
+    ),
+    "Pneumothorax": (
+        ("There is a pneumothorax.", "Pneumothorax is present.", "A small pneumothorax is seen."),
+        ("No pneumothorax.", "There is no pneumothorax.", "No pneumothorax is seen."),
+    ),
+    "Pleural Effusion": (
+        ("There is a pleural effusion.", "Pleural effusion is present.", "Blunting of the costophrenic angle."),
+        ("No pleural effusion.", "There is no pleural effusion.", "The costophrenic angles are sharp."),
+    ),
+    "Pleural Other": (
+        ("There is pleural thickening.", "Pleural scarring.", "Pleural plaque is seen."),
+        ("No pleural thickening.", "There is no pleural abnormality.", "No pleural scarring."),
+    ),
+    "Fracture": (
+        ("There is a rib fracture.", "A fracture is seen.", "Healed rib fracture."),
+        ("No fracture.", "There is no acute fracture.", "No displaced rib fracture."),
+    ),
+    "Support Devices": (
+        ("A support device is present.", "Endotracheal tube and central line in place.", "A pacemaker is seen."),
+        ("No support devices.", "There are no lines or tubes.", "No medical devices are present."),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotConfig:
+    """``align zero-shot``.
+
+    Attributes:
+        align_run: the ``align train`` artefact (``analysis/<align_run>``).
+        split: images scored (``test``); findings: subset of :data:`PROMPTS` (empty = all).
+        n_boot: bootstrap resamples; seed: bootstrap seed; min_positives: fewest positives (and negatives) scored.
+    """
+
+    align_run: str
+    split: str = "test"
+    findings: tuple[str, ...] = ()
+    n_boot: int = 1000
+    seed: int = 0
+    min_positives: int = 5
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.findings if f not in PROMPTS]
+        if unknown:
+            raise BadInputError(None, f"no prompts for {unknown}; known findings: {', '.join(PROMPTS)}")
+        if self.n_boot < 0 or self.min_positives < 1:
+            raise BadInputError(None, "need n_boot ≥ 0 and min_positives ≥ 1")
+
+
+# ---------------------------------------------------------------------------------------------------------- metrics
+def auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the Mann–Whitney U statistic (ties count one half); equals ``sklearn.metrics.roc_auc_score``."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise BadInputError(None, f"labels {y.shape} and scores {s.shape} must be equal-length vectors")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise BadInputError(None, f"AUC needs both classes (got {n_pos} positives, {n_neg} negatives)")
+    if not np.isfinite(s).all():
+        raise BadInputError(None, "scores contain NaN or infinity")
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def bootstrap_auc(
+    y_true: np.ndarray, score: np.ndarray, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """(AUC, lower, upper): point estimate and percentile bootstrap ``1 − alpha`` interval over resampled items."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    point = auc(y, s)
+    if n_boot == 0:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = []
+    n = len(y)
+    while len(stats) < n_boot:
+        idx = rng.integers(0, n, n)
+        yb = y[idx]
+        if yb.all() or not yb.any():
+            continue
+        stats.append(auc(yb, s[idx]))
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return point, float(lo), float(hi)
+
+
+def binary_labels(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """CheXpert values → float labels for evaluation: 1 → 1, 0/NaN → 0, −1 (uncertain) → NaN (left out)."""
+    v = np.asarray(values, dtype=np.float64)
+    out = np.where(v == 1, 1.0, 0.0)
+    out[v == -1] = np.nan
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------- scores
+def prompt_embeddings(
+    prompts: dict[str, tuple[Sequence[str], Sequence[str]]],
+    embed: Callable[[Sequence[str]], np.ndarray],
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """finding → (positive (E,), negative (E,)) ensemble embeddings: mean of unit (projected) prompt embeddings,
+    renormalised. ``project`` maps (n, Dt) frozen text embeddings into the shared space (None = raw)."""
+    out = {}
+    for finding, (pos, neg) in prompts.items():
+        pair = []
+        for group in (pos, neg):
+            if not group:
+                raise BadInputError(None, f"{finding}: empty prompt ensemble")
+            e = torch.from_numpy(np.asarray(embed(list(group)), dtype=np.float32))
+            with torch.no_grad():
+                e = project(e) if project is not None else e
+            e = torch.nn.functional.normalize(e, dim=-1).mean(0)
+            pair.append(torch.nn.functional.normalize(e, dim=0))
+        out[finding] = (pair[0], pair[1])
+    return out
+
+
+def zero_shot_scores(image_NE: torch.Tensor, ensembles: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> pd.DataFrame:
+    """Per image and finding, ``cos(img, pos) − cos(img, neg)``: DataFrame (N rows, one column per finding)."""
+    img = torch.nn.functional.normalize(image_NE.float(), dim=-1)
+    cols = {f: (img @ p - img @ n).numpy() for f, (p, n) in ensembles.items()}
+    return pd.DataFrame(cols)
+
+
+def _evaluate(
+    labels: pd.DataFrame, scores: pd.DataFrame, cfg: ZeroShotConfig, column: str = "auc"
+) -> list[dict[str, Any]]:
+    rows = []
+    for finding in scores.columns:
+        y = binary_labels(labels[finding]) if finding in labels.columns else None
+        if y is None:
+            continue
+        keep = ~np.isnan(y)
+        n_pos, n_neg = int(y[keep].sum()), int((y[keep] == 0).sum())
+        rec: dict[str, Any] = {"finding": finding, "n_pos": n_pos, "n_neg": n_neg, "n_uncertain": int((~keep).sum())}
+        if n_pos >= cfg.min_positives and n_neg >= cfg.min_positives:
+            point, lo, hi = bootstrap_auc(y[keep], scores[finding].to_numpy()[keep], n_boot=cfg.n_boot, seed=cfg.seed)
+            rec.update({column: point, "ci_low": lo, "ci_high": hi})
+        else:
+            rec.update({column: np.nan, "ci_low": np.nan, "ci_high": np.nan})
+        rows.append(rec)
+    return rows
+
+
+def zero_shot(
+    image_NE: torch.Tensor,
+    labels: pd.DataFrame,
+    embed: Callable[[Sequence[str]], np.ndarray],
+    project: Callable[[torch.Tensor], torch.Tensor] | None,
+    cfg: ZeroShotConfig,
+    prompts: dict[str, tuple[Sequence[str], Sequence[str]]] | None = None,
+) -> pd.DataFrame:
+    """Per-finding zero-shot AUC with bootstrap CI on the given images (rows of ``image_NE`` = rows of ``labels``).
+
+    Returns columns ``finding, n_pos, n_neg, n_uncertain, auc, ci_low, ci_high`` (AUC NaN when too few cases).
+    """
+    if len(image_NE) != len(labels):
+        raise BadInputError(None, f"{len(image_NE)} image embeddings but {len(labels)} label rows")
+    chosen = prompts or {f: PROMPTS[f] for f in (cfg.findings or tuple(PROMPTS))}
+    ens = prompt_embeddings(chosen, embed, project)
+    return pd.DataFrame(_evaluate(labels, zero_shot_scores(image_NE, ens), cfg))
+
+
+def negation_check(
+    image_NE: torch.Tensor,
+    labels: pd.DataFrame,
+    embed: Callable[[Sequence[str]], np.ndarray],
+    project: Callable[[torch.Tensor], torch.Tensor] | None,
+    cfg: ZeroShotConfig,
+) -> pd.DataFrame:
+    """How much the aligned space separates a finding from its negation (see module docstring).
+
+    Returns per finding: ``raw_cos`` (positive vs negative ensemble in raw MiniLM space), ``proj_cos`` (after the
+    projection), ``auc_pos`` (score = cos to the positive ensemble), ``auc_neg`` (score = cos to the negative
+    ensemble; < 0.5 = negation understood), ``auc_diff`` (the zero-shot score).
+    """
+    chosen = {f: PROMPTS[f] for f in (cfg.findings or tuple(PROMPTS))}
+    raw = prompt_embeddings(chosen, embed, None)
+    proj = prompt_embeddings(chosen, embed, project)
+    img = torch.nn.functional.normalize(image_NE.float(), dim=-1)
+    out = []
+    for finding in chosen:
+        if finding not in labels.columns:
+            continue
+        y = binary_labels(labels[finding])
+        keep = ~np.isnan(y)
+        rec = {
+            "finding": finding,
+            "raw_cos": float(raw[finding][0] @ raw[finding][1]),
+            "proj_cos": float(proj[finding][0] @ proj[finding][1]),
+            "n_pos": int(y[keep].sum()),
+        }
+        if y[keep].sum() >= cfg.min_positives and (y[keep] == 0).sum() >= cfg.min_positives:
+            p, n = proj[finding]
+            sp, sn = (img @ p).numpy()[keep], (img @ n).numpy()[keep]
+            rec.update({"auc_pos": auc(y[keep], sp), "auc_neg": auc(y[keep], sn), "auc_diff": auc(y[keep], sp - sn)})
+        else:
+            rec.update({"auc_pos": np.nan, "auc_neg": np.nan, "auc_diff": np.nan})
+        out.append(rec)
+    return pd.DataFrame(out)
