@@ -12,7 +12,7 @@ import sys
 import typer
 
 from cxrlens import __version__
-from cxrlens.cli import data, demo, extract, ltvit, workspace
+from cxrlens.cli import align, data, demo, extract, ltvit, workspace
 from cxrlens.console import err_console
 from cxrlens.errors import CxrlensError
 
@@ -48,6 +48,7 @@ app.add_typer(data.app, name="data")
 app.command("extract")(extract.extract)
 app.command("demo")(demo.demo)
 app.add_typer(ltvit.app, name="lt-vit")
+app.add_typer(align.app, name="align")
 
 
 def main(argv: list[str] | None = None) -> None:
