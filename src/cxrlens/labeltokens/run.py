@@ -357,15 +357,19 @@ def maps_figure(
     path: Path,
     *,
     n_images: int = 4,
+    max_labels: int = 3,
     show: tuple[tuple[str, str], ...] = (
         ("label-tokens", "attention"),
         ("label-tokens", "rollout"),
+        ("label-tokens", "gradcam"),
         ("cls", "gradcam"),
     ),
 ) -> Path:
-    """A grid PNG: per image (rows) the image, then per label the map of each shown (model, method), mask outlined.
+    """A grid PNG: per image (row) the image, then for up to ``max_labels`` of its positive labels (with a mask) the
+    map of each shown (model, method), the finding's mask outlined in cyan, the LT-ViT probability in the title.
 
-    Images are chosen as the first ones with the most positive labels that have masks.
+    Images: those with the most positive, masked labels (ties: dataset order). Each map is shown on its own colour
+    scale (min → max).
     """
     import matplotlib
 
@@ -375,31 +379,34 @@ def maps_figure(
     from cxrlens.workspace import atomic_path
 
     show = tuple(s for s in show if s in maps)
-    labels = data.label_names
     has = (data.labels == 1) & data.masks.flatten(2).any(-1) if data.masks is not None else data.labels == 1
     order = torch.argsort(has.sum(1), descending=True, stable=True)[:n_images].tolist()
-    cols = 1 + len(labels) * len(show)
-    fig, axes = plt.subplots(len(order), cols, figsize=(1.6 * cols, 1.75 * len(order)), squeeze=False)
+    cols = 1 + max_labels * len(show)
+    fig, axes = plt.subplots(len(order), cols, figsize=(1.45 * cols, 1.6 * len(order)), squeeze=False)
+    short = {"label-tokens": "LT", "cls": "CLS"}
     for r, i in enumerate(order):
-        axes[r, 0].imshow(data.images[i].numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[r, 0].set_title(data.ids[i][:14], fontsize=6)
+        img = data.images[i].numpy()
+        axes[r, 0].imshow(img, cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title(data.ids[i][:16], fontsize=6)
+        chosen = has[i].nonzero().flatten().tolist()[:max_labels]
         c = 1
-        for j, name in enumerate(labels):
+        for j in chosen:
             for kind, method in show:
                 ax = axes[r, c]
-                ax.imshow(data.images[i].numpy(), cmap="gray", vmin=0, vmax=1)
-                ax.imshow(maps[(kind, method)][i, j].numpy(), cmap="inferno", alpha=0.6)
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+                ax.imshow(maps[(kind, method)][i, j].numpy(), cmap="inferno", alpha=0.55)
                 if data.masks is not None and data.masks[i, j].any():
-                    ax.contour(data.masks[i, j].numpy().astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
-                truth = {1.0: "+", 0.0: "-", -1.0: "?"}.get(float(data.labels[i, j]), "nan")
-                short = {"label-tokens": "LT", "cls": "CLS"}[kind]
-                ax.set_title(f"{name[:16]} {truth}\n{short} {method} p={float(probs_NL[i, j]):.2f}", fontsize=5)
+                    ax.contour(data.masks[i, j].numpy().astype(float), levels=[0.5], colors="cyan", linewidths=0.7)
+                head = f"{data.label_names[j][:18]} p={float(probs_NL[i, j]):.2f}"
+                ax.set_title(f"{head}\n{short[kind]} {method}", fontsize=5.5)
                 c += 1
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
+            if not ax.images:
+                ax.axis("off")
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
+        fig.savefig(tmp, dpi=140, format="png")
     plt.close(fig)
     return path
