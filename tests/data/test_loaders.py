@@ -412,6 +412,32 @@ def test_folder_csv_bad_rows_and_fatal_csv(tmp_path: Path) -> None:
     _one_line_naming(info.value, csv, "not UTF-8 text")
 
 
+def test_folder_labels_come_from_the_labeler_when_only_text(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    _folder_tree(root)
+    (root / "pa" / "deep" / "case03.txt").write_text("FINDINGS: No pleural effusion or pneumothorax.\n")
+    csv = tmp_path / "reports.csv"
+    pd.DataFrame(
+        {
+            "image": ["pa/case01.png", "pa/case02.jpg", "pa/deep/case03.png"],
+            "report": ["FINDINGS: Small right pleural effusion.\nIMPRESSION: Possible pneumonia.", "Lungs clear.", "x"],
+        }
+    ).to_csv(csv, index=False)
+    t = load_folder(FolderImportConfig(root=str(root), csv=str(csv)))
+    st = t.studies.set_index("image_id")
+    assert (st["label_source"] == "labeler").all()
+    assert (st.loc["pa/case01", "Pleural Effusion"], st.loc["pa/case01", "Pneumonia"]) == (1.0, -1.0)
+    assert st.loc["pa/case01", "findings"] == "Small right pleural effusion."
+    assert st.loc["pa/case01", "impression"] == "Possible pneumonia."
+    assert st.loc["pa/case02", "findings"] == "Lungs clear."  # no headers: the whole text is the findings
+    # sidecar .txt reports when there is no CSV: labelled too; images without text keep NaN
+    t = load_folder(FolderImportConfig(root=str(root)))
+    st = t.studies.set_index("image_id")
+    assert st.loc["pa/deep/case03", "Pleural Effusion"] == 0.0 and st.loc["pa/deep/case03", "Pneumothorax"] == 0.0
+    assert st.loc["pa/deep/case03", "label_source"] == "labeler" and st.loc["pa/case01", "label_source"] == "none"
+    assert st.loc["pa/case01", list(CHEXPERT_LABELS)].isna().all()
+
+
 def test_gzip_csv_corrupt_is_one_line(tmp_path: Path) -> None:
     make_nih_tree(tmp_path / "nih", n=2)
     entry = tmp_path / "nih" / "Data_Entry_2017_v2020.csv"
