@@ -1,6 +1,12 @@
 """Data: the study table, dataset loaders and the datasets stored in the workspace."""
 
+from cxrlens.data.chexpert import CheXpertImportConfig, import_chexpert, load_chexpert
+from cxrlens.data.folder import FolderImportConfig, import_folder, load_folder
+from cxrlens.data.images import load_image, probe_image
 from cxrlens.data.iu_xray import IUXrayImportConfig, import_iu_xray, load_iu_xray
+from cxrlens.data.mimic import MimicImportConfig, import_mimic_cxr, load_mimic_cxr
+from cxrlens.data.nih import NIHImportConfig, import_nih14, load_nih14
+from cxrlens.data.reports import ReportSections, parse_sections
 from cxrlens.data.schema import (
     CHEXPERT_LABELS,
     SPLITS,
@@ -18,14 +24,30 @@ __all__ = [
     "SPLITS",
     "STUDY_COLUMNS",
     "VIEWS",
+    "CheXpertImportConfig",
+    "FolderImportConfig",
     "IUXrayImportConfig",
     "LoadedDataset",
+    "MimicImportConfig",
+    "NIHImportConfig",
+    "ReportSections",
     "finalize_study_table",
+    "import_chexpert",
     "import_dataset",
+    "import_folder",
     "import_iu_xray",
+    "import_mimic_cxr",
+    "import_nih14",
+    "load_chexpert",
+    "load_folder",
+    "load_image",
     "load_iu_xray",
+    "load_mimic_cxr",
+    "load_nih14",
     "normalize_view",
+    "parse_sections",
     "patient_split",
+    "probe_image",
     "read_side_table",
     "read_studies",
     "validate_study_table",
