@@ -8,11 +8,13 @@ import typer
 from rich.table import Table
 
 from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.cli.phantom import build_app as phantom_build_app
 from cxrlens.console import console
 
 app = typer.Typer(help="Import datasets into the workspace.", no_args_is_help=True)
 import_app = typer.Typer(help="Import a dataset as a study table.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+app.add_typer(phantom_build_app, name="build")
 
 
 @import_app.command("iu-xray")

@@ -8,6 +8,7 @@ Both are written with :func:`cxrlens.data.store.import_dataset` into ``datasets/
 * ``images/<image_id>.png`` — 8-bit greyscale PNG (``size`` × ``size``).
 * ``masks/<image_id>.png`` — 16-bit PNG bit field, bit ``i`` = :data:`~.spec.LABEL_CHANNELS` ``[i]``
   (read with :func:`~.render.read_label_masks` → (13, H, W) bool).
+* ``sample_grid.png`` — 16 images (with findings) and their mask outlines, for a quick look.
 * ``factors.parquet`` — one row per image: ``image_id``, ``seed``, every :class:`~.spec.ImageSpec` factor in flat
   form (round-trips through :meth:`~.spec.ImageSpec.from_row`), ``ctr_drawn``; iu-phantom adds ``unrendered``
   (MeSH tags the renderer cannot draw), ``mesh_used``, ``labels_used`` and the report's own labels as
@@ -53,6 +54,8 @@ __all__ = [
     "sprite_report",
     "sprites_tables",
 ]
+
+SAMPLE_GRID = "sample_grid.png"  # 16 images of the dataset with their mask outlines, written with the dataset
 
 # ------------------------------------------------------------------------------------------------------- the grid
 SEVERITIES = (0.25, 0.5, 0.75, 1.0)
@@ -347,6 +350,10 @@ def _write_rendered(tmp: Path, loaded, size: int, workers: int | None) -> None:
     ctr = render_rows(factors, size, tmp, workers)
     factors = factors.assign(ctr_drawn=factors["image_id"].map(ctr).astype("float32"))
     atomic_write_parquet(tmp / "factors.parquet", factors)
+    if len(factors):
+        from cxrlens.data.phantom.figures import sample_grid
+
+        sample_grid(tmp, tmp / SAMPLE_GRID)
 
 
 def _check_size(size: int) -> None:
