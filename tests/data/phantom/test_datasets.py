@@ -1,0 +1,123 @@
+"""Phantom datasets: interventional sampler, report → spec mapping, small builds into a scratch workspace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrlens.data.phantom import ImageSpec, read_label_masks
+from cxrlens.data.phantom.datasets import (
+    SPRITE_GRID,
+    IUPhantomConfig,
+    SpritesConfig,
+    build_iu_phantom,
+    build_sprites,
+    mesh_to_findings,
+    sample,
+    sprite_report,
+)
+from cxrlens.data.schema import CHEXPERT_LABELS, validate_study_table
+from cxrlens.workspace import file_sha256
+from tests.conftest import run_cli
+
+
+def test_interventional_sampler_fixes_exactly_the_requested_factors():
+    fixed = {"pleural_effusion.present": 1, "pleural_effusion.side": "left", "view": "AP"}
+    images, factors = sample(fixed, n=12, seed=3, size=48)
+    assert images.shape == (12, 48, 48) and images.dtype == np.float32
+    for key, val in fixed.items():
+        assert (factors[key] == val).all()
+    free = [k for k in SPRITE_GRID if k not in fixed and len(SPRITE_GRID[k]) > 1]
+    varying = [k for k in free if factors[k].nunique() > 1]
+    assert len(varying) >= 0.8 * len(free)  # everything else still varies
+    assert factors["anatomy"].nunique() > 1
+    again, _ = sample(fixed, n=12, seed=3, size=48)
+    assert np.array_equal(images, again)
+
+
+def test_sampler_rejects_unknown_factors_and_off_grid_values():
+    with pytest.raises(ValueError, match="unknown factor"):
+        sample({"pleural_effusion.colour": "red"}, n=2, size=32)
+    with pytest.raises(ValueError, match="no grid value"):
+        sample({"pleural_effusion.side": "up"}, n=2, size=32)
+
+
+def test_mesh_tags_become_findings_with_locations():
+    rng = np.random.default_rng(0)
+    found, used, unrendered = mesh_to_findings(
+        [
+            "Pleural Effusion/right/small",
+            "Opacity/lung/base/left",
+            "Spine/degenerative",
+            "normal",
+            "Calcified Granuloma/lung/upper lobe/right",
+            "Cardiomegaly/borderline",
+        ],
+        rng,
+    )
+    eff = found["pleural_effusion"]
+    assert (eff.side, eff.severity) == ("right", 0.25)
+    opa = found["lung_opacity"]
+    assert (opa.side, opa.zone) == ("left", "lower")
+    les = found["lung_lesion"]
+    assert (les.side, les.zone) == ("right", "upper") and les.severity < 0.5  # a granuloma is a nodule
+    assert found["cardiomegaly"].uncertain and found["cardiomegaly"].intensity == 0.5
+    assert unrendered == ["Spine/degenerative"] and "normal" not in used
+
+
+def test_sprite_reports_name_what_is_drawn():
+    spec = ImageSpec.from_row(
+        {
+            "pleural_effusion.present": 1,
+            "pleural_effusion.side": "left",
+            "pleural_effusion.zone": "none",
+            "pleural_effusion.severity": 1.0,
+            "pleural_effusion.intensity": 1.0,
+            "pleural_effusion.uncertain": False,
+        }
+    )
+    findings, impression = sprite_report(spec)
+    assert "large left pleural effusion" in findings and "No pneumothorax" in findings
+    assert "left pleural effusion" in impression
+    assert sprite_report(ImageSpec())[1] == "No acute cardiopulmonary abnormality."
+
+
+def test_build_sprites_small_is_complete_and_byte_identical_on_rebuild(workspace):
+    cfg = SpritesConfig(n=10, size=64, seed=1, p_present=0.4)
+    res = build_sprites(workspace, cfg, workers=1)
+    root = res.path
+    studies = pd.read_parquet(root / "studies.parquet")
+    validate_study_table(studies)
+    factors = pd.read_parquet(root / "factors.parquet")
+    assert len(studies) == len(factors) == 10 and (root / "sample_grid.png").exists()
+    for rec, frow in zip(studies.to_dict("records"), factors.to_dict("records"), strict=True):
+        assert (root / rec["image_path"]).exists()
+        masks = read_label_masks(root / "masks" / f"{rec['image_id']}.png")
+        assert masks.shape == (13, 64, 64)
+        spec = ImageSpec.from_row(frow)
+        assert rec["No Finding"] == (0.0 if spec.findings else 1.0)
+    hashes = {p.name: file_sha256(p) for p in sorted((root / "images").glob("*.png"))}
+    res2 = build_sprites(workspace, cfg, force=True, workers=2)
+    assert {p.name: file_sha256(p) for p in sorted((res2.path / "images").glob("*.png"))} == hashes
+    assert build_sprites(workspace, cfg).reused
+
+
+def test_build_iu_phantom_keeps_reports_and_records_unrendered(workspace):
+    res = build_iu_phantom(workspace, IUPhantomConfig(n=12, size=48, seed=0), workers=1)
+    studies = pd.read_parquet(res.path / "studies.parquet")
+    factors = pd.read_parquet(res.path / "factors.parquet")
+    assert len(studies) == 12 and studies["image_id"].tolist() == factors["image_id"].tolist()
+    assert studies["study_id"].iloc[0] == "CXR1" and studies["findings"].str.len().gt(0).any()
+    assert {"unrendered", "mesh_used", "labels_used", *(f"report.{lab}" for lab in CHEXPERT_LABELS)} <= set(factors)
+    assert (studies["source"] == "iu-phantom").all() and set(studies["view"]) <= {"PA", "AP"}
+    # the drawn-truth labels agree with the masks
+    for rec in studies.to_dict("records"):
+        masks = read_label_masks(res.path / "masks" / f"{rec['image_id']}.png")
+        assert masks.any() == (rec["No Finding"] != 1.0) or np.isnan(rec["No Finding"])
+
+
+def test_cli_builds_sprites(tmp_path):
+    proc = run_cli("data", "build", "sprites", "--n", "6", "--size", "48", "--workers", "1", "-w", str(tmp_path / "w"))
+    assert proc.returncode == 0, proc.stderr
+    assert "cxr-sprites" in proc.stdout and (tmp_path / "w" / "datasets" / "cxr-sprites" / "factors.parquet").exists()
