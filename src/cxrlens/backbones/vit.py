@@ -47,7 +47,7 @@ class ViTArch:
 
 
 def build_vit(arch: ViTArch, seed: int = 0):
-    """A randomly initialised transformers ``ViTModel`` (no pooler) for ``arch`` and its image processor."""
+    """A randomly initialised transformers ``ViTModel`` for ``arch`` and its image processor."""
     import torch
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
@@ -63,7 +63,7 @@ def build_vit(arch: ViTArch, seed: int = 0):
         attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(seed)
-    model = ViTModel(cfg, add_pooling_layer=False)
+    model = ViTModel(cfg)  # with the (unused) pooler, so AutoModel reloads it without missing keys
     processor = ViTImageProcessor(
         size={"height": arch.image_size, "width": arch.image_size},
         resample=2,

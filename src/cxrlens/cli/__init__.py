@@ -12,7 +12,7 @@ import sys
 import typer
 
 from cxrlens import __version__
-from cxrlens.cli import align, data, demo, extract, ltvit, workspace
+from cxrlens.cli import align, backbone, data, demo, extract, ltvit, workspace
 from cxrlens.console import err_console
 from cxrlens.errors import CxrlensError
 
@@ -45,6 +45,7 @@ def _root(
 
 app.add_typer(workspace.app, name="workspace")
 app.add_typer(data.app, name="data")
+app.add_typer(backbone.app, name="backbone")
 app.command("extract")(extract.extract)
 app.command("demo")(demo.demo)
 app.add_typer(ltvit.app, name="lt-vit")

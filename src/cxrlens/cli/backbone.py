@@ -1,0 +1,106 @@
+"""``cxrlens backbone …``: inspect a backbone spec; train the in-project ViT."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.console import console
+
+app = typer.Typer(help="Vision backbones: inspect a spec, train the in-project ViT.", no_args_is_help=True)
+
+
+@app.command("info")
+def info(
+    spec: str = typer.Argument(..., help="hf:<id or dir>, xrv:<weights>, cxrlens:<name> or cxrlens:default."),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch hub weights."),
+    xrv_cache_dir: Path | None = typer.Option(None, help="torchxrayvision weights dir."),
+    workspace: Path | None = WORKSPACE_OPTION,
+) -> None:
+    """Load a backbone and print its layers, widths and preprocessing."""
+    from cxrlens.backbones import load_backbone
+
+    b = load_backbone(
+        spec, workspace=open_workspace(workspace), allow_download=allow_download, xrv_cache_dir=xrv_cache_dir
+    )
+    d = b.describe()
+    p = d["preprocessor"]
+    rows = [
+        ("class", d["class"]),
+        ("parameters", f"{d['parameters']:,}"),
+        ("layers", ", ".join(f"{name} ({b.dims[name]})" for name in b.layers)),
+        ("input", f"{p['channels']}×{p['size'][0]}×{p['size'][1]}, {p['interpolation']}"),
+        ("normalisation", f"x·{p['scale']:g}{p['offset']:+g}, mean {p['mean']}, std {p['std']}"),
+        ("fingerprint", b.fingerprint()[:16]),
+    ]
+    console.print(kv_table(spec, rows))
+
+
+@app.command("train")
+def train(
+    dataset: str = typer.Option("iu-phantom", help="Dataset with images, report text and the 14 labels."),
+    name: str = typer.Option("", help="Backbone name in the workspace [default: the default backbone's name]."),
+    objectives: str = typer.Option("mim,distill,contrastive", help="Comma-separated: mim, distill, contrastive."),
+    steps: int = typer.Option(300, help="Optimiser steps per objective."),
+    batch_size: int = typer.Option(64, help="Images per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
+    image_size: int = typer.Option(64, help="ViT input side in pixels."),
+    patch_size: int = typer.Option(8, help="ViT patch side."),
+    hidden_size: int = typer.Option(128, help="Token width."),
+    layers: int = typer.Option(4, help="Transformer blocks."),
+    heads: int = typer.Option(4, help="Attention heads."),
+    max_images: int = typer.Option(0, help="At most this many images per split (0 = all)."),
+    seed: int = typer.Option(0, help="Seed of init, augmentations and batch order."),
+    threads: int = typer.Option(0, help="torch CPU threads for the run (0 = torch's default)."),
+    export: Path | None = typer.Option(None, help="Also copy the chosen weights to this directory."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """Train the in-project ViT with each objective, probe them, keep the best → backbones/<name>."""
+    from cxrlens.backbones.train import BackboneTrainConfig, load_probe_table, train_backbone
+    from cxrlens.backbones.vit import DEFAULT_BACKBONE, ViTArch
+
+    arch = ViTArch(
+        image_size=image_size, patch_size=patch_size, hidden_size=hidden_size, num_layers=layers, num_heads=heads
+    )
+    cfg = BackboneTrainConfig(
+        dataset=dataset,
+        name=name or DEFAULT_BACKBONE,
+        arch=arch,
+        objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        max_images=max_images,
+        seed=seed,
+    )
+    result = train_backbone(open_workspace(workspace), cfg, num_threads=threads or None, force=force)
+    print_probe_table(load_probe_table(result.path))
+    print_stage_result(result, f"backbone cxrlens:{cfg.name}")
+    if export is not None:
+        export.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json", "probe.json", "manifest.json"):
+            shutil.copy2(result.path / f, export / f)
+        console.print(f"  copied to {export}")
+
+
+def print_probe_table(probe: dict) -> None:
+    """Objectives side by side: macro AUC (renderable labels and all evaluated labels), val and test, seconds."""
+    table = Table(title="Linear-probe ROC AUC on frozen features (macro over labels)", title_justify="left")
+    for col in ("objective", "val (renderable)", "test (renderable)", "val (all)", "test (all)", "train s"):
+        table.add_column(col, justify="left" if col == "objective" else "right")
+    for name, r in probe["results"].items():
+        mark = " ← chosen" if name == probe["chosen"] else ""
+        table.add_row(
+            name + mark,
+            f"{r['val_macro_renderable']:.3f}",
+            f"{r['test_macro_renderable']:.3f}",
+            f"{r['val_macro']:.3f}",
+            f"{r['test_macro']:.3f}",
+            f"{r['train_seconds']:.0f}",
+        )
+    console.print(table)
