@@ -143,14 +143,14 @@ def _pil_to_gray(img, path: Path, normalize: str) -> np.ndarray:
     """A loaded Pillow image → (H, W) float32 in [0, 1]."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(img, dtype=np.uint16).astype(np.float32)
-        scale = 65535.0
-    elif mode == "I":  # 16-bit PNGs often open as 32-bit ints holding 0 … 65535
+        arr16 = np.asarray(img, dtype=np.uint16)
+        return _minmax(arr16) if normalize == "minmax" else np.divide(arr16, np.float32(65535.0), dtype=np.float32)
+    if mode == "L":
+        arr8 = np.asarray(img, dtype=np.uint8)
+        return _minmax(arr8) if normalize == "minmax" else np.divide(arr8, np.float32(255.0), dtype=np.float32)
+    if mode == "I":  # 16-bit PNGs often open as 32-bit ints holding 0 … 65535
         arr = np.asarray(img, dtype=np.int64).astype(np.float32)
         scale = 65535.0
-    elif mode == "L":
-        arr = np.asarray(img, dtype=np.uint8).astype(np.float32)
-        scale = 255.0
     elif mode == "1":
         arr = np.asarray(img, dtype=np.uint8).astype(np.float32)
         scale = 1.0
@@ -237,7 +237,7 @@ def _check_dicom(ds, path: Path) -> tuple[str, int, int, int]:
 def _check_pixel_length(ds, path: Path, rows: int, cols: int, frames: int) -> None:
     """Refuse a DICOM whose pixel data runs past the end of the file or is shorter than its header says."""
     try:
-        elem = ds.get_item(0x7FE00010)
+        elem = ds.get_item(0x7FE00010, keep_deferred=True)  # header only: do not read the pixels
     except KeyError:
         return
     length, tell = getattr(elem, "length", None), getattr(elem, "value_tell", None)
@@ -277,9 +277,12 @@ def _window_unit(x: np.ndarray, center: float, width: float, function: str, path
     c, w = center - 0.5, width - 1.0
     if w == 0:  # width 1: a threshold at the centre
         return (x > c).astype(np.float32)
-    out = (x - c) / w + 0.5
-    out = np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 1.0, out))
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    # x <= c - w/2 → 0, x > c + w/2 → 1, else (x - c)/w + 0.5: the middle line clipped to [0, 1] is the same map
+    out = np.array(x, dtype=np.float32, copy=True)
+    out -= np.float32(c)
+    out /= np.float32(w)
+    out += np.float32(0.5)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _voi_lut_unit(x: np.ndarray, ds, path: Path) -> np.ndarray:
@@ -339,7 +342,16 @@ def _dicom_to_gray(ds, path: Path, normalize: str) -> np.ndarray:
     if arr.ndim != 2:
         raise BadInputError(path, f"grey DICOM decoded to shape {arr.shape}, expected (H, W)")
     try:
-        values = apply_modality_lut(arr, ds).astype(np.float64)
+        if ds.get("ModalityLUTSequence"):
+            values = apply_modality_lut(arr, ds).astype(np.float32)
+        else:  # rescale slope / intercept (identity when absent), in float32: one pass, exact for 16-bit input
+            slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+            intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+            values = arr.astype(np.float32)
+            if slope != 1.0:
+                values *= np.float32(slope)
+            if intercept != 0.0:
+                values += np.float32(intercept)
     except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise BadInputError(path, f"bad modality LUT / rescale ({exc})") from None
     if normalize == "minmax":
