@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlens.console import warn_line
+from cxrlens.console import progress, warn_line
 from cxrlens.data._loader_utils import (
     check_verify_mode,
     find_table,
@@ -180,14 +180,18 @@ def load_mimic_cxr(config: MimicImportConfig) -> LoadedDataset:
         rows = []
         bad_studies = set()
         studies_u = meta[["subject_id", "study_id"]].drop_duplicates("study_id")
-        for subject, study in zip(studies_u["subject_id"], studies_u["study_id"], strict=True):
-            path = rroot / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
-            try:
-                text = read_report(path)
-            except BadInputError as exc:
-                errors.append(exc)
-                bad_studies.add(study)
-                continue
+        with progress(transient=True, disable=len(studies_u) < 200) as bar:
+            task = bar.add_task("reading MIMIC-CXR reports", total=len(studies_u))
+            texts = {}
+            for subject, study in zip(studies_u["subject_id"], studies_u["study_id"], strict=True):
+                path = rroot / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
+                bar.advance(task)
+                try:
+                    texts[study] = (subject, path, read_report(path))
+                except BadInputError as exc:
+                    errors.append(exc)
+                    bad_studies.add(study)
+        for study, (subject, path, text) in texts.items():
             sec = parse_sections(text)
             rows.append(
                 {
