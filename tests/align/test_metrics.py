@@ -14,6 +14,7 @@ from cxrlens.align.search import (
     deserialize_index,
     facts_from_factors,
     facts_from_labels,
+    facts_from_phantom,
     ndcg_at_k,
     relevance,
     search_index,
@@ -85,6 +86,35 @@ def test_relevance_grades_from_labels_and_factors() -> None:
     assert relevance(Query("large effusion", "Pleural Effusion", severity="large"), ids, facts).tolist() == [2, 1, 1, 0]
     assert relevance(Query("cardiomegaly", "Cardiomegaly"), ids, facts).tolist() == [0, 0, 0, 0]
     assert len(QUERIES) >= 19 and {q.kind for q in QUERIES} == {"finding", "laterality", "severity", "device"}
+
+
+def test_relevance_from_phantom_factors() -> None:
+    """The wide phantom factors table (<kind>.present/.side/.severity/.uncertain) drives side, severity, device."""
+    from cxrlens.data.phantom.spec import ImageSpec
+
+    rows = []
+    for image_id in ("a", "b", "c"):
+        row = {"image_id": image_id}
+        for kind in ("pleural_effusion", "pacemaker", "ett"):
+            row |= {f"{kind}.present": 0, f"{kind}.side": "none", f"{kind}.severity": 0.0, f"{kind}.uncertain": False}
+        rows.append(row)
+    rows[0] |= {"pleural_effusion.present": 1, "pleural_effusion.side": "left", "pleural_effusion.severity": 1.0}
+    rows[1] |= {
+        "pleural_effusion.present": 1,
+        "pleural_effusion.side": "right",
+        "pleural_effusion.severity": 0.25,
+        "pleural_effusion.uncertain": True,
+        "pacemaker.present": 1,
+        "pacemaker.side": "left",
+    }
+    rows[2] |= {"ett.present": 1}
+    facts = facts_from_phantom(pd.DataFrame(rows))
+    ids = ["a", "b", "c"]
+    assert relevance(Query("left effusion", "Pleural Effusion", side="left"), ids, facts).tolist() == [2, 1, 0]
+    assert relevance(Query("large effusion", "Pleural Effusion", severity="large"), ids, facts).tolist() == [2, 1, 0]
+    assert relevance(Query("pacemaker", "Support Devices", device="pacemaker"), ids, facts).tolist() == [0, 2, 1]
+    assert relevance(Query("tube", "Support Devices", device="endotracheal tube"), ids, facts).tolist() == [0, 1, 2]
+    assert "pleural_effusion.present" in ImageSpec().to_row()  # the column layout this reads is the phantom's
 
 
 def test_bad_inputs() -> None:

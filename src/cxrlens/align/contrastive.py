@@ -312,10 +312,14 @@ def build_pair_data(
     patch_name = _patch_stream(store.stream_names, pooled_name, cfg.patch_stream, cfg.adapter, store.path)
     pooled = store.read(pooled_name).float()
     patches = None
-    if patch_name:
-        patches = _pool_patches(
-            store.read(patch_name).float().reshape(len(store), -1, pooled.shape[1]), tuple(store.grid), cfg.patch_grid
-        )
+    if patch_name:  # read and pool in chunks of images, so peak memory stays ~ one chunk of full patch grids
+        tpi = store.info(patch_name).tokens_per_image
+        chunks = []
+        for lo in range(0, len(store), 256):
+            hi = min(lo + 256, len(store))
+            block = store.get(patch_name, np.arange(lo * tpi, hi * tpi)).reshape(hi - lo, tpi, -1)
+            chunks.append(_pool_patches(block, tuple(store.grid), cfg.patch_grid))
+        patches = torch.cat(chunks)
     index = store.index
     if "image_id" not in studies.columns:
         raise BadInputError(None, "study table has no image_id column")

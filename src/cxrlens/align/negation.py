@@ -12,6 +12,7 @@ Sentences whose polarity cannot be flipped reliably (uncertainty cues, two or mo
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["NEGATION_REWRITES", "UNCERTAINTY_CUES", "flip_polarity", "is_negated"]
@@ -30,6 +31,7 @@ NEGATION_REWRITES: tuple[tuple[str, str], ...] = (
     (r"\bwithout\b", "with"),
     (r"\bis not (seen|identified|present|visualized|appreciated)\b", r"is \1"),
     (r"\bare not (seen|identified|present|visualized|appreciated)\b", r"are \1"),
+    (r"\b(is|are) not\b", r"\1"),
     (r"\bhas resolved\b", "is present"),
     (r"\bis absent\b", "is present"),
     (r"\bno\b", ""),
@@ -55,17 +57,14 @@ _CUE_WORDS = re.compile(r"\b(no|not|without|negative for|free of|absent|resolved
 _COPULA = re.compile(r"\b(is|are)\b(?! not\b)", re.IGNORECASE)
 
 
-def _labeler_cues() -> tuple[str, ...]:
-    """Negation cue phrases exported by the labeler, if it exports any (else empty)."""
+@functools.cache
+def _labeler_cues(kind: str = "NEGATION_CUES") -> tuple[str, ...]:
+    """Cue phrases exported by the labeler (``NEGATION_CUES`` / ``UNCERTAINTY_CUES``), else empty."""
     try:
         from cxrlens.data import labeler
     except ImportError:
         return ()
-    for name in ("NEGATION_CUES", "NEGATION_PHRASES", "NEG_CUES"):
-        cues = getattr(labeler, name, None)
-        if cues:
-            return tuple(str(c).lower() for c in cues)
-    return ()
+    return tuple(str(c).lower() for c in getattr(labeler, kind, ()) if str(c).strip())
 
 
 def _has(text: str, phrase: str) -> bool:
@@ -94,7 +93,7 @@ def flip_polarity(sentence: str) -> str | None:
     """
     text = " ".join(str(sentence).split())
     low = text.lower()
-    if not low or any(_has(low, c) for c in UNCERTAINTY_CUES):
+    if not low or any(_has(low, c) for c in UNCERTAINTY_CUES + _labeler_cues("UNCERTAINTY_CUES")):
         return None
     if len(_CUE_WORDS.findall(low)) > 1:
         return None
@@ -103,10 +102,10 @@ def flip_polarity(sentence: str) -> str | None:
             flipped = re.sub(pattern, repl, text, count=1, flags=re.IGNORECASE)
             flipped = _fix_case(flipped)
             return flipped if flipped.strip(" .") else None
-    if is_negated(text):  # a labeler cue the rewrite table does not know how to undo
-        return None
     if re.search(r"\bnormal\b", low):  # "Heart size normal." → "Heart size abnormal."
         return _fix_case(re.sub(r"\bnormal\b", "abnormal", text, count=1, flags=re.IGNORECASE))
+    if is_negated(text):  # a labeler cue the rewrite table does not know how to undo
+        return None
     if _COPULA.search(text):
         return _fix_case(_COPULA.sub(lambda m: f"{m.group(1)} not", text, count=1))
     body = text[:1].lower() + text[1:]

@@ -40,6 +40,7 @@ __all__ = [
     "evaluate_queries",
     "facts_from_factors",
     "facts_from_labels",
+    "facts_from_phantom",
     "ndcg_at_k",
     "normalize_severity",
     "normalize_side",
@@ -94,6 +95,7 @@ QUERIES: tuple[Query, ...] = (
     Query("cardiac pacemaker", "Support Devices", device="pacemaker"),
     Query("endotracheal tube", "Support Devices", device="endotracheal tube"),
     Query("central venous catheter", "Support Devices", device="central line"),
+    Query("chest tube", "Support Devices", device="chest tube"),
 )
 
 _SIDES = {"left": "left", "l": "left", "right": "right", "r": "right", "bilateral": "bilateral", "both": "bilateral"}
@@ -185,6 +187,58 @@ def facts_from_factors(
             "certain": np.ones(n, dtype=bool),
         }
     )
+
+
+# phantom device kind → the words a query uses for it
+DEVICE_WORDS = {
+    "ett": "endotracheal tube",
+    "enteric_tube": "enteric tube",
+    "central_line": "central line",
+    "pacemaker": "pacemaker",
+    "chest_tube": "chest tube",
+}
+
+
+def facts_from_phantom(factors: pd.DataFrame) -> pd.DataFrame:
+    """Facts from a phantom's wide ``factors.parquet`` (``<kind>.present``, ``.side``, ``.severity``,
+    ``.uncertain`` per finding kind; :mod:`cxrlens.data.phantom.spec`). Kinds map to CheXpert labels; device kinds
+    (``ett``, ``pacemaker`` …) become ``Support Devices`` facts with the device named; severities in (0, 1] map to
+    small/moderate/large by thirds; sides ``none`` are unknown; uncertain findings are uncertain facts."""
+    from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
+
+    if "image_id" not in factors.columns:
+        raise BadInputError(None, "factors table needs an image_id column")
+    parts = []
+    ids = factors["image_id"].astype(str).to_numpy()
+    for kind in KINDS:
+        if f"{kind}.present" not in factors.columns:
+            continue
+        present = factors[f"{kind}.present"].fillna(0).astype(int).to_numpy() == 1
+        if not present.any():
+            continue
+        side = factors.get(f"{kind}.side", pd.Series([None] * len(factors))).to_numpy()[present]
+        sev = factors.get(f"{kind}.severity", pd.Series([np.nan] * len(factors))).to_numpy()[present]
+        unc = factors.get(f"{kind}.uncertain", pd.Series([False] * len(factors))).fillna(False).to_numpy()[present]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "image_id": ids[present],
+                    "finding": KIND_LABEL[kind],
+                    "side": [normalize_side(v) for v in side],
+                    "severity": [normalize_severity(v) for v in sev],
+                    "device": DEVICE_WORDS.get(kind),
+                    "certain": ~unc.astype(bool),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(FACT_COLUMNS))
+
+
+def facts_from_any_factors(factors: pd.DataFrame) -> pd.DataFrame:
+    """Wide phantom factors (``<kind>.present`` columns) or a long table (``finding``, ``side``, ``severity`` …)."""
+    if any(c.endswith(".present") for c in factors.columns):
+        return facts_from_phantom(factors)
+    return facts_from_factors(factors)
 
 
 def relevance(query: Query, image_ids: Sequence[str], facts: pd.DataFrame) -> np.ndarray:

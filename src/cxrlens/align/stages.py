@@ -31,7 +31,7 @@ from cxrlens.align.search import (
     build_index,
     deserialize_index,
     evaluate_queries,
-    facts_from_factors,
+    facts_from_any_factors,
     facts_from_labels,
     search_index,
     serialize_index,
@@ -160,7 +160,7 @@ def search_facts(workspace: Workspace, ctx: AlignContext) -> tuple[pd.DataFrame,
     factors_path = workspace.dataset(ctx.dataset) / "factors.parquet"
     if factors_path.exists():
         factors = pd.read_parquet(factors_path)
-        facts = pd.concat([facts, facts_from_factors(factors)], ignore_index=True)
+        facts = pd.concat([facts, facts_from_any_factors(factors)], ignore_index=True)
         source = "labels+factors"
     return facts, source
 
