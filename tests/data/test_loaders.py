@@ -110,6 +110,21 @@ def test_mimic_without_reports_or_split_file(mimic_tree, capsys) -> None:
     assert len(fallback.studies) == 9
 
 
+def test_mimic_without_label_csv_and_split_leak_is_named(mimic_tree, capsys) -> None:
+    root, _, _ = mimic_tree
+    (root / "mimic-cxr-2.0.0-chexpert.csv.gz").unlink()
+    t = load_mimic_cxr(MimicImportConfig(root=str(root)))
+    assert "CheXpert labels left empty (NaN)" in capsys.readouterr().err
+    assert t.studies[list(CHEXPERT_LABELS)].isna().all().all() and len(t.studies) == 9
+    split = root / "mimic-cxr-2.0.0-split.csv.gz"
+    sp = pd.read_csv(split, dtype=str)
+    sp.loc[sp["study_id"] == "53189527", "split"] = "test"  # patient 10000032 now in train and test
+    sp.to_csv(split, index=False)
+    with pytest.raises(BadInputError) as info:
+        load_mimic_cxr(MimicImportConfig(root=str(root)))
+    _one_line_naming(info.value, split.resolve(), "patient '10000032' is in more than one split")
+
+
 def test_mimic_plain_csv_names_also_work(tmp_path: Path) -> None:
     make_mimic_tree(tmp_path / "jpg", tmp_path / "rep", gz=False)
     assert len(load_mimic_cxr(MimicImportConfig(root=str(tmp_path / "jpg"))).studies) == 9
@@ -315,6 +330,25 @@ def test_folder_without_csv_dicom_header_ids(tmp_path: Path) -> None:
     assert st.loc["dicom/case04", "split"] == st.loc["dicom/case05", "split"]
     assert st[list(CHEXPERT_LABELS)].isna().all().all() and (st["label_source"] == "none").all()
     assert t.errors == ()
+
+
+def test_folder_same_stem_twice_and_csv_split_leak(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    _folder_tree(root)
+    twin = write_dicom(root / "pa" / "case01.dcm", gradient(8, 8, 4095, np.uint16))
+    t = load_folder(FolderImportConfig(root=str(root)))
+    assert len(t.studies) == 5 and len(t.errors) == 1
+    # sorted walk: case01.dcm comes first and keeps the id; the PNG is skipped, naming both files
+    _one_line_naming(
+        t.errors[0], (root / "pa" / "case01.png").resolve(), f"image id 'pa/case01' already used by {twin}"
+    )
+    csv = tmp_path / "split.csv"
+    pd.DataFrame(
+        {"image": ["pa/case01.png", "pa/case02.jpg"], "patient_id": ["A", "A"], "split": ["train", "test"]}
+    ).to_csv(csv, index=False)
+    with pytest.raises(BadInputError) as info:
+        load_folder(FolderImportConfig(root=str(root), csv=str(csv)))
+    _one_line_naming(info.value, csv, "patient 'A' is in more than one split")
 
 
 def test_folder_csv_labels_ids_split(tmp_path: Path, workspace) -> None:

@@ -102,10 +102,9 @@ def find_images(root: Path) -> list[Path]:
 
 def _image_id(path: Path, root: Path) -> str:
     try:
-        rel = path.relative_to(root)
-    except ValueError:
-        rel = Path(path.name)
-    return rel.with_suffix("").as_posix()
+        return path.relative_to(root).with_suffix("").as_posix()
+    except ValueError:  # a CSV row pointing outside the root: the absolute path keeps it unique
+        return path.with_suffix("").as_posix()
 
 
 def _text_to_sections(text: str) -> tuple[str, str]:
@@ -222,6 +221,15 @@ def load_folder(config: FolderImportConfig) -> LoadedDataset:
     bad[list(img_errors)] = True
 
     image_ids = [_image_id(Path(p), root) for p in df["_path"]]
+    first_use: dict[str, str] = {}
+    for i, (iid, p) in enumerate(zip(image_ids, df["_path"], strict=True)):
+        if bad[i]:
+            continue
+        if iid in first_use:  # case01.png next to case01.dcm
+            errors.append(BadInputError(p, f"image id {iid!r} already used by {first_use[iid]}"))
+            bad[i] = True
+        else:
+            first_use[iid] = p
     col = lambda name: df[name].str.strip() if name in df.columns else pd.Series("", index=df.index)  # noqa: E731
     patient = col("patient_id").to_numpy(dtype=object)
     view_raw = col("view").to_numpy(dtype=object)
@@ -273,7 +281,10 @@ def load_folder(config: FolderImportConfig) -> LoadedDataset:
     studies = studies.loc[~bad].reset_index(drop=True)
     if not label_cols and config.label_reports and (studies["report_text"] != "").any():
         studies = _label_with_labeler(studies)
-    studies = finalize_study_table(studies)
+    try:
+        studies = finalize_study_table(studies)
+    except BadInputError as exc:  # e.g. a patient given two splits in the CSV
+        raise BadInputError(df.attrs.get("csv_path", root), exc.problem) from None
     extra = {
         "license": "as set by the images' owner",
         "images_found": len(on_disk),

@@ -259,7 +259,10 @@ def load_mimic_cxr(config: MimicImportConfig) -> LoadedDataset:
     else:
         for col in ("findings", "impression", "indication", "comparison"):
             studies[col] = ""
-    studies = finalize_study_table(studies)
+    try:
+        studies = finalize_study_table(studies)
+    except BadInputError as exc:  # e.g. a patient in two splits of the split CSV
+        raise BadInputError(split_path or meta_path, exc.problem) from None
     tables = {"reports": reports_table} if reports_table is not None else {}
     extra = {
         "license": "PhysioNet Credentialed Health Data License 1.5.0",
