@@ -49,6 +49,7 @@ def write_dicom(
     window: tuple[float, float] | None = None,
     voi_function: str | None = None,
     voi_lut: tuple[int, list[int], int] | None = None,
+    modality_lut: tuple[int, list[int], int] | None = None,
     patient_id: str = "PAT001",
     view_position: str = "PA",
 ) -> Path:
@@ -57,6 +58,7 @@ def write_dicom(
     Args:
         stored: (H, W) or (frames, H, W) integer stored values, or (H, W, 3) uint8 for RGB; ``None`` → no PixelData.
         voi_lut: ``(first_mapped_value, lut_entries, bits_per_entry)`` → a VOI LUT Sequence with one item.
+        modality_lut: the same triple → a Modality LUT Sequence with one item (instead of rescale).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
@@ -103,6 +105,13 @@ def write_dicom(
         ds.WindowCenter, ds.WindowWidth = window
     if voi_function is not None:
         ds.VOILUTFunction = voi_function
+    if modality_lut is not None:
+        first, entries, bits = modality_lut
+        item = Dataset()
+        item.LUTDescriptor = [len(entries), first, bits]
+        item.ModalityLUTType = "US"
+        item.add_new(0x00283006, "US", [int(v) for v in entries])
+        ds.ModalityLUTSequence = Sequence([item])
     if voi_lut is not None:
         first, entries, bits = voi_lut
         item = Dataset()

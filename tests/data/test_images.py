@@ -113,6 +113,15 @@ def test_dicom_voi_lut_sequence(tmp_path: Path) -> None:
     assert img[0, 0] == 1.0 and img[0, -1] == 0.0
 
 
+def test_dicom_modality_lut_sequence(tmp_path: Path) -> None:
+    entries = [4095 - 16 * i for i in range(256)]  # 256-entry LUT, reversed, starting at stored value 0
+    stored = np.array([[0, 10, 100, 255, 300]], dtype=np.uint16)
+    img = load_image(write_dicom(tmp_path / "mlut.dcm", stored, modality_lut=(0, entries, 12)))
+    modality = np.array(entries, dtype=np.float64)[np.clip(stored.astype(int), 0, 255)]
+    np.testing.assert_allclose(img, (modality - modality.min()) / (modality.max() - modality.min()), atol=1e-6)
+    assert img[0, 0] == 1.0 and img[0, -1] == 0.0  # the LUT reversed the order
+
+
 def test_dicom_signed_pixels(tmp_path: Path) -> None:
     stored = np.array([[-2048, -1000, 0, 1000, 2047]], dtype=np.int16)
     img = load_image(write_dicom(tmp_path / "signed.dcm", stored, signed=True))

@@ -285,28 +285,42 @@ def _window_unit(x: np.ndarray, center: float, width: float, function: str, path
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _voi_lut_unit(x: np.ndarray, ds, path: Path) -> np.ndarray:
-    """The first item of the VOI LUT Sequence (PS3.3 C.11.2.1.1) mapped into [0, 1] by its entry bit depth.
+def _lut_lookup(x: np.ndarray, ds, sequence: str, path: Path) -> tuple[np.ndarray, int]:
+    """Apply the first item of a Modality or VOI LUT Sequence (PS3.3 C.11.1.1 / C.11.2.1.1).
 
     Input values below the first mapped value take the first entry, above the last the last entry.
+
+    Returns:
+        values: float32 LUT outputs, same shape as ``x``; bits: the entry bit depth (third descriptor value).
     """
+    what = "Modality LUT Sequence" if sequence == "ModalityLUTSequence" else "VOI LUT Sequence"
     try:
-        item = ds.VOILUTSequence[0]
+        item = ds[sequence][0]
         n_entries, first_map, bits = (int(v) for v in item.LUTDescriptor)
         n_entries = n_entries or 65536
+        if int(ds.get("PixelRepresentation", 0) or 0) == 1 and first_map >= 32768:
+            first_map -= 65536  # the descriptor's first value is signed for signed pixel data
         data = item.LUTData
         if isinstance(data, bytes):
-            little = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-            big = little is not None and little == "1.2.840.10008.1.2.2"
-            lut = np.frombuffer(data, dtype=">u2" if big else "<u2")[:n_entries].astype(np.float64)
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            big = syntax is not None and syntax == "1.2.840.10008.1.2.2"
+            lut = np.frombuffer(data, dtype=">u2" if big else "<u2")[:n_entries].astype(np.float32)
+        elif isinstance(data, (int, float)):
+            lut = np.array([data], dtype=np.float32)
         else:
-            lut = np.asarray(data if isinstance(data, (list, tuple)) else [data], dtype=np.float64)
+            lut = np.array(list(data), dtype=np.float32)
     except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:
-        raise BadInputError(path, f"bad VOI LUT Sequence ({exc})") from None
-    if lut.size == 0 or not 1 <= bits <= 16:
-        raise BadInputError(path, f"bad VOI LUT Sequence (descriptor {n_entries}, {first_map}, {bits})")
+        raise BadInputError(path, f"bad {what} ({exc})") from None
+    if lut.ndim != 1 or lut.size == 0 or not 1 <= bits <= 16:
+        raise BadInputError(path, f"bad {what} (descriptor {n_entries}, {first_map}, {bits}; {lut.size} entries)")
     idx = np.clip(np.rint(x).astype(np.int64) - first_map, 0, lut.size - 1)
-    return np.clip(lut[idx] / (2.0**bits - 1.0), 0.0, 1.0).astype(np.float32)
+    return lut[idx], bits
+
+
+def _voi_lut_unit(x: np.ndarray, ds, path: Path) -> np.ndarray:
+    """The VOI LUT Sequence's output mapped into [0, 1] by its entry bit depth (0 … 2**bits - 1)."""
+    values, bits = _lut_lookup(x, ds, "VOILUTSequence", path)
+    return np.clip(values / np.float32(2.0**bits - 1.0), 0.0, 1.0).astype(np.float32)
 
 
 def _first(value) -> float:
@@ -317,8 +331,6 @@ def _first(value) -> float:
 
 
 def _dicom_to_gray(ds, path: Path, normalize: str) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut
-
     photometric, _, _, frames = _check_dicom(ds, path)
     try:
         arr = ds.pixel_array
@@ -343,7 +355,7 @@ def _dicom_to_gray(ds, path: Path, normalize: str) -> np.ndarray:
         raise BadInputError(path, f"grey DICOM decoded to shape {arr.shape}, expected (H, W)")
     try:
         if ds.get("ModalityLUTSequence"):
-            values = apply_modality_lut(arr, ds).astype(np.float32)
+            values, _ = _lut_lookup(arr, ds, "ModalityLUTSequence", path)
         else:  # rescale slope / intercept (identity when absent), in float32: one pass, exact for 16-bit input
             slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
             intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
