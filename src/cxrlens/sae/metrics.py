@@ -1,0 +1,148 @@
+"""Quality metrics of a trained SAE on held-out activations, written to ``metrics.json``.
+
+* ``mse``: mean squared error per element in the caller's units; ``mse_normalised``: the same in the SAE's
+  normalised units (``E‖x‖² = D``).
+* ``nmse = Σ‖x − x̂‖² / Σ‖x − x̄‖²`` and ``fve = 1 − nmse`` (fraction of variance explained; x̄ the data mean).
+* ``l0_mean`` and ``l0_hist`` (counts of tokens per L0 bin, ``l0_bins`` the bin edges).
+* ``dead_frac``: latents that never fire on the evaluation set; ``dense_frac``: latents firing on more than
+  ``dense_threshold`` of the tokens.
+* Probe (optional, :func:`probe_auc`): for each label, the same L2 logistic regression (liblinear, C=1, features
+  scaled to unit variance without centring) is fitted on SAE codes and on the raw activations of the training
+  rows, and its ROC AUC measured on the test rows; labels with fewer than ``min_pos`` positives (or negatives) in
+  either part are skipped and listed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cxrlens.sae.base import SAE
+from cxrlens.workspace import atomic_write_json
+
+__all__ = ["evaluate_sae", "max_cosine", "probe_auc", "write_metrics"]
+
+
+@torch.no_grad()
+def _codes_and_stats(sae: SAE, acts_ND: torch.Tensor, batch_size: int, keep_codes: bool):
+    sae.eval()
+    D, L = sae.cfg.d_in, sae.cfg.n_latents
+    sq_err = sq_err_n = 0.0
+    fires = torch.zeros(L, dtype=torch.int64)
+    l0s, codes_parts = [], []
+    for i in range(0, len(acts_ND), batch_size):
+        x = acts_ND[i : i + batch_size].float()
+        x_hat, codes, _ = sae(x)
+        sq_err += float((x_hat - x).pow(2).sum())
+        sq_err_n += float((x_hat - x).pow(2).sum()) * float(sae.input_scale) ** 2
+        active = codes != 0
+        fires += active.sum(0).cpu()
+        l0s.append(active.sum(1).cpu())
+        if keep_codes:
+            codes_parts.append(codes.to_sparse_csr().cpu() if L > 4096 else codes.cpu())
+    n = len(acts_ND)
+    x = acts_ND.float()
+    total_var = float((x - x.mean(0)).pow(2).sum())
+    return sq_err / (n * D), sq_err_n / (n * D), sq_err / max(total_var, 1e-12), fires, torch.cat(l0s), codes_parts
+
+
+def evaluate_sae(
+    sae: SAE,
+    acts_ND: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    dense_threshold: float = 0.1,
+    labels: dict[str, np.ndarray] | None = None,
+    train_mask: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``sae`` on ``acts_ND: (N, D)``; with ``labels`` (name → (N,) 0/1/NaN) and ``train_mask`` also the
+    probe AUCs (fit on ``train_mask`` rows, scored on the rest)."""
+    mse, mse_n, nmse, fires, l0, codes_parts = _codes_and_stats(sae, acts_ND, batch_size, labels is not None)
+    n = len(acts_ND)
+    freq = fires.float() / max(n, 1)
+    edges = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1 << 30]
+    hist, _ = np.histogram(l0.numpy(), bins=edges)
+    out: dict[str, Any] = {
+        "tokens": n,
+        "mse": mse,
+        "mse_normalised": mse_n,
+        "nmse": nmse,
+        "fve": 1.0 - nmse,
+        "l0_mean": float(l0.float().mean()),
+        "l0_hist": hist.tolist(),
+        "l0_bins": edges,
+        "dead_frac": float((fires == 0).float().mean()),
+        "dense_frac": float((freq > dense_threshold).float().mean()),
+        "dense_threshold": dense_threshold,
+    }
+    if labels is not None and train_mask is not None:
+        codes = _stack(codes_parts)
+        out["probe"] = probe_auc(codes, acts_ND.float().numpy(), labels, train_mask)
+    return out
+
+
+def _stack(parts):
+    import scipy.sparse as sp
+
+    if parts and parts[0].layout == torch.sparse_csr:
+        mats = [sp.csr_matrix((p.values().numpy(), p.col_indices().numpy(), p.crow_indices().numpy()), p.shape)
+                for p in parts]  # fmt: skip
+        return sp.vstack(mats).tocsr()
+    return torch.cat(parts).numpy()
+
+
+def probe_auc(
+    codes, raw_ND: np.ndarray, labels: dict[str, np.ndarray], train_mask: np.ndarray, min_pos: int = 5
+) -> dict[str, Any]:
+    """Per-label test AUC of one logistic-regression probe on SAE codes vs on raw activations (see module doc)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    train_mask = np.asarray(train_mask, dtype=bool)
+    per_label: dict[str, dict[str, float]] = {}
+    skipped = []
+    for name, y in labels.items():
+        y = np.asarray(y, dtype=float)
+        known = ~np.isnan(y)
+        tr, te = known & train_mask, known & ~train_mask
+        ok = all(min(int((y[m] == 1).sum()), int((y[m] == 0).sum())) >= min_pos for m in (tr, te))
+        if not ok:
+            skipped.append(name)
+            continue
+        res = {}
+        for kind, feats in (("codes", codes), ("raw", raw_ND)):
+            scaler = StandardScaler(with_mean=False).fit(feats[tr])
+            clf = LogisticRegression(C=1.0, solver="liblinear", max_iter=1000)
+            clf.fit(scaler.transform(feats[tr]), y[tr].astype(int))
+            res[kind] = float(roc_auc_score(y[te].astype(int), clf.decision_function(scaler.transform(feats[te]))))
+        per_label[name] = res
+    mean = {k: float(np.mean([r[k] for r in per_label.values()])) if per_label else float("nan")
+            for k in ("codes", "raw")}  # fmt: skip
+    return {"per_label": per_label, "mean_auc_codes": mean["codes"], "mean_auc_raw": mean["raw"], "skipped": skipped}
+
+
+@torch.no_grad()
+def max_cosine(learned_LD: torch.Tensor, true_FD: torch.Tensor) -> torch.Tensor:
+    """(F,) for each true atom, the largest cosine similarity with any learned atom (feature recovery)."""
+    a = learned_LD / learned_LD.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    b = true_FD / true_FD.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return (b @ a.t()).max(dim=1).values
+
+
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> Path:
+    """Write ``metrics`` as JSON (atomically); NaN becomes null."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        return v
+
+    return atomic_write_json(Path(path), clean(metrics))
