@@ -12,7 +12,7 @@ import sys
 import typer
 
 from cxrlens import __version__
-from cxrlens.cli import align, backbone, data, demo, extract, ltvit, workspace
+from cxrlens.cli import align, analyze, backbone, data, demo, extract, label, ltvit, sae, workspace
 from cxrlens.console import err_console
 from cxrlens.errors import CxrlensError
 
@@ -48,8 +48,11 @@ app.add_typer(data.app, name="data")
 app.add_typer(backbone.app, name="backbone")
 app.command("extract")(extract.extract)
 app.command("demo")(demo.demo)
+app.command("label")(label.label)
 app.add_typer(ltvit.app, name="lt-vit")
 app.add_typer(align.app, name="align")
+app.add_typer(analyze.app, name="analyze")
+app.add_typer(sae.app, name="sae")
 
 
 def main(argv: list[str] | None = None) -> None:
