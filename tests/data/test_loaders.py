@@ -293,6 +293,18 @@ def test_nih_bad_rows_and_missing_lists(tmp_path: Path, capsys) -> None:
     validate_study_table(t.studies)
 
 
+def test_wrong_root_is_one_error_not_a_line_per_image(tmp_path: Path) -> None:
+    make_nih_tree(tmp_path / "nih", n=6)
+    elsewhere = tmp_path / "lists-only"
+    elsewhere.mkdir()
+    for name in ("Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt"):
+        (elsewhere / name).write_bytes((tmp_path / "nih" / name).read_bytes())
+    with pytest.raises(BadInputError) as info:
+        load_nih14(NIHImportConfig(root=str(elsewhere)))
+    _one_line_naming(info.value, elsewhere, "none of the 6 images listed in")
+    assert "check --root" in str(info.value)
+
+
 def test_nih_missing_column_stops(tmp_path: Path) -> None:
     make_nih_tree(tmp_path / "nih", n=3)
     entry = tmp_path / "nih" / "Data_Entry_2017_v2020.csv"

@@ -24,6 +24,7 @@ __all__ = [
     "parse_label_columns",
     "read_report",
     "read_table",
+    "refuse_if_all_missing",
     "summarize_studies",
     "verify_images",
 ]
@@ -165,6 +166,15 @@ def verify_images(
                 errors[i] = exc
             bar.advance(task)
     return height, width, errors, dicom
+
+
+def refuse_if_all_missing(errors: dict[int, BadInputError], n: int, root: Path, listed_in: Path | str) -> None:
+    """One clear error instead of ``n`` warning lines when not a single listed image exists (a wrong ``--root``)."""
+    if n and len(errors) == n and all(e.problem == "image file not found" for e in errors.values()):
+        first = errors[min(errors)].path
+        raise BadInputError(
+            root, f"none of the {n:,} images listed in {listed_in} exists here (first expected: {first}); check --root"
+        )
 
 
 def summarize_studies(studies: pd.DataFrame, n_errors: int, extra_labels: Sequence[str] = ()) -> dict:

@@ -47,6 +47,7 @@ from cxrlens.data._loader_utils import (
     check_verify_mode,
     parse_label_columns,
     read_table,
+    refuse_if_all_missing,
     summarize_studies,
     verify_images,
 )
@@ -184,6 +185,7 @@ def load_chexpert(config: CheXpertImportConfig) -> LoadedDataset:
     resolve = _Resolver(root)
     paths = [resolve(p) for p in table["Path"]]
     height, width, img_errors, _ = verify_images(paths, config.verify, description="checking CheXpert images")
+    refuse_if_all_missing(img_errors, len(paths), root, ", ".join(csvs))
     errors.extend(img_errors[i] for i in sorted(img_errors))
     keep = np.ones(len(table), dtype=bool)
     keep[list(img_errors)] = False

@@ -48,6 +48,7 @@ from cxrlens.data._loader_utils import (
     parse_label_columns,
     read_report,
     read_table,
+    refuse_if_all_missing,
     summarize_studies,
     verify_images,
 )
@@ -228,6 +229,7 @@ def load_mimic_cxr(config: MimicImportConfig) -> LoadedDataset:
         for s, t, d in zip(meta["subject_id"], meta["study_id"], meta["dicom_id"], strict=True)
     ]
     height, width, img_errors, _ = verify_images(paths, config.verify, description="checking MIMIC-CXR images")
+    refuse_if_all_missing(img_errors, len(paths), root, meta_path)
     errors.extend(img_errors[i] for i in sorted(img_errors))
     keep = np.ones(len(meta), dtype=bool)
     keep[list(img_errors)] = False

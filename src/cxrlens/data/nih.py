@@ -55,7 +55,13 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.console import warn_line
-from cxrlens.data._loader_utils import check_verify_mode, read_table, summarize_studies, verify_images
+from cxrlens.data._loader_utils import (
+    check_verify_mode,
+    read_table,
+    refuse_if_all_missing,
+    summarize_studies,
+    verify_images,
+)
 from cxrlens.data.schema import finalize_study_table, normalize_view, patient_split
 from cxrlens.data.store import LoadedDataset, import_dataset
 from cxrlens.errors import BadInputError
@@ -197,6 +203,7 @@ def load_nih14(config: NIHImportConfig) -> LoadedDataset:
     index = _index_images(root)
     paths = [index.get(name, str(root / "images" / name)) for name in df["Image Index"]]
     height, width, img_errors, _ = verify_images(paths, config.verify, description="checking ChestX-ray14 images")
+    refuse_if_all_missing(img_errors, len(paths), root, entry_path)
     errors.extend(img_errors[i] for i in sorted(img_errors))
     keep = np.ones(len(df), dtype=bool)
     keep[list(img_errors)] = False
