@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import itertools
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -112,8 +113,9 @@ _DROP_SECTIONS = ("indication", "history", "clinical", "reason", "comparison", "
 def select_sections(text: str) -> str:
     """The findings + impression part of a report when it has section headers, else the whole text.
 
-    Headers are ``NAME:`` at the start of a line (or after a full stop), case-insensitive. When headers exist but
-    none is findings/impression/conclusion, the text outside indication/history/comparison/technique is kept.
+    Headers are ``NAME:`` at the start of a line (or after a sentence end), case-insensitive. When headers exist but
+    none is findings/impression/conclusion, the text is kept except the first line (or sentence) under an
+    indication/history/comparison/technique header.
     """
     heads = list(_HEADER.finditer(text))
     if not heads:
@@ -125,9 +127,18 @@ def select_sections(text: str) -> str:
         end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
         parts.append((m.group("name").lower(), text[m.end() : end]))
     keep = [body for name, body in parts if name.startswith(_KEEP_SECTIONS)]
-    if not keep:
-        keep = [body for name, body in parts if not name.startswith(_DROP_SECTIONS)]
+    if not keep:  # no findings/impression header: drop only the first line (or sentence) of other headed sections
+        keep = [body if not name.startswith(_DROP_SECTIONS) else _after_first_line(body) for name, body in parts]
     return "\n\n".join(b.strip() for b in keep if b.strip())
+
+
+def _after_first_line(body: str) -> str:
+    body = body.strip()
+    cut = body.find("\n")
+    if cut < 0:
+        m = re.search(r"[.?!](?:\s|$)", body)
+        cut = m.end() if m else len(body)
+    return body[cut:]
 
 
 def report_text(findings: str | None, impression: str | None) -> str:
@@ -329,8 +340,10 @@ def report_mentions(texts: Sequence[str], config: LabelerConfig | None = None) -
             owner.append(i)
     out: list[list[Mention]] = [[] for _ in texts]
     docs = pipe.nlp.tokenizer.pipe(sentences, batch_size=config.batch_size)
-    for i, mentions in zip(owner, pipe.sentence_mentions(docs, config), strict=True):
-        out[i].extend(mentions)
+    with warnings.catch_warnings():  # all ConText rules are phrases, so medspaCy's token Matcher is empty by design
+        warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)
+        for i, mentions in zip(owner, pipe.sentence_mentions(docs, config), strict=True):
+            out[i].extend(mentions)
     return out
 
 

@@ -836,7 +836,7 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
         "FORWARD",
         None,
     ),
-    ("versus", [{"LOWER": {"IN": ["versus", "vs", "vs.", "v."]}}], "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", 4),
+    ("versus", [{"LOWER": {"IN": ["versus", "vs", "vs.", "v."]}}], "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", 2),
     ("and/or", "and/or", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", 3),
     # --- uncertainty, backward: "effusion cannot be excluded", "atelectasis is likely", "pneumonia not excluded"
     (
