@@ -58,8 +58,8 @@ class SAEConfig:
     aux_coeff: float = 1 / 32
     dead_tokens: int = 1_000_000
     sparsity_coeff: float = 5.0
-    jump_bandwidth: float = 0.05
-    jump_threshold_init: float = 0.1
+    jump_bandwidth: float = 0.1
+    jump_threshold_init: float = 1.0
     matryoshka_prefixes: tuple[int, ...] = ()
     hybrid_decoder_sparsity: bool = True
     hybrid_free_decoder: bool = True

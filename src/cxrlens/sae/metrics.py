@@ -88,8 +88,10 @@ def _stack(parts):
     import scipy.sparse as sp
 
     if parts and parts[0].layout == torch.sparse_csr:
-        mats = [sp.csr_matrix((p.values().numpy(), p.col_indices().numpy(), p.crow_indices().numpy()), p.shape)
-                for p in parts]  # fmt: skip
+        mats = [
+            sp.csr_matrix((p.values().numpy(), p.col_indices().numpy(), p.crow_indices().numpy()), p.shape)
+            for p in parts
+        ]
         return sp.vstack(mats).tocsr()
     return torch.cat(parts).numpy()
 
@@ -120,8 +122,9 @@ def probe_auc(
             clf.fit(scaler.transform(feats[tr]), y[tr].astype(int))
             res[kind] = float(roc_auc_score(y[te].astype(int), clf.decision_function(scaler.transform(feats[te]))))
         per_label[name] = res
-    mean = {k: float(np.mean([r[k] for r in per_label.values()])) if per_label else float("nan")
-            for k in ("codes", "raw")}  # fmt: skip
+    mean = {
+        k: float(np.mean([r[k] for r in per_label.values()])) if per_label else float("nan") for k in ("codes", "raw")
+    }
     return {"per_label": per_label, "mean_auc_codes": mean["codes"], "mean_auc_raw": mean["raw"], "skipped": skipped}
 
 

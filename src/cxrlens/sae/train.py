@@ -120,8 +120,15 @@ def _make_optimizer(sae: SAE, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(path: str | Path, sae: SAE, opt: torch.optim.Optimizer, cfg: TrainConfig, step: int,
-                    tokens: int, gen: torch.Generator) -> Path:  # fmt: skip
+def save_checkpoint(
+    path: str | Path,
+    sae: SAE,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    tokens: int,
+    gen: torch.Generator,
+) -> Path:
     """Model + optimiser + RNG state after ``step`` steps, as one safetensors file with a JSON header (atomic)."""
     from safetensors.torch import save
 

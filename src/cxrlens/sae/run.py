@@ -1,0 +1,174 @@
+"""The ``sae.train`` stage: an activation store in the workspace → ``saes/<run>/``.
+
+``saes/<run>/`` holds ``model.safetensors`` + ``config.json`` (:mod:`cxrlens.sae.io`), ``metrics.json``
+(:mod:`cxrlens.sae.metrics` on the evaluation split, with the label probe for one-token-per-image streams),
+``history.json`` (training curves), ``checkpoints/`` (the final training checkpoint) and ``manifest.json``.
+Training batches stream from the store's seeded shuffle buffer (epoch ``e`` uses seed ``1000·seed + e``), so the
+stream replays exactly and a killed run resumes from its last checkpoint (kept in ``saes/.<run>.resume/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrlens.config import config_hash
+from cxrlens.errors import BadInputError
+from cxrlens.sae.io import save_sae
+from cxrlens.sae.metrics import evaluate_sae, write_metrics
+from cxrlens.sae.train import TrainConfig, train
+from cxrlens.workspace import StageResult, Workspace, atomic_write_json, is_current, run_stage
+
+__all__ = ["SAERunConfig", "default_stream", "train_sae_run"]
+
+
+@dataclass(frozen=True)
+class SAERunConfig:
+    """One SAE training run on a store (hashed into the manifest).
+
+    Attributes:
+        activations: store name (``activations/<name>``); stream: ``"<layer>/<token>"`` ("" = the first CLS stream).
+        split: rows used for training (``all`` for every row); eval_split: rows for metrics.json.
+        shuffle_buffer: rows in the reader's shuffle buffer; eval_max_rows: cap on evaluation/probe rows.
+        train: the trainer's config (its ``sae.d_in`` must equal the stream width).
+    """
+
+    activations: str
+    stream: str = ""
+    split: str = "train"
+    eval_split: str = "test"
+    shuffle_buffer: int = 65536
+    eval_max_rows: int = 20000
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def default_stream(store) -> str:
+    """The first ``…/cls`` stream of a store, else its first stream."""
+    names = store.stream_names
+    cls = [n for n in names if n.endswith("/cls")]
+    return (cls or names)[0]
+
+
+def _batches(store, cfg: SAERunConfig, stream: str) -> Iterator[torch.Tensor]:
+    split = None if cfg.split == "all" else cfg.split
+    epoch = 0
+    while True:
+        n = 0
+        for b in store.iter_batches(
+            stream,
+            cfg.train.batch_size,
+            shuffle_buffer=max(cfg.shuffle_buffer, cfg.train.batch_size),
+            seed=1000 * cfg.train.seed + epoch,
+            split=split,
+            drop_last=True,
+        ):
+            n += 1
+            yield b
+        if n == 0:
+            raise BadInputError(store.path, f"fewer than {cfg.train.batch_size} rows of {stream!r} in split {split}")
+        epoch += 1
+
+
+def _rows_of(store, stream: str, split: str, cap: int, seed: int) -> np.ndarray:
+    tokens = store.info(stream).tokens_per_image
+    img = np.nonzero(store.index["split"].astype(str).to_numpy() == split)[0] if split != "all" else None
+    img = np.arange(len(store)) if img is None else img
+    rows = (img[:, None] * tokens + np.arange(tokens)[None, :]).reshape(-1)
+    if len(rows) > cap:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, cap, replace=False))
+    return rows
+
+
+def _labels(ws: Workspace, store, image_rows: np.ndarray) -> dict[str, np.ndarray] | None:
+    from cxrlens.data.schema import CHEXPERT_LABELS
+    from cxrlens.data.store import read_studies
+
+    dataset = store.manifest.config.get("dataset")
+    if not dataset:
+        return None
+    try:
+        studies = read_studies(ws, dataset)
+    except (BadInputError, FileNotFoundError):
+        return None
+    table = studies.drop_duplicates("image_id").set_index("image_id")
+    ids = store.index["image_id"].to_numpy()[image_rows]
+    names = [c for c in CHEXPERT_LABELS if c in table.columns]
+    return {c: table[c].reindex(ids).to_numpy(dtype=float) for c in names}
+
+
+def train_sae_run(
+    ws: Workspace,
+    cfg: SAERunConfig,
+    *,
+    run: str,
+    device: str | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+) -> StageResult:
+    """Train ``cfg`` on ``activations/<cfg.activations>`` into ``saes/<run>`` (skipped when current)."""
+    from cxrlens.activations import ActivationStore
+
+    store = ActivationStore(ws.activations(cfg.activations))
+    stream = cfg.stream or default_stream(store)
+    info = store.info(stream)
+    if info.dim != cfg.train.sae.d_in:
+        raise BadInputError(store.path, f"stream {stream!r} is {info.dim}-d, the SAE expects {cfg.train.sae.d_in}")
+    cfg = dataclasses.replace(cfg, stream=stream)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    final = ws.sae(run)
+    if not force and is_current(final, config_hash(cfg)):
+        return run_stage(final, stage="sae.train", config=cfg, build=lambda tmp: None)
+    resume_dir = final.parent / f".{run}.resume"
+    tag = resume_dir / "config_hash"
+    if resume_dir.exists() and (not tag.exists() or tag.read_text() != config_hash(cfg) or force):
+        shutil.rmtree(resume_dir)  # a different job: its checkpoints cannot be resumed
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    tag.write_text(config_hash(cfg))
+
+    def build(tmp: Path) -> dict:
+        res = train(
+            _batches(store, cfg, stream),
+            cfg.train,
+            checkpoint_dir=resume_dir,
+            device=device,
+            show_progress=show_progress,
+        )
+        sae = res.sae.cpu()
+        save_sae(sae, tmp, extra={"activations": cfg.activations, "stream": stream})
+        (tmp / "checkpoints").mkdir()
+        last = sorted(resume_dir.glob("step-*.safetensors"))[-1]
+        shutil.copy2(last, tmp / "checkpoints" / last.name)
+        atomic_write_json(tmp / "history.json", res.history)
+        rows = _rows_of(store, stream, cfg.eval_split, cfg.eval_max_rows, cfg.train.seed)
+        if len(rows) == 0:
+            raise BadInputError(store.path, f"no rows in evaluation split {cfg.eval_split!r}")
+        acts = store.get(stream, rows)
+        metrics = evaluate_sae(sae, acts)
+        if info.tokens_per_image == 1:  # label probe: fit on training rows, score on the evaluation rows
+            tr = _rows_of(store, stream, cfg.split, cfg.eval_max_rows, cfg.train.seed)
+            tr = np.setdiff1d(tr, rows)
+            both = np.concatenate([tr, rows])
+            labels = _labels(ws, store, both)
+            if labels:
+                mask = np.r_[np.ones(len(tr), bool), np.zeros(len(rows), bool)]
+                probe = evaluate_sae(sae, store.get(stream, both), labels=labels, train_mask=mask)["probe"]
+                metrics["probe"] = probe
+        metrics.update(train_seconds=res.seconds, train_tokens=res.tokens, resumed_from_step=res.resumed_from)
+        metrics["train_tokens_per_s"] = (res.tokens - res.resumed_from * cfg.train.batch_size) / max(res.seconds, 1e-9)
+        write_metrics(tmp / "metrics.json", metrics)
+        return {
+            "inputs": {f"activations/{cfg.activations}": store.manifest.config_hash},
+            "rows": {"train_tokens": res.tokens, "eval_tokens": len(rows)},
+            "extra": {"stream": stream, "metrics": {k: metrics[k] for k in ("fve", "l0_mean", "dead_frac")}},
+        }
+
+    result = run_stage(final, stage="sae.train", config=cfg, build=build, force=force)
+    if not result.reused:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    return result
