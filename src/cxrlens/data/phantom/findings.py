@@ -96,10 +96,13 @@ def _window(size: int, cu: float, cv_: float, radius: float) -> tuple[slice, sli
 
 
 def _chaikin(points: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """Corner cutting: (n, 2) points → a smooth polyline through the same ends."""
     for _ in range(iterations):
-        q = 0.75 * points[:-1] + 0.25 * points[1:]
-        r = 0.25 * points[:-1] + 0.75 * points[1:]
-        points = np.concatenate([points[:1], np.stack([q, r], 1).reshape(-1, 2), points[-1:]])
+        out = np.empty((2 * len(points), 2))
+        out[0], out[-1] = points[0], points[-1]
+        out[1:-1:2] = 0.75 * points[:-1] + 0.25 * points[1:]
+        out[2:-1:2] = 0.25 * points[:-1] + 0.75 * points[1:]
+        points = out
     return points
 
 
@@ -183,8 +186,8 @@ def draw_pleural_other(canvas: Canvas, f: FindingSpec) -> np.ndarray:
         g = a.geom(side)
         lat = np.nan_to_num(g.lateral_u, nan=-1.0)[:, None]  # (H, 1)
         depth = (a.u - lat) if side == "right" else (lat - a.u)
-        thick = (0.010 + 0.020 * f.severity) * (1 + 0.5 * smooth_field(canvas.rng, a.size, 6))
-        zone = _zone_window(canvas, g, f.zone if f.zone != "none" else "middle", 0.03)
+        thick = (0.014 + 0.022 * f.severity) * (1 + 0.5 * smooth_field(canvas.rng, a.size, 6))
+        zone = _zone_window(canvas, g, f.zone if f.zone != "none" else "middle", 0.06)
         rim = np.clip((thick - depth) / 0.004, 0, 1) * (depth > -0.002) * zone * (lat > 0) * a.lung(side)
         _opacify(canvas, 0.85 * f.intensity * rim)
         canvas.extra += 0.04 * f.intensity * rim
@@ -195,8 +198,8 @@ def draw_pleural_other(canvas: Canvas, f: FindingSpec) -> np.ndarray:
             if np.isnan(g.lateral_u[row]):
                 continue
             uu = float(g.lateral_u[row]) + (0.006 if side == "right" else -0.006)
-            plaque = draw_path(a.size, [(uu, vv - 0.025), (uu, vv + 0.025)], 0.008, smooth=False)
-            canvas.extra += 0.14 * f.intensity * plaque
+            plaque = draw_path(a.size, [(uu, vv - 0.03), (uu, vv + 0.03)], 0.01, smooth=False)
+            canvas.extra += 0.2 * f.intensity * plaque
             rim = np.maximum(rim, plaque)
         mask |= rim > 0.4
     return mask
@@ -308,9 +311,9 @@ def draw_atelectasis(canvas: Canvas, f: FindingSpec) -> np.ndarray:
                 (cu, cv_ + canvas.rng.normal(0, 0.003)),
                 (cu + length / 2, cv_ + tilt),
             ]
-            bands = np.maximum(bands, draw_path(a.size, pts, 0.011 + 0.004 * f.severity))
+            bands = np.maximum(bands, draw_path(a.size, pts, 0.008 + 0.004 * f.severity))
         bands *= lung
-        _opacify(canvas, 0.85 * (0.5 + 0.5 * f.intensity) * bands)
+        _opacify(canvas, 0.7 * (0.5 + 0.5 * f.intensity) * bands)
         mask |= (bands > 0.4) | (lost > 0.5)
     return mask
 
@@ -352,7 +355,7 @@ def draw_lung_lesion(canvas: Canvas, f: FindingSpec) -> np.ndarray:
     lobulated soft-tissue density."""
     a = canvas.anat
     mask = np.zeros((a.size, a.size), bool)
-    diam = 0.018 + 0.06 * f.severity if f.severity < 0.5 else 0.07 + 0.14 * (f.severity - 0.5)
+    diam = 0.024 + 0.05 * f.severity if f.severity < 0.5 else 0.07 + 0.14 * (f.severity - 0.5)
     diam *= 0.6 + 0.4 * f.intensity
     for side in _sides(f):
         cu, cv_ = _pick_point(canvas, side, f.zone, margin_px=diam * a.size * 0.6)
@@ -388,12 +391,12 @@ def draw_fracture(canvas: Canvas, f: FindingSpec) -> np.ndarray:
             u, v = a.u[ys, xs], a.v[ys, xs]
             orig = rib_band(k, side, u, v)
             distal = np.clip((u - u_f) * sign / 0.002 + 0.5, 0, 1)  # 1 lateral to the break
-            step = (0.010 + 0.016 * f.severity) * (0.5 + 0.5 * f.intensity)
+            step = (0.014 + 0.02 * f.severity) * (0.5 + 0.5 * f.intensity)
             moved = rib_band(k, side, u, v - step - 0.12 * (u - u_f) * sign * f.severity)
-            gap = np.clip((np.abs(u - u_f) - 0.005) / 0.002, 0, 1)
+            gap = np.clip((np.abs(u - u_f) - 0.007) / 0.002, 0, 1)
             canvas.bones[ys, xs] += 0.16 * moved * distal * gap - RIB_DENSITY * orig * distal - 0.03 * orig * (1 - gap)
             callus = np.exp(-(((u - u_f) / 0.014) ** 2 + ((v - vc - step / 2) / (0.013 + 0.01 * f.severity)) ** 2))
-            canvas.extra[ys, xs] += 0.07 * f.intensity * f.severity * callus
+            canvas.extra[ys, xs] += (0.03 + 0.08 * f.severity) * f.intensity * callus
             mask[ys, xs] |= (np.abs(u - u_f) < 0.03) & (np.abs(v - vc - step / 2) < 0.028)
     return mask
 
