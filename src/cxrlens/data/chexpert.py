@@ -14,8 +14,8 @@ Expected layout (``--root`` is the folder holding the CSVs)::
     <root>/train/patient00001/study1/view1_frontal.jpg
 
 ``Path`` values start with ``CheXpert-v1.0-small/`` (or ``CheXpert-v1.0/``); they are resolved against the parent of
-``--root`` and, failing that, against ``--root`` itself with or without that first component, so either the
-dataset folder or a renamed copy works.
+``--root``, or ``--root`` itself with or without that first component — whichever finds the first rows' images —
+so either the dataset folder or a renamed copy works.
 
 Ids come from the path: ``patient_id`` = ``patient00001``, ``study_id`` = ``patient00001/study1``, ``image_id`` =
 ``patient00001/study1/view1_frontal``. View: ``Frontal/Lateral`` = Lateral → LATERAL, else ``AP/PA`` (AP, PA; LL/RL →
@@ -37,6 +37,7 @@ image that is missing or unreadable. A CSV without ``Path`` or a label column st
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -102,30 +103,26 @@ def parse_chexpert_path(path: str) -> dict[str, str] | None:
     }
 
 
-class _Resolver:
-    """Finds the image file for a CSV ``Path``, remembering which base worked (so a big CSV costs one stat/row)."""
+def resolve_image_paths(root: Path, rels: list[str]) -> list[str]:
+    """Absolute image paths for CSV ``Path`` values: the first base (``root``'s parent, ``root``, or ``root`` with the
+    ``CheXpert-v1.0(-small)/`` component dropped) under which one of the first 50 rows exists is used for all rows."""
+    rels = [r.strip().replace("\\", "/").lstrip("/") for r in rels]
+    base_parent, base_root = str(root.parent), str(root)
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.order = ["parent", "root", "strip"]
-
-    def candidate(self, how: str, rel: str) -> Path:
+    def candidate(how: str, rel: str) -> str:
         if how == "parent":
-            return self.root.parent / rel
+            return os.path.join(base_parent, rel)
         if how == "root":
-            return self.root / rel
-        return self.root / rel.split("/", 1)[-1]
+            return os.path.join(base_root, rel)
+        return os.path.join(base_root, rel.split("/", 1)[-1])
 
-    def __call__(self, rel: str) -> str:
-        rel = rel.strip().replace("\\", "/").lstrip("/")
-        for how in self.order:
-            path = self.candidate(how, rel)
-            if path.is_file():
-                if how != self.order[0]:
-                    self.order.remove(how)
-                    self.order.insert(0, how)
-                return str(path)
-        return str(self.candidate(self.order[0], rel))
+    chosen = "parent"
+    for rel in rels[:50]:
+        hit = next((how for how in ("parent", "root", "strip") if os.path.isfile(candidate(how, rel))), None)
+        if hit is not None:
+            chosen = hit
+            break
+    return [candidate(chosen, rel) for rel in rels]
 
 
 def load_chexpert(config: CheXpertImportConfig) -> LoadedDataset:
@@ -182,8 +179,7 @@ def load_chexpert(config: CheXpertImportConfig) -> LoadedDataset:
     table["view"] = np.where(fl == "lateral", "LATERAL", appa)
 
     # ---- images
-    resolve = _Resolver(root)
-    paths = [resolve(p) for p in table["Path"]]
+    paths = resolve_image_paths(root, list(table["Path"]))
     height, width, img_errors, _ = verify_images(paths, config.verify, description="checking CheXpert images")
     refuse_if_all_missing(img_errors, len(paths), root, ", ".join(csvs))
     errors.extend(img_errors[i] for i in sorted(img_errors))
