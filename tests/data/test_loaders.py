@@ -428,6 +428,22 @@ def test_folder_bad_battery(tmp_path: Path, workspace) -> None:
     assert sorted(st["image_id"]) == ["dicom/case04", "dicom/case05", "pa/deep/case03"]  # the good ones, whole
 
 
+def test_verify_decode_catches_what_the_header_check_cannot(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    _folder_tree(root)
+    damaged = write_png(root / "damaged.png", np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    data = bytearray(damaged.read_bytes())
+    start = data.index(b"IDAT") + 20
+    data[start : start + 40] = bytes(b ^ 0x5A for b in data[start : start + 40])  # header and IEND intact
+    damaged.write_bytes(bytes(data))
+    assert len(load_folder(FolderImportConfig(root=str(root), verify="header")).studies) == 6
+    t = load_folder(FolderImportConfig(root=str(root), verify="decode"))
+    assert len(t.studies) == 5 and len(t.errors) == 1
+    _one_line_naming(t.errors[0], damaged.resolve(), "corrupt PNG")
+    with pytest.raises(ValueError, match="verify must be one of"):
+        FolderImportConfig(root=str(root), verify="full")
+
+
 def test_folder_csv_bad_rows_and_fatal_csv(tmp_path: Path) -> None:
     root = tmp_path / "imgs"
     _folder_tree(root)
