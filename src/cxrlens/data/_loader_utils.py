@@ -33,8 +33,9 @@ VERIFY_MODES = ("exists", "header", "decode")
 
 
 def check_verify_mode(mode: str) -> None:
+    """Refuse an unknown ``verify`` mode (a :class:`BadInputError`, so the CLI prints one line)."""
     if mode not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {mode!r}")
+        raise BadInputError(None, f"verify must be one of {', '.join(VERIFY_MODES)}; got {mode!r}")
 
 
 def find_table(root: Path, names: Sequence[str]) -> Path | None:
