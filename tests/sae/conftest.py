@@ -11,12 +11,12 @@ from cxrlens.sae.synthetic import make_sparse_data
 VARIANTS = ("relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka", "hybrid")
 
 # sparsity coefficients that give L0 ≈ k_active on the synthetic data below (normalised units, E‖x‖² = D)
-SPARSITY = {"relu": 0.3, "jumprelu": 1.0, "gated": 0.3, "hybrid": 1.0}
+SPARSITY = {"relu": 1.0, "jumprelu": 2.0, "gated": 5.0, "hybrid": 5.0}
 
 
 def small_config(arch: str, d: int = 16, n_latents: int = 64, k: int = 4, **kw) -> SAEConfig:
-    kw.setdefault("sparsity_coeff", SPARSITY.get(arch, 1.0))
-    return SAEConfig(arch=arch, d_in=d, n_latents=n_latents, k=k, aux_k=8, dead_tokens=256, **kw)
+    kw = {"sparsity_coeff": SPARSITY.get(arch, 1.0), "aux_k": 8, "dead_tokens": 256, **kw}
+    return SAEConfig(arch=arch, d_in=d, n_latents=n_latents, k=k, **kw)
 
 
 def batch_stream(x: torch.Tensor, batch_size: int, seed: int = 0):
