@@ -86,7 +86,7 @@ class CheXpertImportConfig:
     def __post_init__(self) -> None:
         check_verify_mode(self.verify)
         if not 0.0 <= self.val_frac < 1.0:
-            raise ValueError(f"val_frac must be in [0, 1), got {self.val_frac}")
+            raise BadInputError(None, f"val_frac must be in [0, 1), got {self.val_frac}")
 
 
 def parse_chexpert_path(path: str) -> dict[str, str] | None:

@@ -86,6 +86,8 @@ class MimicImportConfig:
 
     def __post_init__(self) -> None:
         check_verify_mode(self.verify)
+        if not 0.0 <= self.val_frac < 0.8:
+            raise BadInputError(None, f"val_frac must be in [0, 0.8), got {self.val_frac}")
 
 
 def mimic_image_path(root: Path, subject_id: str, study_id: str, dicom_id: str) -> Path:
