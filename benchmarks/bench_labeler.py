@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlens.data.iu_xray import load_iu_xray
+from cxrlens.data.iu_xray import IUXrayImportConfig, load_iu_xray
 from cxrlens.data.labeler import label_reports, report_text
 from cxrlens.data.labeler_phrases import FINDING_PHRASES
 from cxrlens.data.schema import CHEXPERT_LABELS
@@ -125,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
-    reports = load_iu_xray().reports
+    reports = load_iu_xray(IUXrayImportConfig(label_reports=False)).reports  # labelled below, timed
     reports = reports[(reports["findings"].str.strip() != "") | (reports["impression"].str.strip() != "")]
     reports = reports[~reports["mesh_major"].map(lambda t: any(x.lower().startswith("no indexing") for x in t))]
     if args.quick:

@@ -239,3 +239,29 @@ def test_label_study_table_fills_from_findings_and_impression() -> None:
     kept = label_study_table(studies, overwrite=False)
     assert kept.loc[2, "Cardiomegaly"] == 0  # an existing label wins when overwrite=False
     assert report_text("A.", "") == "FINDINGS: A." and report_text(None, "B.") == "IMPRESSION: B."
+
+
+def _iu_xml(uid: str, findings: str, impression: str, image: str) -> str:
+    return (
+        f'<eCitation><uId id="{uid}"/><MedlineCitation><Article><Abstract>'
+        f'<AbstractText Label="FINDINGS">{findings}</AbstractText>'
+        f'<AbstractText Label="IMPRESSION">{impression}</AbstractText>'
+        f"</Abstract></Article></MedlineCitation><MeSH><major>normal</major></MeSH>"
+        f'<parentImage id="{image}"><caption>PA</caption></parentImage></eCitation>'
+    )
+
+
+def test_iu_xray_import_labels_findings_and_impression(tmp_path: Path) -> None:
+    from cxrlens.data.iu_xray import IUXrayImportConfig, load_iu_xray
+
+    (tmp_path / "1.xml").write_text(_iu_xml("CXR1", "Small left effusion.", "No pneumothorax.", "CXR1_1_IM-0001-3001"))
+    (tmp_path / "2.xml").write_text(_iu_xml("CXR2", "Heart size normal.", "No acute disease.", "CXR2_1_IM-0002-1001"))
+    t = load_iu_xray(IUXrayImportConfig(reports_source=str(tmp_path)))
+    s = t.studies.set_index("study_id")
+    assert s.loc["CXR1", "Pleural Effusion"] == 1 and s.loc["CXR1", "Pneumothorax"] == 0
+    assert s.loc["CXR2", "Cardiomegaly"] == 0 and s.loc["CXR2", "No Finding"] == 1
+    assert s["Pleural Effusion"].dtype == np.float32
+    r = t.reports.set_index("study_id")
+    assert list(t.reports.columns[-14:]) == list(CHEXPERT_LABELS) and r.loc["CXR1", "Pleural Effusion"] == 1
+    off = load_iu_xray(IUXrayImportConfig(reports_source=str(tmp_path), label_reports=False))
+    assert off.studies[list(CHEXPERT_LABELS)].isna().all().all() and "No Finding" not in off.reports.columns

@@ -9,7 +9,8 @@ Two tables come out:
 
 * ``reports`` — one row per report (3,955): ``study_id`` (the report uid, e.g. ``CXR1``), ``patient_id`` (IU X-ray
   has one report per patient, so the same id), findings, impression, indication, comparison, MeSH major and
-  automatic tags (list columns), ``n_images``, split.
+  automatic tags (list columns), ``n_images``, split, and the 14 CheXpert labels of findings + impression
+  (:mod:`cxrlens.data.labeler`; ``IUXrayImportConfig.label_reports=False`` leaves them out).
 * ``studies`` — the study table of :mod:`cxrlens.data.schema`, one row per image id (7,470; 104 reports have no
   image). ``image_path`` is empty: no IU image is available offline (the phantom dataset draws them). ``view`` comes
   from the DICOM metadata's *View Position* where the image id joins (LL/RL → LATERAL), else ``UNKNOWN``.
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlens.data.schema import finalize_study_table, normalize_view, patient_split
+from cxrlens.data.schema import CHEXPERT_LABELS, finalize_study_table, normalize_view, patient_split
 from cxrlens.data.store import LoadedDataset, import_dataset
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import StageResult, Workspace
@@ -65,12 +66,15 @@ class IUXrayImportConfig:
         seed: seed of the patient-level split.
         train_frac, val_frac: fractions of patients in train and val; the rest is test (default 70/10/20).
         reports_source: a ``.tgz`` of XML reports or a directory of ``*.xml``; ``None`` = torchxrayvision's copy.
+        label_reports: fill the 14 CheXpert label columns of both tables from findings + impression with
+            :func:`cxrlens.data.labeler.label_reports` (else they stay NaN).
     """
 
     seed: int = 0
     train_frac: float = 0.7
     val_frac: float = 0.1
     reports_source: str | None = None
+    label_reports: bool = True
 
     def __post_init__(self) -> None:
         if not (0 < self.train_frac < 1 and 0 <= self.val_frac < 1 and self.train_frac + self.val_frac < 1):
@@ -171,7 +175,8 @@ def load_iu_xray(config: IUXrayImportConfig | None = None) -> IUXrayTables:
     """Read and parse every IU X-ray report; bad files are collected in ``errors`` and skipped.
 
     Returns:
-        reports: (n_reports, 12) one row per report; studies: (n_images, 9 + 14 + extras) study table.
+        reports: (n_reports, 11 + 14) one row per report; studies: (n_images, 9 + 14 + extras) study table, the
+        labels labelled from each report's findings + impression unless ``config.label_reports`` is False.
     """
     config = config or IUXrayImportConfig()
     data_dir = xrv_data_dir()
@@ -198,6 +203,14 @@ def load_iu_xray(config: IUXrayImportConfig | None = None) -> IUXrayTables:
     reports["n_images"] = reports["image_ids"].map(len).astype("int32")
     reports["_order"] = reports["study_id"].str.extract(r"(\d+)$")[0].astype(float)
     reports = reports.sort_values(["_order", "study_id"]).drop(columns="_order").reset_index(drop=True)
+    label_cols = list(CHEXPERT_LABELS) if config.label_reports else []
+    if config.label_reports:
+        from cxrlens.data.labeler import label_reports, report_text
+
+        texts = [report_text(f, i) for f, i in zip(reports["findings"], reports["impression"], strict=True)]
+        labels = label_reports(texts)
+        for name in label_cols:
+            reports[name] = labels[name].to_numpy()
 
     inputs = [source]
     meta_path = data_dir / DICOM_METADATA
@@ -221,6 +234,7 @@ def load_iu_xray(config: IUXrayImportConfig | None = None) -> IUXrayTables:
             "mesh_major": images["mesh_major"],
             "mesh_automatic": images["mesh_automatic"],
             "caption": images["captions"],
+            **{name: images[name].astype("float32") for name in label_cols},
         }
     )
     studies["view"] = studies["view_raw"].map(normalize_view)
@@ -242,6 +256,7 @@ def load_iu_xray(config: IUXrayImportConfig | None = None) -> IUXrayTables:
         "mesh_automatic",
         "n_images",
         "license",
+        *label_cols,
     ]
     return IUXrayTables(reports[cols], studies, tuple(errors), tuple(inputs))
 
