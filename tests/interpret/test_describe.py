@@ -10,7 +10,6 @@ from cxrlens.interpret.describe import (
     DescribeConfig,
     build_sentence_index,
     describe_features,
-    split_sentences,
 )
 
 FINDINGS = {
@@ -56,15 +55,6 @@ def _keyword_signature(texts):
                 negated = low.startswith("no ") or "normal" in low
                 sig[i, j] = 0.0 if negated else 1.0
     return sig
-
-
-def test_split_sentences() -> None:
-    assert split_sentences("No effusion.  Heart size is normal. 2. Lines ok") == [
-        "No effusion.",
-        "Heart size is normal.",
-        "2.",
-        "Lines ok",
-    ]
 
 
 def test_planted_features_are_recovered_and_noise_is_refused() -> None:

@@ -23,12 +23,13 @@ sentences that are much more common in the former describe the feature. Steps:
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from cxrlens.data.reports import split_sentences
 
 __all__ = [
     "NO_CONSISTENT_FINDING",
@@ -36,11 +37,9 @@ __all__ = [
     "SentenceIndex",
     "build_sentence_index",
     "describe_features",
-    "split_sentences",
 ]
 
 NO_CONSISTENT_FINDING = "no consistent finding"
-_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 SignatureFn = Callable[[Sequence[str]], np.ndarray]
@@ -73,11 +72,6 @@ class DescribeConfig:
     alpha: float = 0.05
     max_sentences: int = 3
     seed: int = 0
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split a report into sentences (on ``.``, ``!``, ``?`` followed by space and a capital or digit)."""
-    return [s.strip() for s in _SENT_SPLIT.split(" ".join(str(text).split())) if s.strip()]
 
 
 @dataclasses.dataclass(frozen=True)
