@@ -16,8 +16,8 @@ from cxrlens.data.labeler import (
     label_study_table,
     report_mentions,
     report_text,
+    scope_sentences,
     select_sections,
-    split_sentences,
 )
 from cxrlens.data.schema import CHEXPERT_LABELS
 
@@ -186,14 +186,14 @@ def test_sections_only_findings_and_impression() -> None:
 
 
 def test_sentence_splitting() -> None:
-    assert split_sentences("Atelectasis vs. pneumonia. No effusion.") == ["Atelectasis vs pneumonia.", "No effusion."]
-    assert split_sentences("1. Cardiomegaly. 2. No effusion; no pneumothorax.") == [
+    assert scope_sentences("Atelectasis vs. pneumonia. No effusion.") == ["Atelectasis vs pneumonia.", "No effusion."]
+    assert scope_sentences("1. Cardiomegaly. 2. No effusion; no pneumothorax.") == [
         "Cardiomegaly.",
         "No effusion;",
         "no pneumothorax.",
     ]
-    assert split_sentences("IMPRESSION:\n1. Cardiomegaly\n2. No effusion")[-2:] == ["Cardiomegaly", "No effusion"]
-    assert split_sentences("  \n\n ") == []
+    assert scope_sentences("IMPRESSION:\n1. Cardiomegaly\n2. No effusion")[-2:] == ["Cardiomegaly", "No effusion"]
+    assert scope_sentences("  \n\n ") == []
 
 
 def test_no_finding_rule() -> None:

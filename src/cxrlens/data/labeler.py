@@ -52,8 +52,8 @@ __all__ = [
     "read_report_texts",
     "report_mentions",
     "report_text",
+    "scope_sentences",
     "select_sections",
-    "split_sentences",
 ]
 
 FINDINGS = tuple(x for x in CHEXPERT_LABELS if x != "No Finding")
@@ -105,7 +105,6 @@ _HEADER = re.compile(
     r"[ \t]*:",
     re.IGNORECASE | re.MULTILINE,
 )
-_KEEP_SECTIONS = ("finding", "impression", "conclusion", "summary", "opinion")
 _DROP_SECTIONS = ("indication", "history", "clinical", "reason", "comparison", "technique", "examination", "exam",
                   "procedure", "notification", "recommendation", "wet read", "final report")  # fmt: skip
 
@@ -113,10 +112,15 @@ _DROP_SECTIONS = ("indication", "history", "clinical", "reason", "comparison", "
 def select_sections(text: str) -> str:
     """The findings + impression part of a report when it has section headers, else the whole text.
 
-    Headers are ``NAME:`` at the start of a line (or after a sentence end), case-insensitive. When headers exist but
-    none is findings/impression/conclusion, the text is kept except the first line (or sentence) under an
-    indication/history/comparison/technique header.
+    Headers are found by :func:`cxrlens.data.reports.parse_sections` (line headers, known names after a sentence end,
+    report banners). When the report has headers but neither findings nor impression (nor their aliases), the text
+    is kept except the first line (or sentence) under an indication/history/comparison/technique header.
     """
+    from cxrlens.data.reports import parse_sections
+
+    sections = parse_sections(text)
+    if sections.findings or sections.impression:
+        return "\n\n".join(t for t in (sections.findings, sections.impression) if t)
     heads = list(_HEADER.finditer(text))
     if not heads:
         return text
@@ -126,9 +130,7 @@ def select_sections(text: str) -> str:
     for i, m in enumerate(heads):
         end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
         parts.append((m.group("name").lower(), text[m.end() : end]))
-    keep = [body for name, body in parts if name.startswith(_KEEP_SECTIONS)]
-    if not keep:  # no findings/impression header: drop only the first line (or sentence) of other headed sections
-        keep = [body if not name.startswith(_DROP_SECTIONS) else _after_first_line(body) for name, body in parts]
+    keep = [body if not name.startswith(_DROP_SECTIONS) else _after_first_line(body) for name, body in parts]
     return "\n\n".join(b.strip() for b in keep if b.strip())
 
 
@@ -164,8 +166,12 @@ _SENT_END = re.compile(
 _CLAUSE_END = re.compile(r"[,;:]|\b(?:but|however|although|though|whereas|while|with|and)\b", re.IGNORECASE)
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split report text into sentences (whitespace collapsed; empty pieces and bare list numbers dropped)."""
+def scope_sentences(text: str) -> list[str]:
+    """Split report text into the labeler's scope units (whitespace collapsed; bare list numbers dropped).
+
+    Unlike :func:`cxrlens.data.reports.split_sentences` (sentences for display), a scope also ends at ``;`` and at
+    a full stop followed by a lower-case word, so that a negation never reaches across them.
+    """
     for pattern, repl in _NORMALISE:
         text = pattern.sub(repl, text)
     out = []
@@ -335,7 +341,7 @@ def report_mentions(texts: Sequence[str], config: LabelerConfig | None = None) -
     for i, text in enumerate(texts):
         text = "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
         body = select_sections(text) if config.sections else text
-        for s in split_sentences(body):
+        for s in scope_sentences(body):
             sentences.append(s)
             owner.append(i)
     out: list[list[Mention]] = [[] for _ in texts]
