@@ -4,6 +4,7 @@ from cxrlens.data.chexpert import CheXpertImportConfig, import_chexpert, load_ch
 from cxrlens.data.folder import FolderImportConfig, import_folder, load_folder
 from cxrlens.data.images import load_image, probe_image
 from cxrlens.data.iu_xray import IUXrayImportConfig, import_iu_xray, load_iu_xray
+from cxrlens.data.labeler import LabelerConfig, label_reports, label_study_table
 from cxrlens.data.mimic import MimicImportConfig, import_mimic_cxr, load_mimic_cxr
 from cxrlens.data.nih import NIHImportConfig, import_nih14, load_nih14
 from cxrlens.data.reports import ReportSections, parse_sections
@@ -27,6 +28,7 @@ __all__ = [
     "CheXpertImportConfig",
     "FolderImportConfig",
     "IUXrayImportConfig",
+    "LabelerConfig",
     "LoadedDataset",
     "MimicImportConfig",
     "NIHImportConfig",
@@ -38,6 +40,8 @@ __all__ = [
     "import_iu_xray",
     "import_mimic_cxr",
     "import_nih14",
+    "label_reports",
+    "label_study_table",
     "load_chexpert",
     "load_folder",
     "load_image",
