@@ -125,7 +125,7 @@ class TextEmbeddingCache:
             if k not in self._rows and k not in missing:
                 missing[k] = t
         if missing:
-            new = np.asarray(self.encoder.encode(list(missing.values())), dtype=np.float32)
+            new = self._encode_with_progress(list(missing.values()))
             if new.shape != (len(missing), self.encoder.dim):
                 raise ValueError(f"encoder returned shape {new.shape}, expected ({len(missing)}, {self.encoder.dim})")
             start = len(self._rows)
@@ -135,6 +135,18 @@ class TextEmbeddingCache:
             self._save()
         idx = np.fromiter((self._rows[k] for k in keys), dtype=np.int64, count=len(keys))
         return self._emb_ND[idx]
+
+    def _encode_with_progress(self, texts: list[str], chunk: int = 512) -> np.ndarray:
+        """Encode in chunks; a progress bar when there are many texts."""
+        from cxrlens.console import progress
+
+        parts = []
+        with progress(transient=True, disable=len(texts) <= chunk) as bar:
+            task = bar.add_task(f"embed texts ({self.encoder.name})", total=len(texts))
+            for lo in range(0, len(texts), chunk):
+                parts.append(np.asarray(self.encoder.encode(texts[lo : lo + chunk]), dtype=np.float32))
+                bar.advance(task, len(parts[-1]))
+        return np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), np.float32)
 
     def _save(self) -> None:
         from safetensors.torch import save
