@@ -202,6 +202,8 @@ class Anatomy:
         dist_r, dist_l: (H, W) float32 distance (pixels) to each lung's border, 0 outside.
         static: (H, W) float32 density that no finding changes: body, trachea and bronchi, gastric bubble.
         heart_shade: (H, W) float32 extra density of the heart above the diaphragm (× the heart mask).
+        air_weight: (H, W) float32 how much air a normal lung holds per pixel: lungs, thinner (greyer) towards
+            the pleural edges and the apices, where less lung lies in the beam.
     """
 
     index: int
@@ -217,6 +219,7 @@ class Anatomy:
     dist_l: np.ndarray
     static: np.ndarray
     heart_shade: np.ndarray
+    air_weight: np.ndarray
 
     def dist(self, side: str) -> np.ndarray:
         """(H, W) float32 distance in pixels to the outside of the lung on ``side`` (0 outside)."""
@@ -287,6 +290,9 @@ def anatomy(index: int, size: int) -> Anatomy:
     bubble = np.exp(-((((u - 0.64) / 0.035) ** 2 + ((v - dome - 0.035) / 0.018) ** 2) ** 2))
     static = body_layer(size) - 0.10 * trachea * (1 - lungs) - 0.22 * bubble
     shade = 0.04 * np.clip((v - 0.3) / 0.1, 0, 1) * (1 - np.clip((v - dome) / 0.03, 0, 1))
+    edge = np.clip(np.maximum(dist_r, dist_l) / (0.05 * size), 0, 1)
+    apex = np.clip((v - min(g_r.v0, g_l.v0)) / 0.12, 0, 1)
+    air_weight = lungs * (0.62 + 0.38 * np.sqrt(edge)) * (0.8 + 0.2 * apex)
     return Anatomy(
         index=index % len(masks),
         size=size,
@@ -301,6 +307,7 @@ def anatomy(index: int, size: int) -> Anatomy:
         dist_l=dist_l,
         static=static.astype(np.float32),
         heart_shade=shade.astype(np.float32),
+        air_weight=air_weight.astype(np.float32),
     )
 
 

@@ -518,6 +518,7 @@ def iu_phantom_tables(config: IUPhantomConfig) -> tuple[pd.DataFrame, pd.DataFra
 
     t = load_iu_xray()
     src = t.studies if config.n is None else t.studies.iloc[: config.n]
+    src, labels_source = _with_labels(src)
     n_atlas = _atlas_size()
     studies_rows, factor_rows = [], []
     for rec in src.to_dict("records"):
@@ -525,9 +526,10 @@ def iu_phantom_tables(config: IUPhantomConfig) -> tuple[pd.DataFrame, pd.DataFra
         rng = np.random.default_rng(_image_seed(config.seed, image_id))
         found, used, unrendered = mesh_to_findings(list(rec["mesh_major"]), rng)
         labels_used = []
+        heads = {tag.split("/")[0].strip().lower() for tag in unrendered}
         for lab, kind in _LABEL_KIND.items():
             val = rec.get(lab)
-            if val is None or np.isnan(val) or kind in found:
+            if val is None or np.isnan(val) or kind in found or heads & _LABEL_BLOCKERS.get(lab, set()):
                 continue
             if val == 1.0 or val == -1.0:
                 f = _finding_from_words(kind, [], rng)
@@ -536,7 +538,14 @@ def iu_phantom_tables(config: IUPhantomConfig) -> tuple[pd.DataFrame, pd.DataFra
                 found[kind] = f
                 labels_used.append(lab)
         sd = rec.get("Support Devices")
-        if sd is not None and not np.isnan(sd) and sd != 0 and not any(k in found for k in DEVICE_KINDS):
+        blocked = heads & _LABEL_BLOCKERS["Support Devices"]
+        if (
+            sd is not None
+            and not np.isnan(sd)
+            and sd != 0
+            and not blocked
+            and not any(k in found for k in DEVICE_KINDS)
+        ):
             kind = str(rng.choice(["central_line", "pacemaker", "ett", "enteric_tube"]))
             f = _finding_from_words(kind, [], rng)
             found[kind] = dataclasses.replace(f, uncertain=sd == -1.0, intensity=0.5 if sd == -1.0 else 1.0)
@@ -570,7 +579,30 @@ def iu_phantom_tables(config: IUPhantomConfig) -> tuple[pd.DataFrame, pd.DataFra
             srow["No Finding"] = np.nan  # the image looks normal but the report is not: unknown
         studies_rows.append(srow)
     studies = finalize_study_table(pd.DataFrame(studies_rows))
-    return studies, pd.DataFrame(factor_rows), t.errors, t.inputs
+    factors = pd.DataFrame(factor_rows)
+    factors.attrs["labels_source"] = labels_source
+    return studies, factors, t.errors, t.inputs
+
+
+# a report label is not drawn from the label alone when the report's MeSH tags already name it as something the
+# renderer cannot draw (a vertebral fracture, sternotomy wires …)
+_LABEL_BLOCKERS: dict[str, set[str]] = {
+    "Fracture": {"fractures, bone"},
+    "Support Devices": {"surgical instruments", "medical device", "prostheses", "stents", "sutures", "foreign bodies"},
+    "Lung Lesion": {"granulomatous disease"},
+}
+
+
+def _with_labels(studies: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The IU study table with its 14 report labels: as loaded when :func:`load_iu_xray` filled them, else from
+    :func:`cxrlens.data.labeler.label_study_table` when the labeler is available, else left NaN (MeSH only)."""
+    if studies[list(CHEXPERT_LABELS)].notna().to_numpy().any():
+        return studies, "load_iu_xray"
+    try:
+        from cxrlens.data.labeler import label_study_table
+    except ImportError:
+        return studies, "none (MeSH tags only)"
+    return label_study_table(studies), "cxrlens.data.labeler (applied by iu-phantom)"
 
 
 def build_iu_phantom(
@@ -594,6 +626,7 @@ def build_iu_phantom(
             **_mask_meta(config.size),
             "license": "reports: CC BY-NC-ND 4.0 (IU X-ray / Open-i); lung masks: v7labs via torchxrayvision",
             "images_with_unrendered_findings": n_unr,
+            "report_labels": factors.attrs.get("labels_source", ""),
             "findings_drawn": {k: int(factors[f"{k}.present"].sum()) for k in KINDS},
         }
         return LoadedDataset(studies, {"factors": factors}, errors, inputs, extra)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.data.phantom.render import read_label_masks, render, to_uint8
-from cxrlens.data.phantom.spec import FindingSpec, ImageSpec
+from cxrlens.data.phantom.spec import LABEL_CHANNELS, FindingSpec, ImageSpec
 
 __all__ = ["GALLERY_ROWS", "finding_gallery", "sample_grid"]
 
@@ -88,8 +88,8 @@ def sample_grid(dataset_dir: str | Path, path: str | Path, n: int = 16, cols: in
     from cxrlens.workspace import atomic_write_bytes
 
     root = Path(dataset_dir)
-    studies = pd.read_parquet(root / "studies.parquet", columns=["image_id", "image_path", "No Finding"])
-    abnormal = studies[studies["No Finding"] != 1.0]
+    studies = pd.read_parquet(root / "studies.parquet", columns=["image_id", "image_path", *LABEL_CHANNELS])
+    abnormal = studies[studies[list(LABEL_CHANNELS)].abs().eq(1.0).any(axis=1)]
     pool = abnormal if len(abnormal) >= n else studies
     pick = pool.sample(n=min(n, len(pool)), random_state=seed)
     tiles = []

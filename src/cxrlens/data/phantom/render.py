@@ -79,8 +79,7 @@ def render(spec: ImageSpec, size: int = 224, seed: int = 0) -> Rendered:
         knob += 0.012 * medi_f.severity
     heart_top = a.left.v0 + 0.74 * (a.left.v1 - a.left.v0) - 0.35 * ctr * a.thorax_width * magnify
     medi = mediastinum_mask(size, half, knob, heart_top)
-    lungs = a.lung_r + a.lung_l
-    aerated = lungs * (1 - heart) * (1 - medi)
+    aerated = a.air_weight * (1 - heart) * (1 - medi)
     canvas = Canvas(
         anat=a,
         rng=rng,
