@@ -19,7 +19,7 @@ def _fmt(v: float) -> str:
 
 @app.command("train")
 def train_cmd(
-    dataset: str = typer.Option("sprites", help="Dataset in the workspace (study table with label columns)."),
+    dataset: str = typer.Option("cxr-sprites", help="Dataset in the workspace (study table with label columns)."),
     run: str = typer.Option("lt-vit", help="Run name: writes analysis/<run>."),
     labels: str | None = typer.Option(
         None, help="Comma-separated label columns [default: CheXpert labels with ≥ 10 positives and negatives]."
@@ -105,7 +105,7 @@ def train_cmd(
 @app.command("predict")
 def predict_cmd(
     run: str = typer.Option("lt-vit", help="Trained run (analysis/<run>)."),
-    dataset: str = typer.Option("sprites", help="Dataset to predict on."),
+    dataset: str = typer.Option("cxr-sprites", help="Dataset to predict on."),
     split: str | None = typer.Option("test", help="Split (train | val | test); 'all' for every image."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
@@ -157,18 +157,20 @@ def explain_cmd(
     result = explain_run(ws, cfg, force=force)
     g = pd.read_parquet(result.path / "grounding.parquet")
     table = Table(title="Grounding: pointing game / IoU per label (positives with a mask)", title_justify="left")
-    table.add_column("model · method")
-    labels = list(dict.fromkeys(g["label"]))
-    for name in labels:
-        table.add_column(name[:18], justify="right")
-    for (kind, method), rows in g.groupby(["model", "method"], sort=False):
-        rows = rows.set_index("label")
-        table.add_row(
-            f"{kind} · {method}",
-            *[f"{_fmt(rows.loc[n, 'pointing'])} / {_fmt(rows.loc[n, 'iou'])}" for n in labels],
-        )
-    chance = g.drop_duplicates("label").set_index("label")
-    table.add_row("chance (mask area)", *[_fmt(chance.loc[n, "chance"]) for n in labels], style="dim")
+    table.add_column("label")
+    table.add_column("n", justify="right")
+    table.add_column("chance", justify="right")
+    combos = list(dict.fromkeys(zip(g["model"], g["method"], strict=True)))
+    short = {"label-tokens": "LT", "cls": "CLS"}
+    for kind, method in combos:
+        table.add_column(f"{short.get(kind, kind)} {method}", justify="right")
+    idx = g.set_index(["model", "method", "label"])
+    for name in dict.fromkeys(g["label"]):
+        first = idx.loc[(*combos[0], name)]
+        cells = [f"{_fmt(idx.loc[(*c, name), 'pointing'])} / {_fmt(idx.loc[(*c, name), 'iou'])}" for c in combos]
+        table.add_row(name, str(int(first["n"])), _fmt(first["chance"]), *cells)
+    means = g.groupby(["model", "method"], sort=False)[["pointing", "iou"]].mean()
+    table.add_row("mean", "", "", *[f"{_fmt(means.loc[c, 'pointing'])} / {_fmt(means.loc[c, 'iou'])}" for c in combos])
     console.print(table)
     s = pd.read_parquet(result.path / "sanity.parquet")
     st = Table(title="Sanity check: cascading randomisation, Spearman ρ / SSIM vs trained maps", title_justify="left")
