@@ -156,3 +156,21 @@ def test_unknown_run_is_one_line_error(workspace) -> None:
     r = run_cli("lt-vit", "explain", "--run", "nope", env={"CXRLENS_WORKSPACE": str(workspace.root)})
     assert r.returncode == 2
     assert "no trained lt-vit run 'nope'" in r.stderr
+
+
+def test_reads_phantom_mask_bit_fields(tmp_path) -> None:
+    """``masks/<id>.png`` written by the phantom encoder comes back as the requested labels' channels."""
+    from cxrlens.data.phantom import LABEL_CHANNELS, encode_label_masks
+    from cxrlens.labeltokens.run import _read_masks
+
+    planes = np.zeros((len(LABEL_CHANNELS), 16, 16), bool)
+    planes[LABEL_CHANNELS.index("Pleural Effusion"), 12:, :6] = True
+    planes[LABEL_CHANNELS.index("Cardiomegaly"), 6:10, 6:10] = True
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "x.png").write_bytes(encode_label_masks(planes))
+    m = _read_masks(tmp_path, "x", ("Cardiomegaly", "Pleural Effusion", "No Finding"), 8)
+    assert m.shape == (3, 8, 8)
+    assert m[0].sum() == 4 and m[0, 3:5, 3:5].all()
+    assert m[1].sum() == 6 and m[1, 6:, :3].all()
+    assert not m[2].any()
+    assert _read_masks(tmp_path, "absent", ("Cardiomegaly",), 8) is None
