@@ -163,6 +163,7 @@ _NORMALISE = (
 _SENT_END = re.compile(
     r"(?<=[.!?;])\s+|\n[ \t]*\n+|\n(?=[ \t]*(?:\d{1,2}[.)]|[-•*])[ \t])|(?<=\S)\s+(?=\d{1,2}[.)]\s+\S)"
 )
+_VERB = re.compile(r"\b(?:is|are|was|were|appears?|remains?|seems?|looks?|measures?)\b", re.IGNORECASE)
 _CLAUSE_END = re.compile(r"[,;:]|\b(?:but|however|although|though|whereas|while|with|and)\b", re.IGNORECASE)
 
 
@@ -305,25 +306,47 @@ class _Pipeline:
         return out
 
     def _anatomy_value(self, sentence: str, start: int, end: int) -> int | None:
-        """Size reading of a heart/mediastinum mention: nearest qualifier in its clause, else in its sentence."""
-        bounds = [0, *(m.end() for m in _CLAUSE_END.finditer(sentence)), len(sentence)]
-        lo = max(b for b in bounds if b <= start)
-        hi = min((b for b in bounds if b >= end), default=len(sentence))
-        for a, b in ((lo, hi), (0, len(sentence))):
-            clause = sentence[a:b]
-            if self.borderline.search(clause):
-                return -1
-            best: tuple[int, int] | None = None
-            for value, rx in ((0, self.normal), (1, self.abnormal)):
-                for m in rx.finditer(clause):
-                    dist = abs((a + m.start()) - start)
-                    if best is None or dist < best[0]:
-                        best = (dist, value)
-            if best is not None:
-                if best[1] == 1 and self.hedge.search(clause):
-                    return -1
-                return best[1]
+        """Size reading of a heart/mediastinum mention (1, 0, -1, or None when the sentence gives no size).
+
+        The qualifier is looked for in the mention's clause; when that clause has none, in the clauses that
+        continue a list the mention opens ("The heart, hila and mediastinum are normal": forward over "," / "and"
+        until a clause with a verb) and in a clause joined by "and" just before it ("Normal heart and mediastinum").
+        """
+        cuts = list(_CLAUSE_END.finditer(sentence))
+        spans = [(0, cuts[0].start() if cuts else len(sentence), "")]
+        for k, m in enumerate(cuts):
+            spans.append((m.end(), cuts[k + 1].start() if k + 1 < len(cuts) else len(sentence), m.group(0).lower()))
+        here = max(k for k, (a, _, _) in enumerate(spans) if a <= start)
+        order = [here]
+        if not _VERB.search(sentence[end : spans[here][1]]):
+            for k in range(here + 1, len(spans)):
+                if spans[k][2] not in (",", "and"):
+                    break
+                order.append(k)
+                if _VERB.search(sentence[spans[k][0] : spans[k][1]]):
+                    break
+        if spans[here][2] == "and" and here > 0:
+            order.append(here - 1)
+        for k in order:
+            a, b, _ = spans[k]
+            value = self._size_value(sentence[a:b], start - a)
+            if value is not None:
+                return value
         return None
+
+    def _size_value(self, clause: str, at: int) -> int | None:
+        """-1 for a borderline qualifier, else the nearest normal (0) / abnormal (1, -1 if hedged) qualifier."""
+        if self.borderline.search(clause):
+            return -1
+        best: tuple[int, int] | None = None
+        for value, rx in ((0, self.normal), (1, self.abnormal)):
+            for m in rx.finditer(clause):
+                dist = abs(m.start() - at)
+                if best is None or dist < best[0]:
+                    best = (dist, value)
+        if best is None:
+            return None
+        return -1 if best[1] == 1 and self.hedge.search(clause) else best[1]
 
 
 @functools.lru_cache(maxsize=1)

@@ -419,7 +419,6 @@ ABNORMAL_SIZE: tuple[str, ...] = (
     r"\bwide\b",
     r"\bdilat\w*",
     r"\bglobular\b",
-    r"\bcardiomegaly\b",
 )
 
 # --------------------------------------------------------------------- abnormalities outside the 14 labels
@@ -726,7 +725,6 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
                         "suspected",
                         "questionable",
                         "equivocal",
-                        "indeterminate",
                         "suspect",
                         "?",
                         "borderline",
@@ -936,6 +934,18 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
         None,
     ),
     ("rule out", [{"LOWER": "rule"}, {"LOWER": "out"}], "HYPOTHETICAL", "FORWARD", None),
+    (
+        "may not be seen",
+        [
+            {"LOWER": {"IN": ["may", "might", "can", "could", "would"]}},
+            {"LOWER": "not"},
+            {"LOWER": "be", "OP": "?"},
+            {"LOWER": {"IN": ["seen", "demonstrated", "visualized", "visible", "detected", "apparent", "evident"]}},
+        ],
+        "HYPOTHETICAL",
+        "BACKWARD",
+        None,
+    ),
     ("r/o", [{"LOWER": {"IN": ["r/o", "ro"]}}], "HYPOTHETICAL", "FORWARD", None),
     ("to exclude", "to exclude", "HYPOTHETICAL", "FORWARD", None),
     ("if", "if", "HYPOTHETICAL", "FORWARD", None),
