@@ -140,8 +140,13 @@ def load_codes(ws: Workspace, source: str) -> Codes:
         c_max = max(int(c[1:].split("_")[0]) for c in cols) + 1
         g = round((len(cols) / c_max) ** 0.5)
         maps = codes.reshape(len(codes), c_max, g, g)
-        return Codes(source, maps.mean((2, 3)) if g > 1 else codes, table["image_id"].to_numpy(),
-                     [f"z{c}" for c in range(c_max)], maps)  # fmt: skip
+        return Codes(
+            source,
+            maps.mean((2, 3)) if g > 1 else codes,
+            table["image_id"].to_numpy(),
+            [f"z{c}" for c in range(c_max)],
+            maps,
+        )
     if kind == "activations":
         run, _, stream = rest.partition(":")
         return _store_codes(ws, source, run, stream, sae_run=None)

@@ -395,7 +395,16 @@ def disentanglement_report(
 def report_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The comparison table (one row per representation), scalar columns only."""
     cols = [
-        "representation", "dims", "active_dims", "sampler", "beta_vae", "factor_vae", "mig",
-        "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap",
-    ]  # fmt: skip
+        "representation",
+        "dims",
+        "active_dims",
+        "sampler",
+        "beta_vae",
+        "factor_vae",
+        "mig",
+        "dci_disentanglement",
+        "dci_completeness",
+        "dci_informativeness",
+        "sap",
+    ]
     return pd.DataFrame([{c: r[c] for c in cols} for r in rows])

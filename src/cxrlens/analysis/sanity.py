@@ -191,8 +191,9 @@ def sanity_plot(results: Sequence[SanityResult], path: str | Path) -> Path:
 
     fig = new_figure(7.5, 3.2)
     ax1, ax2 = fig.subplots(1, 2)
+    same_steps = all(r.steps == results[0].steps for r in results) if results else True
     for r in results:
-        x = np.arange(len(r.steps) + 1)
+        x = np.arange(len(r.steps) + 1) if same_steps else np.linspace(0, 1, len(r.steps) + 1)
         lab = f"{r.method} ({'pass' if r.passed else 'FAIL'})"
         ax1.plot(x, [1.0, *r.spearman_abs], marker="o", label=lab)
         ax2.plot(x, [1.0, *r.ssim], marker="o", label=lab)
@@ -200,9 +201,12 @@ def sanity_plot(results: Sequence[SanityResult], path: str | Path) -> Path:
         ax.axhline(results[0].threshold if results else 0.5, color="grey", ls="--", lw=0.8)
         ax.set_ylim(-0.2, 1.05)
         ax.set_ylabel(what)
-        ax.set_xlabel("groups randomised (from the output)")
-        steps = results[0].steps if results else []
-        ax.set_xticks(np.arange(len(steps) + 1), ["none", *steps], rotation=45, fontsize=6, ha="right")
+        if same_steps:
+            steps = results[0].steps if results else []
+            ax.set_xticks(np.arange(len(steps) + 1), ["none", *steps], rotation=45, fontsize=6, ha="right")
+            ax.set_xlabel("groups randomised (from the output)")
+        else:
+            ax.set_xlabel("fraction of parameter groups randomised (output → input)")
     ax2.legend(fontsize=6)
     fig.suptitle("Cascading parameter randomisation: maps must change (fall below the dashed line)", fontsize=8)
     return save_png(fig, path)

@@ -16,14 +16,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrlens.analysis.data import load_images
+from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_codes, load_factors, load_images
+from cxrlens.analysis.disentanglement import VARIANTS, DisentanglementConfig
+from cxrlens.analysis.embedding import EmbeddingConfig
+from cxrlens.analysis.importance import ImportanceConfig
 from cxrlens.analysis.vae import VAEConfig
 from cxrlens.config import save_toml
 from cxrlens.console import progress, warn_line
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import StageResult, Workspace, atomic_write_json, atomic_write_parquet, run_stage
 
-__all__ = ["TrainVAEStage", "train_vae_stage"]
+__all__ = [
+    "DisentangleStage",
+    "EmbedStage",
+    "ImportanceStage",
+    "TrainVAEStage",
+    "disentangle_stage",
+    "embed_stage",
+    "importance_stage",
+    "train_vae_stage",
+]
 
 
 def _threads(n: int) -> None:
@@ -94,8 +106,13 @@ def train_vae_stage(ws: Workspace, cfg: TrainVAEStage, run: str, *, force: bool 
         lat.insert(0, "image_id", studies["image_id"].to_numpy())
         atomic_write_parquet(tmp / "latents.parquet", lat)
         test = ~train_mask if (~train_mask).any() else train_mask
-        traversal_grid(trained.model, images[np.flatnonzero(test)[0]], mu[torch.from_numpy(train_mask)],
-                       tmp / "traversal.png", title=f"{cfg.vae.kind} latent traversal ({run})")  # fmt: skip
+        traversal_grid(
+            trained.model,
+            images[np.flatnonzero(test)[0]],
+            mu[torch.from_numpy(train_mask)],
+            tmp / "traversal.png",
+            title=f"{cfg.vae.kind} latent traversal ({run})",
+        )
         act = latent_activity(mu)
         last = pd.DataFrame(trained.history[-100:]).mean().to_dict()
         summary = {
@@ -111,3 +128,202 @@ def train_vae_stage(ws: Workspace, cfg: TrainVAEStage, run: str, *, force: bool 
     result = run_stage(ws.analysis(run), stage="analyze.train-vae", config=cfg, build=build, force=force)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def _targets(ws: Workspace, dataset: str, studies: pd.DataFrame, name: str) -> np.ndarray:
+    """A label column of the study table (1 = positive, anything else 0, NaN stays missing) or a factor."""
+    if name in studies.columns:
+        col = studies[name]
+        if col.dtype.kind == "f":
+            return np.where(col.isna(), np.nan, (col == 1).astype(float))
+        return col.to_numpy()
+    factors = load_factors(ws, dataset, studies)
+    if name not in factors.columns:
+        raise BadInputError(ws.dataset(dataset), f"{name!r} is neither a study-table column nor a factor")
+    col = factors[name]
+    return col.to_numpy() if col.dtype.kind in "biuf" else col.astype(str).to_numpy()
+
+
+def _aligned(ws: Workspace, dataset: str, latents: str) -> tuple[Any, pd.DataFrame]:
+    """Codes of ``latents`` and the study-table rows of the same images, in the same order."""
+    from cxrlens.data.store import read_studies
+
+    codes = load_codes(ws, latents)
+    studies = read_studies(ws, dataset).set_index("image_id")
+    missing = [i for i in codes.image_ids if i not in studies.index]
+    if missing:
+        raise BadInputError(ws.dataset(dataset), f"{len(missing)} coded images are not in dataset {dataset!r}")
+    return codes, studies.loc[codes.image_ids].reset_index()
+
+
+# --------------------------------------------------------------------------------------------------- importance
+@dataclass(frozen=True)
+class ImportanceStage:
+    """``cxrlens analyze importance``: which latent dims/maps predict ``target`` (a label or factor).
+
+    Trained on the ``train`` split, permutation importance on the other splits.
+    """
+
+    latents: str = "vae:beta-vae"
+    dataset: str = "cxr-sprites"
+    target: str = "Cardiomegaly"
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+
+
+def importance_stage(ws: Workspace, cfg: ImportanceStage, run: str, *, force: bool = False) -> StageResult:
+    from cxrlens.analysis.importance import feature_importance, importance_plot
+
+    def build(tmp: Path) -> dict[str, Any]:
+        codes, studies = _aligned(ws, cfg.dataset, cfg.latents)
+        y = _targets(ws, cfg.dataset, studies, cfg.target)
+        res = feature_importance(
+            codes.codes_ND,
+            y,
+            names=codes.names,
+            train_mask_N=(studies["split"] == "train").to_numpy(),
+            cfg=cfg.importance,
+        )
+        atomic_write_parquet(tmp / "importance.parquet", res.table)
+        atomic_write_json(tmp / "importance.json", {"target": cfg.target, "latents": cfg.latents, **res.summary()})
+        importance_plot(res, tmp / "importance.png", title=f"{cfg.target} from {cfg.latents}")
+        save_toml(cfg, tmp / "config.toml")
+        return {"rows": {"train": res.n_train, "test": res.n_test}, "extra": res.summary()}
+
+    return run_stage(ws.analysis(run), stage="analyze.importance", config=cfg, build=build, force=force)
+
+
+# -------------------------------------------------------------------------------------------------------- embed
+@dataclass(frozen=True)
+class EmbedStage:
+    """``cxrlens analyze embed``: a 2-D embedding of ``latents`` coloured by ``colour_by`` (labels or factors)."""
+
+    latents: str = "vae:beta-vae"
+    dataset: str = "cxr-sprites"
+    colour_by: tuple[str, ...] = ("Cardiomegaly", "Pleural Effusion", "view")
+    split: str = "all"
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+
+
+def embed_stage(ws: Workspace, cfg: EmbedStage, run: str, *, force: bool = False) -> StageResult:
+    from cxrlens.analysis.embedding import embed, embedding_plot, validate_embedding
+
+    def build(tmp: Path) -> dict[str, Any]:
+        codes, studies = _aligned(ws, cfg.dataset, cfg.latents)
+        keep = np.ones(len(studies), bool) if cfg.split == "all" else (studies["split"] == cfg.split).to_numpy()
+        idx = np.flatnonzero(keep)
+        if len(idx) > cfg.embedding.max_points:
+            idx = np.sort(
+                np.random.default_rng(cfg.embedding.seed).choice(idx, cfg.embedding.max_points, replace=False)
+            )
+        x = codes.codes_ND[idx]
+        emb = embed(x, cfg.embedding)
+        colours = {name: _targets(ws, cfg.dataset, studies, name)[idx] for name in cfg.colour_by}
+        metrics = {name: validate_embedding(x, emb, y, cfg.embedding) for name, y in colours.items()}
+        table = pd.DataFrame({"image_id": studies["image_id"].to_numpy()[idx], "x": emb[:, 0], "y": emb[:, 1]})
+        atomic_write_parquet(tmp / "embedding.parquet", table)
+        atomic_write_json(
+            tmp / "embedding.json", {"latents": cfg.latents, "method": cfg.embedding.method, "metrics": metrics}
+        )
+        embedding_plot(
+            emb,
+            colours,
+            tmp / "embedding.png",
+            metrics=metrics,
+            title=f"{cfg.embedding.method.upper()} of {cfg.latents} ({len(idx):,} images)",
+        )
+        save_toml(cfg, tmp / "config.toml")
+        return {"rows": {"points": len(idx)}, "extra": {"metrics": metrics}}
+
+    return run_stage(ws.analysis(run), stage="analyze.embed", config=cfg, build=build, force=force)
+
+
+# -------------------------------------------------------------------------------------------------- disentangle
+@dataclass(frozen=True)
+class DisentangleStage:
+    """``cxrlens analyze disentangle``: the five metrics for each latent source against ground-truth factors.
+
+    ``interventional``: VAE sources get BetaVAE/FactorVAE scores from freshly rendered sprites with one factor held
+    (the phantom sampler) instead of conditional sampling from the dataset rows.
+    """
+
+    latents: tuple[str, ...] = ("vae:beta-vae",)
+    dataset: str = "cxr-sprites"
+    factors: tuple[str, ...] = SPRITE_FACTORS
+    interventional: bool = True
+    metrics: DisentanglementConfig = field(default_factory=DisentanglementConfig)
+    threads: int = 1
+
+
+def _interventional_sampler(ws: Workspace, source: str, factor_names: tuple[str, ...]):
+    from cxrlens.analysis.disentanglement import InterventionalCodes
+    from cxrlens.analysis.vae import encode, load_vae
+    from cxrlens.data.phantom.datasets import SPRITE_GRID, sample
+
+    trained = load_vae(ws.analysis(source.partition(":")[2]) / "model.safetensors")
+    size = trained.cfg.image_size
+
+    def sample_images(n: int, fixed, seed: int) -> torch.Tensor:
+        return torch.from_numpy(sample(fixed, n, seed=seed, size=size)[0])
+
+    def encode_pooled(images: torch.Tensor) -> np.ndarray:
+        return encode(trained.model, images).mean((2, 3)).numpy()
+
+    return InterventionalCodes(
+        sample_images, encode_pooled, {f: SPRITE_GRID[f] for f in factor_names}, name="interventional (sprites sampler)"
+    )
+
+
+def disentangle_stage(ws: Workspace, cfg: DisentangleStage, run: str, *, force: bool = False) -> StageResult:
+    from cxrlens.analysis.disentanglement import disentanglement_report, report_table
+
+    def build(tmp: Path) -> dict[str, Any]:
+        _threads(cfg.threads)
+        rows = []
+        for source in cfg.latents:
+            codes, studies = _aligned(ws, cfg.dataset, source)
+            fmat, discrete = factor_matrix(load_factors(ws, cfg.dataset, studies), cfg.factors)
+            sampler = None
+            if cfg.interventional and source.startswith("vae:"):
+                sampler = _interventional_sampler(ws, source, cfg.factors)
+            rows.append(
+                disentanglement_report(
+                    source, codes.codes_ND, fmat, cfg.factors, sampler=sampler, discrete=discrete, cfg=cfg.metrics
+                )
+            )
+        table = report_table(rows)
+        atomic_write_parquet(tmp / "disentanglement.parquet", table)
+        atomic_write_json(tmp / "disentanglement.json", {"variants": VARIANTS, "rows": rows})
+        disentanglement_plot(table, tmp / "disentanglement.png")
+        save_toml(cfg, tmp / "config.toml")
+        return {"rows": {"representations": len(rows)}, "extra": {"table": table.to_dict("records")}}
+
+    return run_stage(ws.analysis(run), stage="analyze.disentangle", config=cfg, build=build, force=force)
+
+
+def disentanglement_plot(table: pd.DataFrame, path: Path) -> Path:
+    """The comparison table as an annotated heatmap (rows: representations, columns: metrics, all in [0, 1])."""
+    from cxrlens.analysis.plots import new_figure, save_png
+
+    cols = ["beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap"]
+    vals = table[cols].to_numpy(float)
+    fig = new_figure(1.0 * len(cols) + 2.5, 0.5 * len(table) + 1.4)
+    ax = fig.add_subplot()
+    ax.imshow(vals, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            ax.text(
+                j,
+                i,
+                f"{vals[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if vals[i, j] < 0.5 else "black",
+            )
+    ax.set_xticks(
+        range(len(cols)), [c.replace("dci_", "DCI ").replace("_", " ") for c in cols], fontsize=7, rotation=30
+    )
+    names = [f"{r} ({s})" for r, s in zip(table["representation"], table["sampler"], strict=True)]
+    ax.set_yticks(range(len(table)), names, fontsize=7)
+    return save_png(fig, path)

@@ -254,8 +254,15 @@ def tcav_plot(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path
     x = np.arange(len(table))
     for i, r in enumerate(table.itertuples()):
         sig = bool(r.significant)
-        ax.bar(i, r.tcav_mean, yerr=r.tcav_std, color="#228833" if sig else "#bbbbbb", hatch=None if sig else "//",
-               edgecolor="black", capsize=3)  # fmt: skip
+        ax.bar(
+            i,
+            r.tcav_mean,
+            yerr=r.tcav_std,
+            color="#228833" if sig else "#bbbbbb",
+            hatch=None if sig else "//",
+            edgecolor="black",
+            capsize=3,
+        )
         ax.plot([i - 0.4, i + 0.4], [r.null_mean] * 2, color="#cc3311", lw=1.5)
         label = f"q={r.q:.1e}" if sig else f"n.s.\n(q={r.q:.2f})"
         ax.text(i, min(r.tcav_mean + r.tcav_std + 0.03, 1.02), label, ha="center", va="bottom", fontsize=6)

@@ -153,9 +153,14 @@ class Discriminator(nn.Module):
     def __init__(self, dim: int, hidden: int = 256) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2),
-        )  # fmt: skip
+            nn.Linear(dim, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 2),
+        )
 
     def forward(self, z_ND: torch.Tensor) -> torch.Tensor:
         return self.net(z_ND)

@@ -1,0 +1,335 @@
+"""Workspace stages of ``cxrlens analyze`` that run models: latent masking, TCAV and the sanity checks of maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_factors, load_images
+from cxrlens.analysis.masking import MaskingConfig
+from cxrlens.analysis.sanity import SanityConfig
+from cxrlens.analysis.tcav import TCAVConfig
+from cxrlens.config import save_toml
+from cxrlens.errors import BadInputError
+from cxrlens.workspace import StageResult, Workspace, atomic_write_json, atomic_write_parquet, run_stage
+
+__all__ = [
+    "MaskStage",
+    "SanityStage",
+    "TCAVStage",
+    "mask_stage",
+    "parse_concept",
+    "sanity_stage",
+    "tcav_stage",
+]
+
+
+def _threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def _vae(ws: Workspace, run: str):
+    from cxrlens.analysis.vae import load_vae
+
+    path = ws.analysis(run) / "model.safetensors"
+    if not path.exists():
+        raise BadInputError(path, f"no trained VAE run {run!r}; run `cxrlens analyze train-vae --run {run}` first")
+    return load_vae(path)
+
+
+# -------------------------------------------------------------------------------------------------------- mask
+@dataclass(frozen=True)
+class MaskStage:
+    """``cxrlens analyze mask``: mask each latent channel of VAE run ``vae``, decode, count the factors it moves.
+
+    The factor reader is trained on the VAE's reconstructions of ``reader_images`` training images; masking runs
+    on ``n_images`` held-out (test split) images.
+    """
+
+    vae: str = "ae"
+    dataset: str = "cxr-sprites"
+    factors: tuple[str, ...] = SPRITE_FACTORS
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    n_images: int = 256
+    reader_images: int = 2000
+    reader_steps: int = 400
+    seed: int = 0
+    threads: int = 1
+
+
+def mask_stage(ws: Workspace, cfg: MaskStage, run: str, *, force: bool = False) -> StageResult:
+    from cxrlens.analysis.masking import difference_figure, fit_factor_reader, masking_effects
+    from cxrlens.analysis.vae import decode, encode
+
+    def build(tmp: Path) -> dict[str, Any]:
+        _threads(cfg.threads)
+        trained = _vae(ws, cfg.vae)
+        images, studies = load_images(ws, cfg.dataset, trained.cfg.image_size)
+        fmat, _ = factor_matrix(load_factors(ws, cfg.dataset, studies), cfg.factors)
+        rng = np.random.default_rng(cfg.seed)
+        train = np.flatnonzero((studies["split"] == "train").to_numpy())
+        test = np.flatnonzero((studies["split"] != "train").to_numpy())
+        train = rng.choice(train, min(cfg.reader_images, len(train)), replace=False)
+        test = rng.choice(test, min(cfg.n_images, len(test)), replace=False)
+        z_train = encode(trained.model, images[train])
+        reader, r2 = fit_factor_reader(
+            decode(trained.model, z_train), fmat[train], steps=cfg.reader_steps, seed=cfg.seed
+        )
+        z = encode(trained.model, images[test])
+        res = masking_effects(
+            z,
+            lambda zz: decode(trained.model, zz),
+            reader.predict,
+            cfg.factors,
+            fmat[train].std(0),
+            reader_r2=r2,
+            mean_Cgg=z_train.mean(0),
+            cfg=cfg.masking,
+        )
+        atomic_write_parquet(tmp / "effects.parquet", res.effects)
+        atomic_write_parquet(tmp / "masking.parquet", res.table)
+        np.save(tmp / "diff_CSS.npy", res.diff_CSS.astype(np.float32), allow_pickle=False)
+        reader_r2 = dict(zip(cfg.factors, map(float, r2), strict=True))
+        atomic_write_json(
+            tmp / "masking.json",
+            {"reader_r2": reader_r2, "counted_factors": res.counted_factors, "channels": res.table.to_dict("records")},
+        )
+        recon = decode(trained.model, z[:1]).numpy()
+        difference_figure(recon, res.diff_CSS, res.table, tmp / "masking.png")
+        save_toml(cfg, tmp / "config.toml")
+        return {"rows": {"images": len(test), "channels": len(res.table)}, "extra": {"reader_r2": reader_r2}}
+
+    return run_stage(ws.analysis(run), stage="analyze.mask", config=cfg, build=build, force=force)
+
+
+# -------------------------------------------------------------------------------------------------------- tcav
+def parse_concept(spec: str) -> tuple[str, str, str, Any]:
+    """``name=column==value`` (a factor or study-table column) or ``name=folder:/path`` → (name, kind, key, value)."""
+    name, sep, rule = spec.partition("=")
+    if not sep or not name or not rule:
+        raise BadInputError(None, f"concept {spec!r}: expected name=column==value or name=folder:/path")
+    if rule.startswith("folder:"):
+        return name, "folder", rule[len("folder:") :], None
+    col, sep, value = rule.partition("==")
+    if not sep:
+        raise BadInputError(None, f"concept {spec!r}: expected name=column==value or name=folder:/path")
+    try:
+        parsed: Any = float(value)
+    except ValueError:
+        parsed = value
+    return name, "column", col, parsed
+
+
+class _LTLogits(nn.Module):
+    """An LT-ViT (or its CLS baseline) as a module from grey images ``(N, S, S)`` to logits ``(N, L)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.pre = model.cfg.input_preprocessor()  # type: ignore[attr-defined]
+
+    def forward(self, x_NSS: torch.Tensor) -> torch.Tensor:
+        return self.model(self.pre(x_NSS)).logits
+
+
+def _load_classifier(ws: Workspace, spec: str) -> tuple[nn.Module, tuple[str, ...], int]:
+    kind, _, rest = spec.partition(":")
+    if kind != "lt-vit":
+        raise BadInputError(None, f"model {spec!r}: expected lt-vit:<run>[:label-tokens|cls]")
+    from cxrlens.labeltokens.run import load_run_models
+
+    run, _, which = rest.partition(":")
+    models = load_run_models(ws, run)
+    which = which or "label-tokens"
+    if which not in models:
+        raise BadInputError(ws.analysis(run), f"run has no {which!r} model; it has {', '.join(models)}")
+    lt = models[which].eval()
+    return _LTLogits(lt), tuple(lt.cfg.labels), int(lt.cfg.image_size)
+
+
+@dataclass(frozen=True)
+class TCAVStage:
+    """``cxrlens analyze tcav``: TCAV of ``classes`` of a classifier for ``concepts`` at ``layer``.
+
+    A random-set concept (``random-control``) is always added: it must come out not significant.
+    """
+
+    model: str = "lt-vit:lt-vit"
+    dataset: str = "cxr-sprites"
+    layer: str = "model.blocks.2"
+    classes: tuple[str, ...] = ("Cardiomegaly",)
+    concepts: tuple[str, ...] = ("large-heart=ctr==0.46",)
+    split: str = "test"
+    set_size: int = 40
+    class_examples: int = 100
+    tcav: TCAVConfig = field(default_factory=TCAVConfig)
+    threads: int = 1
+
+
+def _folder_images(path: str, size: int) -> torch.Tensor:
+    from cxrlens.console import warn_line
+    from cxrlens.data.images import is_image_file, load_image
+
+    files = sorted(p for p in Path(path).expanduser().iterdir() if p.is_file() and is_image_file(p))
+    out = []
+    for f in files:
+        try:
+            t = torch.from_numpy(np.ascontiguousarray(load_image(f), dtype=np.float32))[None, None]
+        except BadInputError as err:
+            warn_line(f"skipped {err}")
+            continue
+        out.append(nn.functional.interpolate(t, size=(size, size), mode="area")[0, 0])
+    if len(out) < 4:
+        raise BadInputError(path, f"a concept folder needs at least 4 readable images, found {len(out)}")
+    return torch.stack(out)
+
+
+def tcav_stage(ws: Workspace, cfg: TCAVStage, run: str, *, force: bool = False) -> StageResult:
+    from cxrlens.analysis.tcav import LayerProbe, run_tcav, tcav_plot
+
+    def build(tmp: Path) -> dict[str, Any]:
+        _threads(cfg.threads)
+        model, labels, size = _load_classifier(ws, cfg.model)
+        images, studies = load_images(ws, cfg.dataset, size, split=cfg.split)
+        factors = load_factors(ws, cfg.dataset, studies)
+        rng = np.random.default_rng(cfg.tcav.seed)
+        concepts: dict[str, torch.Tensor] = {}
+        for spec in cfg.concepts:
+            name, kind, key, value = parse_concept(spec)
+            if kind == "folder":
+                concepts[name] = _folder_images(key, size)
+                continue
+            table = factors if key in factors.columns else studies
+            if key not in table.columns:
+                raise BadInputError(None, f"concept {spec!r}: no factor or study column {key!r}")
+            col = table[key]
+            hit = np.flatnonzero((col.astype(str) == str(value)) | (pd.to_numeric(col, errors="coerce") == value))
+            if len(hit) < cfg.set_size:
+                raise BadInputError(
+                    None, f"concept {spec!r}: {len(hit)} images in split {cfg.split!r}, need {cfg.set_size}"
+                )
+            concepts[name] = images[rng.choice(hit, cfg.set_size, replace=False)]
+        concepts["random-control"] = images[rng.choice(len(images), cfg.set_size, replace=False)]
+        class_inputs = {}
+        for cls in cfg.classes:
+            if cls not in labels:
+                raise BadInputError(None, f"class {cls!r} is not a label of {cfg.model} ({', '.join(labels)})")
+            pos = np.flatnonzero((studies[cls] == 1).to_numpy())
+            pick = rng.choice(pos, min(cfg.class_examples, len(pos)), replace=False)
+            class_inputs[cls] = (labels.index(cls), images[pick])
+        probe = LayerProbe(model, cfg.layer, batch_size=cfg.tcav.batch_size)
+        table = run_tcav(probe, class_inputs, concepts, images, cfg.tcav, set_size=cfg.set_size)
+        atomic_write_parquet(tmp / "tcav.parquet", table)
+        scalar = table.drop(columns=["scores", "null_scores"])
+        atomic_write_json(tmp / "tcav.json", {"alpha": cfg.tcav.alpha, "rows": scalar.to_dict("records")})
+        tcav_plot(table, tmp / "tcav.png", title=f"TCAV of {cfg.model} at {cfg.layer} (BH q < {cfg.tcav.alpha})")
+        save_toml(cfg, tmp / "config.toml")
+        return {"rows": {"tests": len(table)}, "extra": {"significant": int(table["significant"].sum())}}
+
+    return run_stage(ws.analysis(run), stage="analyze.tcav", config=cfg, build=build, force=force)
+
+
+# ------------------------------------------------------------------------------------------------------ sanity
+@dataclass(frozen=True)
+class SanityStage:
+    """``cxrlens analyze sanity``: cascading randomisation of every map the project draws that is available:
+
+    * ``masking`` of VAE run ``vae``: |difference image| of masking each of its most active channels;
+    * the label-token ViT's maps (``attention``, ``rollout``, ``gradcam``) of lt-vit run ``lt_vit``.
+
+    Runs on ``n_images`` test images.
+    """
+
+    dataset: str = "cxr-sprites"
+    vae: str = ""
+    lt_vit: str = ""
+    lt_methods: tuple[str, ...] = ("attention", "rollout", "gradcam")
+    n_images: int = 16
+    channels: int = 3
+    sanity: SanityConfig = field(default_factory=SanityConfig)
+    threads: int = 1
+
+
+def _vae_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """Decoder layers from the output back, then the latent heads, then encoder layers from the top."""
+    groups: list[tuple[str, list[str]]] = []
+    for part in ("decoder", "unhead", "head", "encoder"):
+        mod = getattr(model, part)
+        children = [(n, m) for n, m in mod.named_children() if any(True for _ in m.parameters())] or [("", mod)]
+        if part in ("decoder", "encoder"):
+            children = children[::-1]
+        for n, m in children:
+            names = [f"{part}.{n}.{p}" if n else f"{part}.{p}" for p, _ in m.named_parameters()]
+            groups.append((f"{part}.{n}" if n else part, names))
+    return groups
+
+
+def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = False) -> StageResult:
+    from cxrlens.analysis.masking import mask_channel
+    from cxrlens.analysis.sanity import cascading_randomization, sanity_plot, sanity_table
+    from cxrlens.analysis.vae import decode, encode, latent_activity
+
+    if not cfg.vae and not cfg.lt_vit:
+        raise BadInputError(None, "nothing to check: give --vae and/or --lt-vit")
+
+    def build(tmp: Path) -> dict[str, Any]:
+        _threads(cfg.threads)
+        results = []
+        if cfg.vae:
+            trained = _vae(ws, cfg.vae)
+            images, _ = load_images(ws, cfg.dataset, trained.cfg.image_size, split="test", limit=cfg.n_images)
+            act = latent_activity(encode(trained.model, images))
+            top = [int(c) for c in np.argsort(-act)[: cfg.channels]]
+
+            def masking_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+                z = encode(model, x)
+                base = decode(model, z)
+                mean = z.mean(0)
+                return torch.stack([(decode(model, mask_channel(z, c, "mean", mean)) - base).abs() for c in top], 1)
+
+            results.append(
+                cascading_randomization(
+                    trained.model,
+                    masking_maps,
+                    images,
+                    groups=_vae_groups(trained.model),
+                    method=f"masking ({cfg.vae})",
+                    cfg=cfg.sanity,
+                )
+            )
+        if cfg.lt_vit:
+            from cxrlens.labeltokens.grounding import compute_maps, randomisation_groups
+            from cxrlens.labeltokens.run import load_run_models
+
+            lt = load_run_models(ws, cfg.lt_vit)["label-tokens"]
+            images, _ = load_images(ws, cfg.dataset, lt.cfg.image_size, split="test", limit=cfg.n_images)
+            for method in cfg.lt_methods:
+                results.append(
+                    cascading_randomization(
+                        lt,
+                        lambda m, x, meth=method: compute_maps(m, x, meth),
+                        images,
+                        groups=randomisation_groups(lt),
+                        method=f"lt-vit {method}",
+                        cfg=cfg.sanity,
+                    )
+                )
+        table = sanity_table(results)
+        atomic_write_parquet(tmp / "sanity.parquet", table)
+        summary = {
+            r.method: {"passed": r.passed, "final_spearman_abs": r.spearman_abs[-1], "final_ssim": r.ssim[-1]}
+            for r in results
+        }
+        atomic_write_json(tmp / "sanity.json", {"threshold": cfg.sanity.threshold, "methods": summary})
+        sanity_plot(results, tmp / "sanity.png")
+        save_toml(cfg, tmp / "config.toml")
+        return {"rows": {"methods": len(results)}, "extra": {"methods": summary}}
+
+    return run_stage(ws.analysis(run), stage="analyze.sanity", config=cfg, build=build, force=force)
