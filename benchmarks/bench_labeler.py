@@ -58,6 +58,8 @@ MESH_TO_CHEXPERT: dict[str, tuple[str, tuple[str, ...]]] = {
     "hydropneumothorax": ("Pneumothorax", ()),
     "pleural effusion": ("Pleural Effusion", ()),
     "thickening": ("Pleural Other", ("pleura",)),
+    "cicatrix": ("Pleural Other", ("pleura",)),
+    "calcinosis": ("Pleural Other", ("pleura",)),
     "fractures, bone": ("Fracture", ()),
     "catheters, indwelling": ("Support Devices", ()),
     "implanted medical device": ("Support Devices", ()),
