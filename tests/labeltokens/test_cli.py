@@ -111,6 +111,8 @@ def test_train_predict_explain(workspace, tmp_path) -> None:
     run_dir = workspace.analysis("t")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["models"]) == {"label-tokens", "cls"}
+    boot = metrics["lt_minus_cls_mean_auc"]
+    assert boot["lo"] <= boot["diff"] <= boot["hi"] and "paired bootstrap" in r.stdout
     assert metrics["models"]["label-tokens"]["params"] - metrics["models"]["cls"]["params"] == 3 * 32
     auc = pd.read_parquet(run_dir / "auc.parquet")
     assert len(auc) == 6 and auc["auc"].between(0, 1).all()

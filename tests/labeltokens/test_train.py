@@ -15,6 +15,7 @@ from cxrlens.labeltokens.train import (
     load_checkpoint,
     load_model,
     lr_at,
+    paired_bootstrap_auc,
     positive_weights,
     predict,
     prepare_targets,
@@ -119,3 +120,17 @@ def test_training_from_a_backbone_init_and_reload(tmp_path) -> None:
     torch.testing.assert_close(predict(loaded, data.images[:4]), predict(res.model, data.images[:4]))
     with pytest.raises(BadInputError, match="config differs"):
         train(small_cfg(steps=1), data, model=model, show_progress=False)
+
+
+def test_paired_bootstrap_of_mean_auc_difference() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(300, 3, generator=g) < 0.3).float()
+    y[::7, 1] = NAN
+    good = y.nan_to_num(0) * 0.8 + torch.rand(300, 3, generator=g)
+    weak = y.nan_to_num(0) * 0.3 + torch.rand(300, 3, generator=g)
+    res = paired_bootstrap_auc(good, weak, y, n_boot=300)
+    a, b = auc_per_label(good, y, ("x", "y", "z")), auc_per_label(weak, y, ("x", "y", "z"))
+    assert res["diff"] == pytest.approx(sum(a.values()) / 3 - sum(b.values()) / 3)
+    assert 0 < res["lo"] < res["diff"] < res["hi"] and res["p_le_0"] == 0.0
+    same = paired_bootstrap_auc(good, good, y, n_boot=50)
+    assert same["diff"] == 0.0 and same["lo"] == same["hi"] == 0.0

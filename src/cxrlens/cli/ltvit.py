@@ -99,6 +99,13 @@ def train_cmd(
     means = auc.groupby("model")["auc"].mean()
     table.add_row("mean", "", *[_fmt(float(means[k])) for k in kinds], style="bold")
     console.print(table)
+    boot = result.manifest.extra.get("metrics", {}).get("lt_minus_cls_mean_auc")
+    if boot:
+        console.print(
+            f"LT-ViT − CLS ViT, mean AUC: {boot['diff']:+.3f} (paired bootstrap 95 % CI {boot['lo']:+.3f} … "
+            f"{boot['hi']:+.3f}; {boot['n_boot']} resamples of the {eval_split} images, "
+            f"P(diff ≤ 0) = {boot['p_le_0']:.3f})"
+        )
     print_stage_result(result, f"lt-vit run {run}")
 
 
