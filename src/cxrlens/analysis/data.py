@@ -6,7 +6,10 @@ Latent sources (``--latents`` on the command line):
   written next to it: one row per image, columns ``z<c>_<y>_<x>``);
 * ``activations:<run>:<stream>`` — a stream of an activation store (``cls``/``mean`` streams: one row per image;
   ``patch`` streams are mean-pooled per image);
-* ``sae:<sae run>:<activations run>:<stream>`` — SAE codes of that stream (encoded here, pooled like above).
+* ``sae:<sae run>:<activations run>:<stream>`` — SAE codes of that stream (encoded here, pooled like above);
+* ``lt-vit:<run>`` — backbone features of a label-token ViT run (``cxrlens lt-vit train``): the mean of its final
+  image tokens (the image stream never attends to the label tokens, so these are plain ViT features), computed here
+  for every image of the dataset.
 """
 
 from __future__ import annotations
@@ -127,9 +130,13 @@ class Codes:
     maps_NCgg: np.ndarray | None = None
 
 
-def load_codes(ws: Workspace, source: str) -> Codes:
-    """Codes from a latent source spec (see the module docstring)."""
+def load_codes(ws: Workspace, source: str, dataset: str | None = None) -> Codes:
+    """Codes from a latent source spec (see the module docstring); ``dataset`` is needed by ``lt-vit:`` sources."""
     kind, _, rest = source.partition(":")
+    if kind == "lt-vit":
+        if dataset is None:
+            raise BadInputError(None, f"latent source {source!r} needs a dataset to encode")
+        return _ltvit_codes(ws, source, rest, dataset)
     if kind == "vae":
         path = ws.analysis(rest) / "latents.parquet"
         if not path.exists():
@@ -154,7 +161,24 @@ def load_codes(ws: Workspace, source: str) -> Codes:
         sae_run, _, tail = rest.partition(":")
         run, _, stream = tail.partition(":")
         return _store_codes(ws, source, run, stream, sae_run=sae_run)
-    raise BadInputError(None, f"latent source {source!r}: expected vae:<run>, activations:<run>:<stream> or sae:…")
+    raise BadInputError(
+        None, f"latent source {source!r}: expected vae:<run>, activations:<run>:<stream>, sae:… or lt-vit:<run>"
+    )
+
+
+@torch.no_grad()
+def _ltvit_codes(ws: Workspace, source: str, run: str, dataset: str, batch_size: int = 64) -> Codes:
+    from cxrlens.labeltokens.run import load_run_models
+
+    model = load_run_models(ws, run)["label-tokens"].eval()
+    images, studies = load_images(ws, dataset, int(model.cfg.image_size))
+    pre = model.cfg.input_preprocessor()
+    feats = [
+        model(pre(images[i : i + batch_size])).tokens[:, : model.n_img].mean(1)
+        for i in range(0, len(images), batch_size)
+    ]
+    codes = torch.cat(feats).numpy()
+    return Codes(source, codes, studies["image_id"].to_numpy(), [f"dim{i}" for i in range(codes.shape[1])])
 
 
 def _store_codes(ws: Workspace, source: str, run: str, stream: str, sae_run: str | None) -> Codes:

@@ -149,7 +149,7 @@ def _aligned(ws: Workspace, dataset: str, latents: str) -> tuple[Any, pd.DataFra
     """Codes of ``latents`` and the study-table rows of the same images, in the same order."""
     from cxrlens.data.store import read_studies
 
-    codes = load_codes(ws, latents)
+    codes = load_codes(ws, latents, dataset)
     studies = read_studies(ws, dataset).set_index("image_id")
     missing = [i for i in codes.image_ids if i not in studies.index]
     if missing:
@@ -255,7 +255,11 @@ class DisentangleStage:
     threads: int = 1
 
 
-def _interventional_sampler(ws: Workspace, source: str, factor_names: tuple[str, ...]):
+def _interventional_sampler(
+    ws: Workspace, source: str, factor_names: tuple[str, ...], cache: dict[tuple, torch.Tensor]
+):
+    """BetaVAE/FactorVAE codes from freshly rendered sprites. Renders are cached by (n, fixed, seed): every VAE of
+    one run draws the same sequence of requests (same metric seed), so each batch is rendered once per run."""
     from cxrlens.analysis.disentanglement import InterventionalCodes
     from cxrlens.analysis.vae import encode, load_vae
     from cxrlens.data.phantom.datasets import SPRITE_GRID, sample
@@ -264,7 +268,10 @@ def _interventional_sampler(ws: Workspace, source: str, factor_names: tuple[str,
     size = trained.cfg.image_size
 
     def sample_images(n: int, fixed, seed: int) -> torch.Tensor:
-        return torch.from_numpy(sample(fixed, n, seed=seed, size=size)[0])
+        key = (n, tuple(sorted((fixed or {}).items())), seed, size)
+        if key not in cache:
+            cache[key] = torch.from_numpy((sample(fixed, n, seed=seed, size=size)[0] * 255).round().astype(np.uint8))
+        return cache[key].float() / 255
 
     def encode_pooled(images: torch.Tensor) -> np.ndarray:
         return encode(trained.model, images).mean((2, 3)).numpy()
@@ -280,12 +287,13 @@ def disentangle_stage(ws: Workspace, cfg: DisentangleStage, run: str, *, force: 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
         rows = []
+        renders: dict[tuple, torch.Tensor] = {}
         for source in cfg.latents:
             codes, studies = _aligned(ws, cfg.dataset, source)
             fmat, discrete = factor_matrix(load_factors(ws, cfg.dataset, studies), cfg.factors)
             sampler = None
             if cfg.interventional and source.startswith("vae:"):
-                sampler = _interventional_sampler(ws, source, cfg.factors)
+                sampler = _interventional_sampler(ws, source, cfg.factors, renders)
             rows.append(
                 disentanglement_report(
                     source, codes.codes_ND, fmat, cfg.factors, sampler=sampler, discrete=discrete, cfg=cfg.metrics
