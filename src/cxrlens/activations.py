@@ -64,6 +64,8 @@ __all__ = [
     "StreamInfo",
     "default_run_name",
     "extract_activations",
+    "write_array_store",
+    "write_shard",
 ]
 
 FORMAT_VERSION = 1
@@ -336,8 +338,6 @@ def _extract_shards(
     progress_fn,
 ) -> int:
     """Compute and write every shard in ``todo``; returns the number of images processed."""
-    from safetensors.torch import save as st_save
-
     if not todo:
         return 0
     batches: list[list[int]] = []
@@ -373,7 +373,7 @@ def _extract_shards(
             for name, dim in sorted(stream_dims.items())
         }
         lo = k * per_shard
-        atomic_write_bytes(partial / _shard_name(k), st_save(tensors, metadata={"first_image": str(lo)}))
+        write_shard(partial / _shard_name(k), tensors, first_image=lo)
         atomic_write_json(
             partial / _sidecar(k),
             {"images": [i - lo for i in good], "errors": [[paths[i], e] for i, e in errors]},
@@ -402,6 +402,65 @@ def _extract_shards(
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, advance=len(positions) + len(batch_errors), description=f"extract {rate:,.1f} img/s")
     return seen
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor], *, first_image: int) -> Path:
+    """One shard file: safetensors of 2-D tensors, ``first_image`` in its metadata, written atomically."""
+    from safetensors.torch import save as st_save
+
+    return atomic_write_bytes(path, st_save(tensors, metadata={"first_image": str(first_image)}))
+
+
+def write_array_store(
+    path: str | Path,
+    streams: dict[str, torch.Tensor],
+    index: pd.DataFrame | None = None,
+    *,
+    shard_mb: float = 256.0,
+    extra: dict[str, Any] | None = None,
+) -> ActivationStore:
+    """A complete store from in-memory per-image arrays (``{stream: (N, D)}``, one row per image) — for
+    activations computed elsewhere, tests and benchmarks. Same shard format and reader as :func:`extract_activations`.
+    ``index`` (N rows) adds metadata columns (``study_id``, ``split`` …). Written in place: ``path`` must not exist.
+    """
+    from cxrlens import __version__
+
+    path = Path(path)
+    n = {t.shape[0] for t in streams.values()}
+    if len(n) != 1:
+        raise BadInputError(path, "every stream needs the same number of rows")
+    (n_img,) = n
+    path.mkdir(parents=True, exist_ok=False)
+    per_row = sum(t.shape[1] * t.element_size() for t in streams.values())
+    per_shard = max(1, int(shard_mb * 2**20) // max(per_row, 1))
+    shards = []
+    for k, lo in enumerate(range(0, n_img, per_shard)):
+        hi = min(lo + per_shard, n_img)
+        f = write_shard(path / _shard_name(k), {s: t[lo:hi].contiguous() for s, t in streams.items()}, first_image=lo)
+        shards.append({"file": f.name, "images": hi - lo, "first_row": lo, "bytes": f.stat().st_size})
+    idx = pd.DataFrame({"row": np.arange(n_img, dtype=np.int64)})
+    if index is not None:
+        idx = pd.concat([idx, index.reset_index(drop=True)], axis=1)
+    atomic_write_parquet(path / INDEX, idx)
+    dtypes = {str(t.dtype).replace("torch.", "") for t in streams.values()}
+    manifest = Manifest(
+        stage="activations.arrays",
+        config={},
+        config_hash="",
+        package_version=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        rows={"images": n_img},
+        extra={
+            "format": FORMAT_VERSION,
+            "dtype": dtypes.pop() if len(dtypes) == 1 else "mixed",
+            "grid": [1, 1],
+            "streams": {s: {"dim": int(t.shape[1]), "tokens_per_image": 1} for s, t in streams.items()},
+            "shards": shards,
+            **(extra or {}),
+        },
+    )
+    atomic_write_json(path / MANIFEST, manifest.to_json())
+    return ActivationStore(path)
 
 
 def _assemble_index(
@@ -476,7 +535,7 @@ class ActivationStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         manifest = read_manifest(self.path)
-        if manifest is None or manifest.stage != "activations.extract":
+        if manifest is None or not manifest.stage.startswith("activations."):
             raise BadInputError(
                 self.path, "not a complete activation store (no manifest); run or resume `cxrlens extract`"
             )

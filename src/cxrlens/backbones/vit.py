@@ -36,11 +36,11 @@ class ViTArch:
         pixel_mean, pixel_std: normalisation of the [0, 1] gray image.
     """
 
-    image_size: int = 64
-    patch_size: int = 8
-    hidden_size: int = 192
+    image_size: int = 128
+    patch_size: int = 16
+    hidden_size: int = 128
     num_layers: int = 4
-    num_heads: int = 3
+    num_heads: int = 4
     mlp_ratio: int = 4
     pixel_mean: float = 0.5
     pixel_std: float = 0.25

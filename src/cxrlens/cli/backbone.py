@@ -44,12 +44,14 @@ def info(
 def train(
     dataset: str = typer.Option("iu-phantom", help="Dataset with images, report text and the 14 labels."),
     name: str = typer.Option("", help="Backbone name in the workspace [default: the default backbone's name]."),
-    objectives: str = typer.Option("mim,distill,contrastive", help="Comma-separated: mim, distill, contrastive."),
-    steps: int = typer.Option(300, help="Optimiser steps per objective."),
+    objectives: str = typer.Option(
+        "mim,distill,contrastive,supervised", help="Comma-separated: mim, distill, contrastive, supervised."
+    ),
+    steps: int = typer.Option(200, help="Optimiser steps per objective."),
     batch_size: int = typer.Option(64, help="Images per step."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
-    image_size: int = typer.Option(64, help="ViT input side in pixels."),
-    patch_size: int = typer.Option(8, help="ViT patch side."),
+    image_size: int = typer.Option(128, help="ViT input side in pixels."),
+    patch_size: int = typer.Option(16, help="ViT patch side."),
     hidden_size: int = typer.Option(128, help="Token width."),
     layers: int = typer.Option(4, help="Transformer blocks."),
     heads: int = typer.Option(4, help="Attention heads."),
