@@ -176,12 +176,12 @@ def detectability(n: int, budget_cpu_s: float, max_epochs: int, seed: int = 0, w
     gen = torch.Generator().manual_seed(seed)
     t1, c1 = time.perf_counter(), time.process_time()
     epochs = 0
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=max_epochs * ((n_train + 31) // 32))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=max_epochs * ((n_train + 47) // 48))
     while time.process_time() - c1 < budget_cpu_s and epochs < max_epochs:
         net.train()
         perm = torch.randperm(n_train, generator=gen)
-        for i in range(0, n_train, 32):
-            idx = perm[i : i + 32]
+        for i in range(0, n_train, 48):
+            idx = perm[i : i + 48]
             xb = xt[idx]
             if torch.rand(1, generator=gen).item() < 0.5:  # small shift augmentation
                 xb = torch.roll(xb, shifts=(int(torch.randint(-4, 5, (1,), generator=gen)),) * 2, dims=(2, 3))

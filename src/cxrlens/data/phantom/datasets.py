@@ -468,19 +468,17 @@ def mesh_to_findings(
 def _finding_from_words(kind: str, words: Sequence[str], rng: np.random.Generator, head: str = "") -> FindingSpec:
     sides = KIND_SIDES[kind]
     side = next((w for w in words if w in ("left", "right", "bilateral")), None)
-    if side not in sides:
-        side = sides[int(rng.integers(len(sides)))] if side is None or len(sides) > 1 else sides[0]
-        if side not in sides:
-            side = sides[0]
+    if side not in sides:  # unstated, or not possible for this kind (a "bilateral" central line): draw one
+        side = sides[int(rng.integers(len(sides)))]
     zone = "none"
     if KIND_ZONED[kind]:
         zone = next((_ZONE_WORDS[w] for w in words if w in _ZONE_WORDS), None) or str(
             rng.choice(["upper", "middle", "lower"])
         )
     sev = next((_SEVERITY_WORDS[w] for w in words if w in _SEVERITY_WORDS), None)
-    if kind == "lung_lesion":
-        sev = 0.7 if head in ("mass", "lung/mass", "neoplasms", "lung neoplasms") else (sev or 0.2)
-        sev = min(sev, 0.45) if head != "mass" and sev < 0.5 else sev
+    if kind == "lung_lesion":  # severity < 0.5 draws a nodule, ≥ 0.5 a mass
+        mass = head in ("mass", "lung/mass", "neoplasms", "lung neoplasms")
+        sev = max(sev or 0.7, 0.55) if mass else min(sev or 0.2, 0.45)
     if kind == "pleural_effusion" and head == "costophrenic angle":
         sev = 0.1
     if sev is None:

@@ -198,9 +198,22 @@ def draw_pleural_other(canvas: Canvas, f: FindingSpec) -> np.ndarray:
             if np.isnan(g.lateral_u[row]):
                 continue
             uu = float(g.lateral_u[row]) + (0.006 if side == "right" else -0.006)
-            plaque = draw_path(a.size, [(uu, vv - 0.03), (uu, vv + 0.03)], 0.01, smooth=False)
-            canvas.extra += 0.2 * f.intensity * plaque
+            plaque = draw_path(a.size, [(uu, vv - 0.03), (uu, vv + 0.03)], 0.012, smooth=False)
+            canvas.extra += 0.22 * f.intensity * plaque
             rim = np.maximum(rim, plaque)
+        # plaques seen en face: irregular "holly-leaf" densities over the lung with a calcified rim
+        for _ in range(1 + int(2 * f.severity)):
+            cu, cv_ = _pick_point(canvas, side, f.zone if f.zone != "none" else "middle", margin_px=4)
+            rad = float(canvas.rng.uniform(0.018, 0.03))
+            ys, xs = _window(a.size, cu, cv_, 2 * rad)
+            du, dv = a.u[ys, xs] - cu, a.v[ys, xs] - cv_
+            ang = np.arctan2(dv, du)
+            edge = rad * (1 + 0.25 * np.sin(5 * ang + float(canvas.rng.uniform(0, 6.3))))
+            r = np.sqrt(du**2 + (1.4 * dv) ** 2)
+            body = np.clip((edge - r) * a.size / 1.5 + 0.5, 0, 1)
+            ring = np.clip(1 - np.abs(edge - r) * a.size / 1.5, 0, 1)
+            canvas.extra[ys, xs] += f.intensity * (0.1 * body + 0.14 * ring)
+            rim[ys, xs] = np.maximum(rim[ys, xs], body)
         mask |= rim > 0.4
     return mask
 
@@ -265,7 +278,7 @@ def draw_pneumonia(canvas: Canvas, f: FindingSpec) -> np.ndarray:
             (a.size, a.size),
             interpolation=cv2.INTER_LINEAR,
         )
-        alpha = np.clip(alpha * mottle * 1.25, 0, 1) * zone * a.lung(side) * (0.72 * (0.5 + 0.5 * f.intensity))
+        alpha = np.clip(alpha * mottle * 1.3, 0, 1) * zone * a.lung(side) * (0.8 * (0.5 + 0.5 * f.intensity))
         _opacify(canvas, alpha, 0.6)
         mask |= alpha > 0.2
     return mask
@@ -296,7 +309,7 @@ def draw_atelectasis(canvas: Canvas, f: FindingSpec) -> np.ndarray:
     for side in _sides(f):
         g = a.geom(side)
         lung = a.lung(side)
-        lift = (0.015 + 0.045 * f.severity) * f.intensity
+        lift = (0.025 + 0.045 * f.severity) * f.intensity
         base = np.nan_to_num(g.base_v, nan=0.0)[None, :]
         lost = lung * np.clip((a.v - (base - lift)) / 0.01, 0, 1)
         canvas.air *= 1 - lost
@@ -311,9 +324,9 @@ def draw_atelectasis(canvas: Canvas, f: FindingSpec) -> np.ndarray:
                 (cu, cv_ + canvas.rng.normal(0, 0.003)),
                 (cu + length / 2, cv_ + tilt),
             ]
-            bands = np.maximum(bands, draw_path(a.size, pts, 0.008 + 0.004 * f.severity))
+            bands = np.maximum(bands, draw_path(a.size, pts, 0.009 + 0.005 * f.severity))
         bands *= lung
-        _opacify(canvas, 0.7 * (0.5 + 0.5 * f.intensity) * bands)
+        _opacify(canvas, 0.8 * (0.5 + 0.5 * f.intensity) * bands)
         mask |= (bands > 0.4) | (lost > 0.5)
     return mask
 
@@ -355,7 +368,7 @@ def draw_lung_lesion(canvas: Canvas, f: FindingSpec) -> np.ndarray:
     lobulated soft-tissue density."""
     a = canvas.anat
     mask = np.zeros((a.size, a.size), bool)
-    diam = 0.024 + 0.05 * f.severity if f.severity < 0.5 else 0.07 + 0.14 * (f.severity - 0.5)
+    diam = 0.03 + 0.05 * f.severity if f.severity < 0.5 else 0.07 + 0.14 * (f.severity - 0.5)
     diam *= 0.6 + 0.4 * f.intensity
     for side in _sides(f):
         cu, cv_ = _pick_point(canvas, side, f.zone, margin_px=diam * a.size * 0.6)
@@ -379,7 +392,7 @@ def draw_fracture(canvas: Canvas, f: FindingSpec) -> np.ndarray:
     a = canvas.anat
     mask = np.zeros((a.size, a.size), bool)
     first = {"upper": 2, "middle": 4, "lower": 6, "none": 4}[f.zone]
-    n_ribs = 1 + int(f.severity >= 0.6)
+    n_ribs = 1 + int(f.severity >= 0.5) + int(f.severity >= 0.9)
     for side in _sides(f):
         k0 = first + int(canvas.rng.integers(0, 2))
         sign = -1.0 if side == "right" else 1.0
@@ -391,12 +404,12 @@ def draw_fracture(canvas: Canvas, f: FindingSpec) -> np.ndarray:
             u, v = a.u[ys, xs], a.v[ys, xs]
             orig = rib_band(k, side, u, v)
             distal = np.clip((u - u_f) * sign / 0.002 + 0.5, 0, 1)  # 1 lateral to the break
-            step = (0.014 + 0.02 * f.severity) * (0.5 + 0.5 * f.intensity)
+            step = (0.016 + 0.02 * f.severity) * (0.5 + 0.5 * f.intensity)
             moved = rib_band(k, side, u, v - step - 0.12 * (u - u_f) * sign * f.severity)
             gap = np.clip((np.abs(u - u_f) - 0.007) / 0.002, 0, 1)
             canvas.bones[ys, xs] += 0.16 * moved * distal * gap - RIB_DENSITY * orig * distal - 0.03 * orig * (1 - gap)
             callus = np.exp(-(((u - u_f) / 0.014) ** 2 + ((v - vc - step / 2) / (0.013 + 0.01 * f.severity)) ** 2))
-            canvas.extra[ys, xs] += (0.03 + 0.08 * f.severity) * f.intensity * callus
+            canvas.extra[ys, xs] += (0.05 + 0.08 * f.severity) * f.intensity * callus
             mask[ys, xs] |= (np.abs(u - u_f) < 0.03) & (np.abs(v - vc - step / 2) < 0.028)
     return mask
 
@@ -405,7 +418,7 @@ def draw_fracture(canvas: Canvas, f: FindingSpec) -> np.ndarray:
 def _device(canvas: Canvas, path: np.ndarray, density: float, stripe: np.ndarray | None = None) -> np.ndarray:
     canvas.extra += density * path
     if stripe is not None:
-        canvas.extra += 0.16 * stripe
+        canvas.extra += 0.24 * stripe
     m = (path > 0.3).astype(np.uint8)
     return cv2.dilate(m, np.ones((3, 3), np.uint8)).astype(bool)
 
@@ -420,8 +433,8 @@ def draw_ett(canvas: Canvas, f: FindingSpec) -> np.ndarray:
     tip = 0.22 + 0.08 * f.severity
     pts = [(0.50, -0.02), (0.503, 0.08), (0.498, tip * 0.6 + 0.04), (0.500, tip)]
     tube = draw_path(canvas.size, pts, 0.016)
-    stripe = draw_path(canvas.size, [(u + 0.005, v) for u, v in pts], 0.004)
-    return _device(canvas, tube, 0.04, stripe)
+    stripe = draw_path(canvas.size, [(u + 0.005, v) for u, v in pts], 0.005)
+    return _device(canvas, tube, 0.07, stripe)
 
 
 def draw_enteric_tube(canvas: Canvas, f: FindingSpec) -> np.ndarray:
@@ -440,7 +453,7 @@ def draw_central_line(canvas: Canvas, f: FindingSpec) -> np.ndarray:
     pts = [(0.16, 0.13), (0.30, 0.155), (0.40, 0.18), (0.455, 0.24), (0.465, 0.30), (0.47, 0.34 + 0.04 * f.severity)]
     if f.side == "left":
         pts = [(0.84, 0.13), (0.70, 0.155), (0.60, 0.185), (0.53, 0.22), (0.48, 0.26), (0.47, 0.34 + 0.04 * f.severity)]
-    return _device(canvas, draw_path(canvas.size, pts, 0.006), 0.14)
+    return _device(canvas, draw_path(canvas.size, pts, 0.0075), 0.24)
 
 
 def draw_pacemaker(canvas: Canvas, f: FindingSpec) -> np.ndarray:
@@ -467,11 +480,11 @@ def draw_chest_tube(canvas: Canvas, f: FindingSpec) -> np.ndarray:
     """Intercostal chest drain entering the lateral chest wall low on ``side`` and curving up to the apex, with a
     radiopaque stripe interrupted at the sentinel side hole."""
     pts = _mirror([(0.06, 0.66), (0.15, 0.60), (0.20, 0.50), (0.22, 0.35), (0.25, 0.22), (0.30, 0.16)], side=f.side)
-    tube = draw_path(canvas.size, pts, 0.014)
-    stripe = draw_path(canvas.size, [(u, v - 0.004) for u, v in pts], 0.004)
+    tube = draw_path(canvas.size, pts, 0.015)
+    stripe = draw_path(canvas.size, [(u, v - 0.004) for u, v in pts], 0.005)
     hole_v = 0.42
     stripe *= np.abs(canvas.anat.v - hole_v) > 0.012
-    return _device(canvas, tube, 0.08, stripe)
+    return _device(canvas, tube, 0.12, stripe)
 
 
 DRAWERS: dict[str, Callable[[Canvas, FindingSpec], np.ndarray]] = {
