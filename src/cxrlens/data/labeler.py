@@ -255,10 +255,14 @@ class _Pipeline:
             re.IGNORECASE,
         )
 
-    def sentence_mentions(self, docs: Iterable, config: LabelerConfig) -> Iterable[list[Mention]]:
+    def sentence_mentions(
+        self, sentences: Sequence[str], config: LabelerConfig, batch_size: int = 1024
+    ) -> Iterable[list[Mention]]:
+        """Mentions of each sentence (one spaCy doc per sentence: the sentence is every modifier's scope)."""
         from spacy.util import filter_spans
 
-        for doc in docs:
+        docs = self.nlp.tokenizer.pipe(sentences, batch_size=batch_size)
+        for sentence, doc in zip(sentences, docs, strict=True):
             matches = self.matcher(doc, as_spans=True)
             if not matches:
                 yield []
@@ -271,10 +275,9 @@ class _Pipeline:
                 doc[1].is_sent_start = False  # the whole doc is one sentence (ConText's scope)
             doc.spans[_SPAN_GROUP] = spans
             self.context(doc)
-            yield [m for span in spans for m in self._span_mentions(doc, span, config)]
+            yield [m for span in spans for m in self._span_mentions(doc, sentence, span, config)]
 
-    def _span_mentions(self, doc, span, config: LabelerConfig) -> list[Mention]:
-        sentence = doc.text
+    def _span_mentions(self, doc, sentence: str, span, config: LabelerConfig) -> list[Mention]:
         out = []
         for label in span.label_.split("|"):
             if label.startswith(_ANATOMY):
@@ -368,10 +371,9 @@ def report_mentions(texts: Sequence[str], config: LabelerConfig | None = None) -
             sentences.append(s)
             owner.append(i)
     out: list[list[Mention]] = [[] for _ in texts]
-    docs = pipe.nlp.tokenizer.pipe(sentences, batch_size=config.batch_size)
     with warnings.catch_warnings():  # all ConText rules are phrases, so medspaCy's token Matcher is empty by design
         warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)
-        for i, mentions in zip(owner, pipe.sentence_mentions(docs, config), strict=True):
+        for i, mentions in zip(owner, pipe.sentence_mentions(sentences, config, config.batch_size), strict=True):
             out[i].extend(mentions)
     return out
 
