@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -20,6 +21,17 @@ def _parse_set(items: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def _typed(default: object, value: object) -> object:
+    """A ``--set`` string converted to the type of the field's default (bool, int, float, tuple of ints)."""
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    if isinstance(default, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, list):
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    return type(default)(value)
 
 
 @app.command("train")
@@ -66,13 +78,7 @@ def train_cmd(
     fields.update(_parse_set(set_))
     try:
         base = config_to_dict(SAEConfig())
-        typed = {
-            key: type(base[key])(val) if key in base and not isinstance(base[key], (list, bool)) else val
-            for key, val in fields.items()
-        }
-        for key, val in typed.items():
-            if isinstance(base.get(key), bool) and isinstance(val, str):
-                typed[key] = val.lower() in ("1", "true", "yes", "on")
+        typed = {key: _typed(base.get(key), val) for key, val in fields.items()}
         sae_cfg = config_from_dict(SAEConfig, typed)
     except (TypeError, ValueError) as exc:
         raise BadInputError(None, f"bad SAE option: {exc}") from None
@@ -98,10 +104,7 @@ def train_cmd(
     name = run or f"{activations}-{arch}-{n_latents}"
     result = train_sae_run(ws, cfg, run=name, device=device, force=force)
     m = result.manifest
-    metrics = (result.path / "metrics.json").read_text()
-    import json
-
-    full = json.loads(metrics)
+    full = json.loads((result.path / "metrics.json").read_text())
     rows = [
         ("stream", f"{m.extra['stream']} ({d}-d) → {n_latents:,} latents ({arch})"),
         ("trained", f"{m.rows['train_tokens']:,} tokens, {full.get('train_tokens_per_s', 0):,.0f} tokens/s"),
