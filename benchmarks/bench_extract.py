@@ -174,7 +174,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     args = ap.parse_args()
-    n, rows, repeats = (128, 200_000, 2) if args.quick else (512, 1_000_000, 3)
+    n, rows, repeats = (128, 100_000, 2) if args.quick else (512, 1_000_000, 3)
     with tempfile.TemporaryDirectory() as d:
         ext = bench_extraction(Path(d), n=n, size=224, batch=32, repeats=repeats)
         io = bench_io(Path(d), rows=rows, dim=768 if not args.quick else 256, repeats=repeats)

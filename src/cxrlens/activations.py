@@ -70,7 +70,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 STORE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-_ST_DTYPES = {"F16": (np.float16, 2), "BF16": (np.uint16, 2), "F32": (np.float32, 4)}
+_ST_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+_TORCH_ST = {v: k for k, v in _ST_DTYPES.items()}
 INDEX = "index.parquet"
 _INDEX_COLUMNS = ("study_id", "image_id", "patient_id", "split", "view", "image_path")
 
@@ -405,10 +406,22 @@ def _extract_shards(
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], *, first_image: int) -> Path:
-    """One shard file: safetensors of 2-D tensors, ``first_image`` in its metadata, written atomically."""
-    from safetensors.torch import save as st_save
-
-    return atomic_write_bytes(path, st_save(tensors, metadata={"first_image": str(first_image)}))
+    """One shard file: safetensors of 2-D tensors (sorted by name), ``first_image`` in its metadata, written
+    atomically straight from the tensors' memory (the standard safetensors layout: u64 header length, JSON header
+    padded with spaces to 8 bytes, then the raw little-endian data)."""
+    header: dict[str, Any] = {"__metadata__": {"first_image": str(first_image)}}
+    views: list[Any] = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _TORCH_ST[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+        if nbytes:
+            views.append(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return atomic_write_bytes(path, [struct.pack("<Q", len(head)), head, *views])
 
 
 def write_array_store(
@@ -533,6 +546,7 @@ class ActivationStore:
     """
 
     def __init__(self, path: str | Path) -> None:
+        self._fds: dict[int, int] = {}
         self.path = Path(path)
         manifest = read_manifest(self.path)
         if manifest is None or not manifest.stage.startswith("activations."):
@@ -588,24 +602,40 @@ class ActivationStore:
                 self._headers[k] = _read_header(fh)
         return self._headers[k]
 
-    def _read_rows(self, k: int, stream: str, lo: int, hi: int) -> torch.Tensor:
-        """Rows [lo, hi) of ``stream`` in shard ``k`` as a tensor of the stored dtype (one pread)."""
+    def _fd(self, k: int) -> int:
+        if k not in self._fds:
+            self._fds[k] = os.open(self.path / self._shards[k]["file"], os.O_RDONLY)
+        return self._fds[k]
+
+    def close(self) -> None:
+        """Close the shard files (also done when the store is garbage-collected)."""
+        for fd in getattr(self, "_fds", {}).values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = {}
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _read_rows(self, k: int, stream: str, lo: int, hi: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows [lo, hi) of ``stream`` in shard ``k`` in the stored dtype, read straight into ``out`` (or a new
+        tensor) with one ``preadv`` — no intermediate copy."""
         h = self._header(k)
         meta = h[stream]
-        np_dtype, size = _ST_DTYPES[meta["dtype"]]
+        dtype = _ST_DTYPES[meta["dtype"]]
         dim = meta["shape"][1] if len(meta["shape"]) == 2 else 0
-        start = h["__data_start__"] + meta["data_offsets"][0] + lo * dim * size
-        n = (hi - lo) * dim * size
-        fd = os.open(self.path / self._shards[k]["file"], os.O_RDONLY)
-        try:
-            buf = os.pread(fd, n, start)
-        finally:
-            os.close(fd)
-        if len(buf) != n:
+        if out is None:
+            out = torch.empty(hi - lo, dim, dtype=dtype)
+        itemsize = out.element_size()
+        start = h["__data_start__"] + meta["data_offsets"][0] + lo * dim * itemsize
+        n = (hi - lo) * dim * itemsize
+        if n == 0:
+            return out
+        view = out.view(torch.uint8).reshape(-1).numpy()
+        got = os.preadv(self._fd(k), [view], start)
+        if got != n:
             raise BadInputError(self.path / self._shards[k]["file"], "shard is truncated")
-        arr = np.frombuffer(buf, dtype=np_dtype).reshape(hi - lo, dim)
-        t = torch.from_numpy(arr.copy())
-        return t.view(torch.bfloat16) if meta["dtype"] == "BF16" else t
+        return out
 
     def _shard_rows(self, stream: str) -> tuple[np.ndarray, np.ndarray]:
         """(first stream row, row count) per shard."""
@@ -636,9 +666,13 @@ class ActivationStore:
 
     def read(self, stream: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The whole stream (rows, D) — only for stores that fit in memory."""
-        _, counts = self._shard_rows(stream)
-        parts = [self._read_rows(k, stream, 0, int(counts[k])).to(dtype) for k in range(len(self._shards))]
-        return torch.cat(parts) if parts else torch.empty(0, self.info(stream).dim, dtype=dtype)
+        starts, counts = self._shard_rows(stream)
+        info = self.info(stream)
+        stored = _ST_DTYPES[self._header(0)[stream]["dtype"]] if self._shards else dtype
+        out = torch.empty(info.rows, info.dim, dtype=stored)
+        for k in range(len(self._shards)):
+            self._read_rows(k, stream, 0, int(counts[k]), out=out[int(starts[k]) : int(starts[k] + counts[k])])
+        return out.to(dtype)
 
     # ---------------------------------------------------------------- streaming
     def iter_batches(
@@ -684,10 +718,12 @@ class ActivationStore:
             return out
 
         chunks = [(k, c0) for k in range(len(self._shards)) for c0 in range(0, int(counts[k]), chunk_rows)]
+        stored = _ST_DTYPES[self._header(0)[stream]["dtype"]] if self._shards else dtype
+        raw = torch.empty(chunk_rows, s.dim, dtype=stored)  # reused for every chunk
         for j in rng.permutation(len(chunks)):
             k, c0 = chunks[j]
             c1 = min(c0 + chunk_rows, int(counts[k]))
-            chunk = self._read_rows(k, stream, c0, c1).to(dtype)
+            chunk = self._read_rows(k, stream, c0, c1, out=raw[: c1 - c0]).to(dtype)
             if keep_img is not None:
                 img = (starts[k] + np.arange(c0, c1)) // s.tokens_per_image
                 chunk = chunk[torch.from_numpy(keep_img[img])]

@@ -59,6 +59,12 @@ def test_store_matches_direct_encode_and_index(workspace: Workspace, tiny_dino: 
     assert tok.loc[9 * 16, "image_id"] == "i9"
     rows = [200, 3, 150, 3]
     torch.testing.assert_close(store.get("final/patch", rows), store.read("final/patch")[rows])
+    # shards are standard safetensors files
+    from safetensors.torch import load_file
+
+    shard1 = load_file(res.path / "shard-00001.safetensors")
+    torch.testing.assert_close(shard1["final/cls"], store.read("final/cls")[4:8])
+    assert shard1["block.0/patch"].shape == (4 * 16, 32)
 
 
 def test_float16_and_split_and_reuse(workspace: Workspace, tiny_dino: Path) -> None:
