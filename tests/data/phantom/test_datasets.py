@@ -17,7 +17,7 @@ from cxrlens.data.phantom.datasets import (
     sample,
     sprite_report,
 )
-from cxrlens.data.schema import CHEXPERT_LABELS, validate_study_table
+from cxrlens.data.schema import CHEXPERT_LABELS, finalize_study_table, validate_study_table
 from cxrlens.workspace import file_sha256
 from tests.conftest import run_cli
 
@@ -103,16 +103,60 @@ def test_build_sprites_small_is_complete_and_byte_identical_on_rebuild(workspace
     assert build_sprites(workspace, cfg).reused
 
 
-def test_build_iu_phantom_keeps_reports_and_records_unrendered(workspace):
-    res = build_iu_phantom(workspace, IUPhantomConfig(n=12, size=48, seed=0), workers=1)
-    studies = pd.read_parquet(res.path / "studies.parquet")
+def test_build_iu_phantom_keeps_reports_and_records_unrendered(workspace, monkeypatch):
+    from cxrlens.data import iu_xray
+
+    # a tiny study table laid out like load_iu_xray's (MeSH tags + labels as the labeler gives them)
+    mesh = [
+        ["normal"],
+        ["Fractures, Bone/thoracic vertebrae"],
+        ["Pleural Effusion/right/small", "Spine/degenerative"],
+        ["Calcified Granuloma/lung/upper lobe/left"],
+        ["Aorta/tortuous"],
+        ["Implanted Medical Device/left", "Cardiomegaly/mild"],
+    ]
+    studies = finalize_study_table(
+        pd.DataFrame(
+            {
+                "study_id": [f"CXR{i}" for i in range(6)],
+                "image_id": [f"CXR{i}_IM-{i:04d}-1001" for i in range(6)],
+                "patient_id": [f"CXR{i}" for i in range(6)],
+                "view": ["PA", "AP", "LATERAL", "UNKNOWN", "PA", "PA"],
+                "split": "train",
+                "findings": [f"report {i} findings." for i in range(6)],
+                "impression": [f"report {i} impression." for i in range(6)],
+                "source": "iu-xray",
+                "mesh_major": mesh,
+                "Pneumothorax": [1.0, np.nan, 0.0, np.nan, np.nan, np.nan],
+                "Fracture": [np.nan, 1.0, np.nan, np.nan, np.nan, np.nan],
+                "Edema": [np.nan, np.nan, -1.0, np.nan, np.nan, np.nan],
+            }
+        )
+    )
+    fake = iu_xray.IUXrayTables(reports=pd.DataFrame(), studies=studies, errors=(), inputs=())
+    monkeypatch.setattr(iu_xray, "load_iu_xray", lambda config=None: fake)
+
+    res = build_iu_phantom(workspace, IUPhantomConfig(size=48, seed=0), workers=1)
+    out = pd.read_parquet(res.path / "studies.parquet")
     factors = pd.read_parquet(res.path / "factors.parquet")
-    assert len(studies) == 12 and studies["image_id"].tolist() == factors["image_id"].tolist()
-    assert studies["study_id"].iloc[0] == "CXR1" and studies["findings"].str.len().gt(0).any()
+    assert len(out) == 6 and out["image_id"].tolist() == factors["image_id"].tolist()
+    assert out["findings"].tolist() == studies["findings"].tolist()  # the real report text is the reference
     assert {"unrendered", "mesh_used", "labels_used", *(f"report.{lab}" for lab in CHEXPERT_LABELS)} <= set(factors)
-    assert (studies["source"] == "iu-phantom").all() and set(studies["view"]) <= {"PA", "AP"}
+    assert (out["source"] == "iu-phantom").all() and set(out["view"]) <= {"PA", "AP"}
+    assert res.manifest.extra["report_labels"] == "load_iu_xray"
+    f0, f1, f2, f3, f4, f5 = (factors.iloc[k] for k in range(6))
+    assert f0["pneumothorax.present"] == 1 and "Pneumothorax" in list(f0["labels_used"])
+    # a vertebral fracture is named by an unrendered tag: no rib fracture is invented from the label
+    assert f1["fracture.present"] == 0 and list(f1["unrendered"]) == ["Fractures, Bone/thoracic vertebrae"]
+    assert f2["edema.present"] == 1 and f2["edema.uncertain"] and f2["edema.intensity"] == 0.5
+    assert out.iloc[2]["Edema"] == -1.0 and out.iloc[0]["Pneumothorax"] == 1.0
+    assert (f2["pleural_effusion.side"], f2["pleural_effusion.severity"]) == ("right", 0.25)
+    assert (f3["lung_lesion.side"], f3["lung_lesion.zone"]) == ("left", "upper")
+    assert list(f4["unrendered"]) == ["Aorta/tortuous"] and np.isnan(out.iloc[4]["No Finding"])
+    assert f5["pacemaker.side"] == "left" and f5["cardiomegaly.severity"] == 0.25
+    assert out["view"].tolist() == ["PA", "AP", "PA", "PA", "PA", "PA"]  # lateral ids get a frontal phantom
     # the drawn-truth labels agree with the masks
-    for rec in studies.to_dict("records"):
+    for rec in out.to_dict("records"):
         masks = read_label_masks(res.path / "masks" / f"{rec['image_id']}.png")
         assert masks.any() == (rec["No Finding"] != 1.0) or np.isnan(rec["No Finding"])
 
