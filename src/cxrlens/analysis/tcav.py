@@ -249,7 +249,7 @@ def tcav_plot(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path
     and labelled "n.s."; significant ones carry their BH q-value."""
     from cxrlens.analysis.plots import new_figure, save_png
 
-    fig = new_figure(max(4.0, 0.7 * len(table) + 1.5), 3.4)
+    fig = new_figure(max(4.0, 1.05 * len(table) + 1.5), 3.6)
     ax = fig.add_subplot()
     x = np.arange(len(table))
     for i, r in enumerate(table.itertuples()):
@@ -266,7 +266,7 @@ def tcav_plot(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path
         ax.plot([i - 0.4, i + 0.4], [r.null_mean] * 2, color="#cc3311", lw=1.5)
         label = f"q={r.q:.1e}" if sig else f"n.s.\n(q={r.q:.2f})"
         ax.text(i, min(r.tcav_mean + r.tcav_std + 0.03, 1.02), label, ha="center", va="bottom", fontsize=6)
-    ax.set_xticks(x, [f"{r['class']}\n{r['concept']}" for _, r in table.iterrows()], fontsize=7)
+    ax.set_xticks(x, [f"{r['class']}\n← {r['concept']}" for _, r in table.iterrows()], fontsize=6)
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("TCAV score")
     ax.set_title((title + "\n" if title else "") + "red line: mean score of random-vs-random CAVs (null)", fontsize=8)
