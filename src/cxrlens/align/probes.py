@@ -24,7 +24,14 @@ import pandas as pd
 
 from cxrlens.errors import BadInputError
 
-__all__ = ["ProbeConfig", "learning_curve_figure", "run_probes", "stratified_subsample", "summarize_probes"]
+__all__ = [
+    "ELIXR_PROBE_FINDINGS",
+    "ProbeConfig",
+    "learning_curve_figure",
+    "run_probes",
+    "stratified_subsample",
+    "summarize_probes",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,16 +162,27 @@ def run_probes(
     return pd.DataFrame(out)
 
 
+# the five findings of ELIXR's data-efficient classification (for a like-for-like mean)
+ELIXR_PROBE_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Pleural Effusion", "Edema")
+
+
 def summarize_probes(long: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± sd of AUC over seeds per feature set × finding × fraction, plus a ``mean`` row per set × fraction
-    (the mean over findings, its sd taken over seeds of that mean)."""
+    """Mean ± sd of AUC over seeds per feature set × finding × fraction, plus ``mean`` (over all probed findings)
+    and ``mean (ELIXR 5)`` (over :data:`ELIXR_PROBE_FINDINGS`, when all were probed) rows per set × fraction, their
+    sd taken over seeds of the mean."""
     per = long.groupby(["features", "finding", "fraction"])["auc"].agg(["mean", "std"]).reset_index()
     per["std"] = per["std"].fillna(0.0)
-    mean_seed = long.groupby(["features", "fraction", "seed"])["auc"].mean().reset_index()
-    overall = mean_seed.groupby(["features", "fraction"])["auc"].agg(["mean", "std"]).reset_index()
-    overall["std"] = overall["std"].fillna(0.0)
-    overall.insert(1, "finding", "mean")
-    return pd.concat([per, overall], ignore_index=True).rename(columns={"mean": "auc_mean", "std": "auc_sd"})
+    parts = [per]
+    groups = {"mean": long}
+    if set(ELIXR_PROBE_FINDINGS) <= set(long["finding"]):
+        groups["mean (ELIXR 5)"] = long[long["finding"].isin(ELIXR_PROBE_FINDINGS)]
+    for label, sub in groups.items():
+        mean_seed = sub.groupby(["features", "fraction", "seed"])["auc"].mean().reset_index()
+        overall = mean_seed.groupby(["features", "fraction"])["auc"].agg(["mean", "std"]).reset_index()
+        overall["std"] = overall["std"].fillna(0.0)
+        overall.insert(1, "finding", label)
+        parts.append(overall)
+    return pd.concat(parts, ignore_index=True).rename(columns={"mean": "auc_mean", "std": "auc_sd"})
 
 
 def learning_curve_figure(summary: pd.DataFrame, path: str | Path, title: str = "") -> Path:

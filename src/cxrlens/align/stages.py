@@ -245,6 +245,9 @@ def run_probe(
     if len(raw) != len(ctx.split):
         raise BadInputError(store.path, f"store has {len(raw)} images, the align run {len(ctx.split)}")
     features = {"adapter": ctx.run.image_emb_NE.numpy(), f"backbone ({pooled})": raw}
+    mean_stream = pooled.rsplit("/", 1)[0] + "/mean"
+    if mean_stream in store.stream_names and mean_stream != pooled:  # the adapter also saw the patch tokens
+        features[f"backbone ({pooled} ⊕ {mean_stream})"] = np.concatenate([raw, store.read(mean_stream).numpy()], 1)
     if cfg.sae_run:
         features[f"sae ({cfg.sae_run})"] = sae_codes(workspace, cfg.sae_run, torch.from_numpy(raw)).numpy()
 
@@ -254,11 +257,11 @@ def run_probe(
         atomic_write_parquet(tmp / "probes.parquet", long)
         atomic_write_parquet(tmp / "summary.parquet", summary)
         learning_curve_figure(summary, tmp / "learning_curve.png", f"Linear probes · {ctx.dataset}")
-        means = summary[summary["finding"] == "mean"]
+        means = summary[summary["finding"].str.startswith("mean")]
         info = {
             "findings": sorted(long["finding"].unique().tolist()),
             "mean_auc": {
-                f"{r.features} @ {r.fraction:g}": [round(float(r.auc_mean), 4), round(float(r.auc_sd), 4)]
+                f"{r.finding} · {r.features} @ {r.fraction:g}": [round(float(r.auc_mean), 4), round(float(r.auc_sd), 4)]
                 for r in means.itertuples()
             },
         }
