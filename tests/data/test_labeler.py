@@ -142,6 +142,8 @@ def test_pseudo_negation_is_positive(text: str, name: str) -> None:
 def test_negation_does_not_cross_sentences_or_terminators() -> None:
     out = label_reports(["No pneumothorax. Small left effusion.", "No pneumothorax, but there is a small effusion."])
     assert (out["Pneumothorax"] == 0).all() and (out["Pleural Effusion"] == 1).all()
+    # a clause break must also cut a backward scope that an earlier terminator ("There is") already narrowed
+    assert one("There is stable, mild cardiomegaly with normal caliber pulmonary vasculature.", "Cardiomegaly") == 1
 
 
 def test_strongest_mention_wins() -> None:

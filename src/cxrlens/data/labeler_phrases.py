@@ -1063,8 +1063,10 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
     ("not only", [{"LOWER": "not"}, {"LOWER": {"IN": ["only", "necessarily"]}}], "PSEUDO", "PSEUDO", None),
     ("no longer than", "no longer than", "PSEUDO", "PSEUDO", None),
     ("gram negative", "gram negative", "PSEUDO", "PSEUDO", None),
-    # --- clause breaks: end the scope of the backward "is normal" rule only
-    ("clause break", [{"LOWER": {"IN": [",", ";", "and", "with"]}}], "CLAUSE", "PSEUDO", None),
+    # --- clause breaks: end the scope of the backward "is normal" rule only. Breaks and terminators get a one-token
+    # scope: medspaCy's overlap test misses a scope that lies strictly inside another, so a sentence-wide scope
+    # would fail to cut a modifier whose scope was already narrowed.
+    ("clause break", [{"LOWER": {"IN": [",", ";", "and", "with"]}}], "CLAUSE", "PSEUDO", 1),
     # --- scope terminators: "no pneumothorax, but a small effusion"
     (
         "but",
@@ -1090,14 +1092,14 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
         ],
         "TERMINATE",
         "TERMINATE",
-        None,
+        1,
     ),
-    ("apart from", [{"LOWER": {"IN": ["apart", "aside"]}}, {"LOWER": "from"}], "TERMINATE", "TERMINATE", None),
+    ("apart from", [{"LOWER": {"IN": ["apart", "aside"]}}, {"LOWER": "from"}], "TERMINATE", "TERMINATE", 1),
     (
         "there is",
         [{"LOWER": "there"}, {"LOWER": {"IN": ["is", "are", "has", "have"]}}, {"LOWER": "been", "OP": "?"}],
         "TERMINATE",
         "TERMINATE",
-        None,
+        1,
     ),
 )
