@@ -135,6 +135,7 @@ def run_zero_shot(
             "findings_scored": len(scored),
             "mean_auc": float(scored["auc"].mean()) if len(scored) else None,
             "mean_auc_neg_prompt_only": float(neg["auc_neg"].mean()) if neg["auc_neg"].notna().any() else None,
+            "mean_bacc_at_0": float(neg["bacc_at_0"].mean()) if neg["bacc_at_0"].notna().any() else None,
             "mean_raw_cos_pos_neg": float(neg["raw_cos"].mean()),
             "mean_proj_cos_pos_neg": float(neg["proj_cos"].mean()),
             "label_policy": "u-ignore, nan-negative",

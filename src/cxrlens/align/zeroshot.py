@@ -17,7 +17,7 @@ class only are redrawn.
 ignores negation embeds them alike and the score collapses. Per finding it reports the cosine between the positive
 and negative ensembles before (raw MiniLM) and after the projection, and three AUCs: ``cos(image, positive)``,
 ``cos(image, negative)`` (should fall *below* 0.5 when negation is understood; ≈ the positive AUC when it is
-ignored) and the difference score.
+ignored) and the difference score, and the balanced accuracy of choosing the nearer of the two prompts.
 """
 
 from __future__ import annotations
@@ -260,7 +260,9 @@ def negation_check(
 
     Returns per finding: ``raw_cos`` (positive vs negative ensemble in raw MiniLM space), ``proj_cos`` (after the
     projection), ``auc_pos`` (score = cos to the positive ensemble), ``auc_neg`` (score = cos to the negative
-    ensemble; < 0.5 = negation understood), ``auc_diff`` (the zero-shot score).
+    ensemble; < 0.5 = negation understood, but a shared "abnormal image" direction can lift it), ``auc_diff`` (the
+    zero-shot score) and ``bacc_at_0`` (balanced accuracy of picking the nearer prompt of the pair, no threshold
+    tuning: 0.5 = the pair is not told apart).
     """
     chosen = {f: PROMPTS[f] for f in (cfg.findings or tuple(PROMPTS))}
     raw = prompt_embeddings(chosen, embed, None)
@@ -281,8 +283,17 @@ def negation_check(
         if y[keep].sum() >= cfg.min_positives and (y[keep] == 0).sum() >= cfg.min_positives:
             p, n = proj[finding]
             sp, sn = (img @ p).numpy()[keep], (img @ n).numpy()[keep]
-            rec.update({"auc_pos": auc(y[keep], sp), "auc_neg": auc(y[keep], sn), "auc_diff": auc(y[keep], sp - sn)})
+            yk = y[keep].astype(bool)
+            picks_pos = sp > sn  # the two-way choice a softmax over (positive, negative) makes, uncalibrated
+            rec.update(
+                {
+                    "auc_pos": auc(yk, sp),
+                    "auc_neg": auc(yk, sn),
+                    "auc_diff": auc(yk, sp - sn),
+                    "bacc_at_0": float((picks_pos[yk].mean() + (~picks_pos[~yk]).mean()) / 2),
+                }
+            )
         else:
-            rec.update({"auc_pos": np.nan, "auc_neg": np.nan, "auc_diff": np.nan})
+            rec.update({"auc_pos": np.nan, "auc_neg": np.nan, "auc_diff": np.nan, "bacc_at_0": np.nan})
         out.append(rec)
     return pd.DataFrame(out)

@@ -99,7 +99,16 @@ def zero_shot_cmd(
     table = pd.read_parquet(result.path / "zeroshot.parquet")
     neg = pd.read_parquet(result.path / "negation.parquet").set_index("finding")
     out = Table(title=f"Zero-shot AUC ({split}, 95 % bootstrap CI)", title_justify="left")
-    for c in ("finding", "pos", "neg", "AUC", "95 % CI", "AUC neg-prompt only", "cos(pos,neg) raw → proj"):
+    for c in (
+        "finding",
+        "pos",
+        "neg",
+        "AUC",
+        "95 % CI",
+        "AUC neg-prompt only",
+        "bal. acc @0",
+        "cos(pos,neg) raw → proj",
+    ):
         out.add_column(c, justify="left" if c == "finding" else "right")
     for r in table.itertuples():
         nr = neg.loc[r.finding] if r.finding in neg.index else None
@@ -110,6 +119,7 @@ def zero_shot_cmd(
             _fmt(r.auc),
             f"{_fmt(r.ci_low)}–{_fmt(r.ci_high)}",
             _fmt(nr["auc_neg"]) if nr is not None else "–",
+            _fmt(nr["bacc_at_0"]) if nr is not None else "–",
             f"{_fmt(nr['raw_cos'], 2)} → {_fmt(nr['proj_cos'], 2)}" if nr is not None else "–",
         )
     console.print(out)
