@@ -49,12 +49,13 @@ def test_driving_concept_significant_random_concept_not(trained, tmp_path) -> No
     probe = LayerProbe(model, "3")  # after the second conv's ReLU
     positives = _images(60, torch.ones(60, dtype=torch.bool), gen)
     pool = _images(400, torch.zeros(400, dtype=torch.bool), gen)
-    concepts = {"bright-square": _images(40, torch.ones(40, dtype=torch.bool), gen), "random-set": pool[:40]}
-    table = run_tcav(probe, {"finding": (1, positives)}, concepts, pool[40:], TCAVConfig(n_random=20))
+    concepts = {"bright-square": _images(80, torch.ones(80, dtype=torch.bool), gen), "random-set": pool[:80]}
+    table = run_tcav(probe, {"finding": (1, positives)}, concepts, pool[80:], TCAVConfig(n_random=20), set_size=30)
     row = table.set_index("concept")
     assert row.loc["bright-square", "significant"] and row.loc["bright-square", "tcav_mean"] > 0.8
     assert not row.loc["random-set", "significant"]
-    assert row.loc["bright-square", "cav_accuracy"] > 0.9
+    assert row.loc["bright-square", "cav_accuracy"] > 0.9 and row.loc["bright-square", "cav_ok"]
+    assert row.loc["random-set", "cav_accuracy"] < 0.7  # a random set is not separable from random sets
     assert len(row.loc["bright-square", "scores"]) == 20 and len(row.loc["bright-square", "null_scores"]) == 20
     assert tcav_plot(table, tmp_path / "tcav.png").stat().st_size > 1000
 

@@ -28,8 +28,17 @@ def _one_thread():
 
 @pytest.mark.parametrize(("kind", "grid"), [("ae", 4), ("beta-vae", 1), ("factor-vae", 1)])
 def test_training_reduces_loss(kind: str, grid: int) -> None:
-    cfg = VAEConfig(kind=kind, image_size=32, latent_channels=4, latent_grid=grid, width=16, steps=40, batch_size=32,
-                    lr=2e-3, beta=1.0)  # fmt: skip
+    cfg = VAEConfig(
+        kind=kind,
+        image_size=32,
+        latent_channels=4,
+        latent_grid=grid,
+        width=16,
+        steps=40,
+        batch_size=32,
+        lr=2e-3,
+        beta=1.0,
+    )
     trained = train_vae(_blobs(), cfg)
     recon = [h["recon"] for h in trained.history]
     assert np.mean(recon[-5:]) < 0.8 * np.mean(recon[:5])
@@ -42,8 +51,9 @@ def test_training_reduces_loss(kind: str, grid: int) -> None:
 
 def test_checkpoints_round_trip_and_refuse_another_config(tmp_path) -> None:
     x = _blobs()
-    cfg = VAEConfig(kind="factor-vae", image_size=32, latent_channels=3, width=8, steps=6, batch_size=16,
-                    checkpoint_every=3)  # fmt: skip
+    cfg = VAEConfig(
+        kind="factor-vae", image_size=32, latent_channels=3, width=8, steps=6, batch_size=16, checkpoint_every=3
+    )
     full = train_vae(x, cfg)
     train_vae(x, cfg, checkpoint_dir=tmp_path / "run")  # same run, with checkpoints: same result
     loaded = load_vae(tmp_path / "run" / "last.safetensors")
@@ -59,8 +69,9 @@ def test_checkpoints_round_trip_and_refuse_another_config(tmp_path) -> None:
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path) -> None:
     x = _blobs()
-    cfg = VAEConfig(kind="beta-vae", image_size=32, latent_channels=3, width=8, steps=6, batch_size=16,
-                    checkpoint_every=2)  # fmt: skip
+    cfg = VAEConfig(
+        kind="beta-vae", image_size=32, latent_channels=3, width=8, steps=6, batch_size=16, checkpoint_every=2
+    )
     full = train_vae(x, cfg)
     seen: list[int] = []
 
@@ -80,8 +91,9 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path) -> None:
 
 def test_traversal_png_and_bad_inputs(tmp_path) -> None:
     x = _blobs(32)
-    trained = train_vae(x, VAEConfig(kind="ae", image_size=32, latent_channels=3, latent_grid=4, width=8, steps=2,
-                                     batch_size=8))  # fmt: skip
+    trained = train_vae(
+        x, VAEConfig(kind="ae", image_size=32, latent_channels=3, latent_grid=4, width=8, steps=2, batch_size=8)
+    )
     png = traversal_grid(trained.model, x[0], encode(trained.model, x), tmp_path / "t.png", n_values=5)
     assert png.stat().st_size > 1000
     with pytest.raises(ValueError, match="kind"):

@@ -167,10 +167,14 @@ def embedding_plot(
     for ax, (name, values) in zip(axes, colour_by.items(), strict=True):
         v = np.asarray(values)
         if _is_categorical(v):
-            for lab in np.unique(v.astype(str)):
-                m = v.astype(str) == lab
-                ax.scatter(emb_N2[m, 0], emb_N2[m, 1], s=3, alpha=0.6, label=lab)
-            ax.legend(fontsize=6, markerscale=3, loc="best")
+            from matplotlib.lines import Line2D
+
+            cats, codes = np.unique(v.astype(str), return_inverse=True)
+            palette = np.array([f"C{i % 10}" for i in range(len(cats))])
+            order = np.random.default_rng(0).permutation(len(v))  # no class hides under another
+            ax.scatter(emb_N2[order, 0], emb_N2[order, 1], c=palette[codes[order]], s=3, alpha=0.6)
+            handles = [Line2D([], [], marker="o", ls="", color=palette[i], label=c) for i, c in enumerate(cats)]
+            ax.legend(handles=handles, fontsize=6, loc="best")
         else:
             sc = ax.scatter(emb_N2[:, 0], emb_N2[:, 1], c=v.astype(float), s=3, alpha=0.7, cmap="viridis")
             fig.colorbar(sc, ax=ax, shrink=0.8)

@@ -158,7 +158,8 @@ def _load_classifier(ws: Workspace, spec: str) -> tuple[nn.Module, tuple[str, ..
 class TCAVStage:
     """``cxrlens analyze tcav``: TCAV of ``classes`` of a classifier for ``concepts`` at ``layer``.
 
-    A random-set concept (``random-control``) is always added: it must come out not significant.
+    A random-set concept (``random-control``) is always added: it must come out not significant. Each concept keeps
+    up to ``concept_pool`` matching images; every CAV draws ``set_size`` of them.
     """
 
     model: str = "lt-vit:lt-vit"
@@ -168,6 +169,7 @@ class TCAVStage:
     concepts: tuple[str, ...] = ("large-heart=ctr==0.46",)
     split: str = "test"
     set_size: int = 40
+    concept_pool: int = 200
     class_examples: int = 100
     tcav: TCAVConfig = field(default_factory=TCAVConfig)
     threads: int = 1
@@ -215,8 +217,9 @@ def tcav_stage(ws: Workspace, cfg: TCAVStage, run: str, *, force: bool = False) 
                 raise BadInputError(
                     None, f"concept {spec!r}: {len(hit)} images in split {cfg.split!r}, need {cfg.set_size}"
                 )
-            concepts[name] = images[rng.choice(hit, cfg.set_size, replace=False)]
-        concepts["random-control"] = images[rng.choice(len(images), cfg.set_size, replace=False)]
+            concepts[name] = images[rng.choice(hit, min(len(hit), cfg.concept_pool), replace=False)]
+        pool = min(len(images), cfg.concept_pool)
+        concepts["random-control"] = images[rng.choice(len(images), pool, replace=False)]
         class_inputs = {}
         for cls in cfg.classes:
             if cls not in labels:

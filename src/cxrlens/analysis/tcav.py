@@ -5,11 +5,15 @@
 * **Conceptual sensitivity** of an input of class ``k``: the directional derivative of the class-``k`` logit along
   the CAV at that layer, ``∇h_k(f_l(x)) · v``.
 * **TCAV score**: the fraction of class-``k`` inputs with positive sensitivity.
-* **Test**: one CAV (and score) per random counterpart set ``R_1 … R_n`` (``n ≥ 20``); the null distribution comes
+* **Test**: one CAV (and score) per random counterpart set ``R_1 … R_n`` (``n ≥ 20``), each with a fresh subset of the
+  concept's examples (a fixed concept set would make the 20 scores share one positive set: pseudo-replication that
+  shrinks their spread and inflates t); the null distribution comes
   from CAVs trained on a random set against another random set (``R_i`` vs ``R_{i+1}``), so a concept is only
   credited when its scores differ from what random directions give. Two-sided Welch t-test of concept scores vs
   null scores, then Benjamini–Hochberg across all (concept, class) tests of one run. A score is reported as
-  significant only when its BH-adjusted p-value is below ``alpha``; others are shown as not significant.
+  significant only when its BH-adjusted p-value is below ``alpha`` *and* its CAVs separate the concept from random
+  sets (mean held-out CAV accuracy ≥ ``min_cav_accuracy``: a CAV at chance is a random direction, and its score says
+  nothing about the concept); others are shown as not significant.
 
 Gradients of the class examples are computed once; every CAV then costs a dot product.
 """
@@ -43,6 +47,8 @@ class TCAVConfig:
     Attributes:
         n_random: random counterpart sets (and null CAVs); at least 20.
         alpha: false-discovery rate for Benjamini–Hochberg.
+        min_cav_accuracy: a concept whose CAVs separate it from random sets with a mean held-out accuracy below
+            this is not linearly represented at the layer; its score is never called significant.
         c: inverse L2 strength of the logistic-regression CAV.
         cav_test_size: fraction of each CAV's examples held out to report the CAV's accuracy.
         batch_size: inputs per forward/backward pass.
@@ -51,6 +57,7 @@ class TCAVConfig:
 
     n_random: int = 20
     alpha: float = 0.05
+    min_cav_accuracy: float = 0.7
     c: float = 1.0
     cav_test_size: float = 0.25
     batch_size: int = 64
@@ -168,12 +175,14 @@ def tcav_test(
 
     Args:
         grads_by_class: class name → ``(N_k, D)`` logit gradients of that class's examples at the layer.
-        concept_acts: concept name → ``(n_c, D)`` activations of its examples.
+        concept_acts: concept name → ``(n_c, D)`` activations of its example pool; each run draws a subset of the
+            random-set size from it (the whole pool when it is that small: then the concept's 20 scores share one
+            positive set and vary less than the null, see ``concept_pool``).
         random_acts: ``n_random`` arrays ``(n_r, D)``, activations of random example sets.
 
     Returns one row per (class, concept): ``tcav_mean``, ``tcav_std``, ``null_mean``, ``null_std``, ``t``, ``p``,
-    ``q`` (BH), ``significant``, ``cav_accuracy`` (mean held-out accuracy of the concept CAVs) and the raw
-    ``scores``/``null_scores`` lists.
+    ``q`` (BH), ``cav_accuracy`` (mean held-out accuracy of the concept CAVs), ``cav_ok``, ``significant``
+    (q < alpha and cav_ok), ``concept_pool`` and the raw ``scores``/``null_scores`` lists.
     """
     if len(random_acts) < cfg.n_random:
         raise ValueError(f"{len(random_acts)} random sets given, config asks for {cfg.n_random}")
@@ -183,12 +192,21 @@ def tcav_test(
         train_cav(rand[i], rand[(i + 1) % n], c=cfg.c, test_size=cfg.cav_test_size, seed=cfg.seed + i)[0]
         for i in range(n)
     ]
+    set_size = len(rand[0])
     concept_cavs: dict[str, list[np.ndarray]] = {}
     cav_acc: dict[str, float] = {}
-    for name, acts in concept_acts.items():
-        fits = [train_cav(acts, rand[i], c=cfg.c, test_size=cfg.cav_test_size, seed=cfg.seed + i) for i in range(n)]
+    pool_size: dict[str, int] = {}
+    for j, (name, acts) in enumerate(concept_acts.items()):
+        rng = np.random.default_rng([cfg.seed, j])
+        k = min(set_size, len(acts))
+        # a fresh concept subset per run when the pool allows: concept CAVs then vary like the null CAVs do
+        subsets = [acts[rng.choice(len(acts), size=k, replace=False)] for _ in range(n)]
+        fits = [
+            train_cav(subsets[i], rand[i], c=cfg.c, test_size=cfg.cav_test_size, seed=cfg.seed + i) for i in range(n)
+        ]
         concept_cavs[name] = [f[0] for f in fits]
         cav_acc[name] = float(np.mean([f[1] for f in fits]))
+        pool_size[name] = len(acts)
     rows = []
     for cls, grads in grads_by_class.items():
         null = np.array([(grads @ v > 0).mean() for v in null_cavs])
@@ -206,6 +224,8 @@ def tcav_test(
                     "t": t_stat,
                     "p": p,
                     "cav_accuracy": cav_acc[name],
+                    "cav_ok": cav_acc[name] >= cfg.min_cav_accuracy,
+                    "concept_pool": pool_size[name],
                     "n_class_examples": len(grads),
                     "scores": scores.tolist(),
                     "null_scores": null.tolist(),
@@ -213,7 +233,7 @@ def tcav_test(
             )
     table = pd.DataFrame(rows)
     table["q"] = benjamini_hochberg(table["p"].to_numpy()) if len(table) else []
-    table["significant"] = table["q"] < cfg.alpha
+    table["significant"] = (table["q"] < cfg.alpha) & table["cav_ok"] if len(table) else []
     return table
 
 
@@ -227,12 +247,12 @@ def run_tcav(
     set_size: int | None = None,
 ) -> pd.DataFrame:
     """TCAV for a model: ``class_inputs`` maps a class name to (logit index, its example inputs); ``concepts`` maps a
-    concept name to its example inputs; random sets of ``set_size`` (default: the median concept size) are drawn
-    without replacement from ``random_pool`` (inputs unrelated to any concept, e.g. random dataset images).
+    concept name to its example pool; random sets of ``set_size`` (default: the median concept pool, at most 50) are
+    drawn without replacement from ``random_pool`` (e.g. random dataset images).
     """
     rng = np.random.default_rng(cfg.seed)
     sizes = [len(v) for v in concepts.values()]
-    size = set_size or int(np.median(sizes))
+    size = set_size or min(int(np.median(sizes)), 50)
     if size > len(random_pool):
         raise ValueError(f"random pool has {len(random_pool)} inputs, fewer than a set of {size}")
     pool_acts = probe.activations(random_pool)
@@ -264,7 +284,7 @@ def tcav_plot(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path
             capsize=3,
         )
         ax.plot([i - 0.4, i + 0.4], [r.null_mean] * 2, color="#cc3311", lw=1.5)
-        label = f"q={r.q:.1e}" if sig else f"n.s.\n(q={r.q:.2f})"
+        label = f"q={r.q:.1e}" if sig else (f"n.s.\n(q={r.q:.2f})" if r.cav_ok else f"CAV acc\n{r.cav_accuracy:.2f}")
         ax.text(i, min(r.tcav_mean + r.tcav_std + 0.03, 1.02), label, ha="center", va="bottom", fontsize=6)
     ax.set_xticks(x, [f"{r['class']}\n← {r['concept']}" for _, r in table.iterrows()], fontsize=6)
     ax.set_ylim(0, 1.15)
