@@ -113,3 +113,28 @@ def test_cli_backbone_train_and_info(shapes_ws: Workspace, tmp_path: Path, capsy
     with pytest.raises(SystemExit) as missing:
         main(["backbone", "info", "cxrlens:nope", "-w", str(shapes_ws.root)])
     assert missing.value.code == 2 and "cxrlens backbone train --name nope" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_shipped_default_backbone_loads_and_its_architecture_trains(shapes_ws: Workspace) -> None:
+    """cxrlens:default resolves to the weights in the package; the shipped architecture is the default ViTArch and
+    the objective that produced it trains (a few steps) through the same code."""
+    from cxrlens.backbones.vit import DEFAULT_BACKBONE, assets_dir, build_vit
+
+    shipped = assets_dir() / DEFAULT_BACKBONE
+    probe = json.loads((shipped / "probe.json").read_text())
+    backbone = load_backbone("cxrlens:default")  # no workspace: package assets
+    assert backbone.spec == f"cxrlens:{DEFAULT_BACKBONE}"
+    assert backbone.layers == ["block.0", "block.1", "block.2", "block.3", "final"]
+    out = backbone.encode(backbone.preprocess(torch.rand(2, 224, 224)), tokens=("cls", "patch"))
+    assert out.cls["final"].shape == (2, 128) and out.grid == (8, 8)
+    fresh, _ = build_vit(ViTArch())
+    shipped_cfg = json.loads((shipped / "config.json").read_text())
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size", "num_channels"):
+        assert shipped_cfg[key] == getattr(fresh.config, key)
+    torch.set_num_threads(1)
+    cfg = BackboneTrainConfig(dataset="shapes", steps=3, batch_size=8, warmup_steps=1)
+    data = load_train_data(shapes_ws, cfg, show_progress=False)
+    text = torch.nn.functional.normalize(_hash_embed(data.texts), dim=-1)
+    model, losses = train_objective(probe["chosen"], data, cfg, text_ND=text)
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in backbone.model.parameters())

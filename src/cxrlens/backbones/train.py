@@ -494,8 +494,11 @@ def train_backbone(
             models[objective] = model
         best = max(cfg.objectives, key=lambda o: np.nan_to_num(results[o]["val_macro_renderable"], nan=-1.0))
         _, processor = build_vit(cfg.arch, seed=cfg.seed)
-        models[best].save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
+        from cxrlens.backbones.hf import _quiet
+
+        with _quiet():
+            models[best].save_pretrained(tmp, safe_serialization=True)
+            processor.save_pretrained(tmp)
         summary = {
             "chosen": best,
             "selected_by": "val_macro_renderable (linear probe, frozen [CLS ‖ mean patch] features)",
