@@ -556,6 +556,9 @@ def train_adapter(
     if len(train_rows) < cfg.batch_size:
         raise BadInputError(None, f"only {len(train_rows)} training images with reports (< batch {cfg.batch_size})")
     if len(val_rows) < 2:
+        from cxrlens.console import warn_line
+
+        warn_line("no validation images with reports: model selection uses the first 10 % of the training images")
         val_rows = train_rows[: max(2, len(train_rows) // 10)]
     model = AlignModel(data.pooled_ND.shape[1], data.report_NDt.shape[1], cfg, data.patches_NTD is not None)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "logit_scale"]
