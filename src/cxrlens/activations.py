@@ -90,6 +90,8 @@ class ExtractConfig:
         split: ``train``, ``val``, ``test`` or ``all``.
         batch_size: images per forward pass (batches never straddle shards).
         shard_mb: maximum shard size in MiB.
+        shard_images: maximum images per shard (bounds the work a crash can lose; a resumed run redoes at most
+            one shard).
     """
 
     dataset: str
@@ -100,14 +102,15 @@ class ExtractConfig:
     split: str = "all"
     batch_size: int = 32
     shard_mb: float = 256.0
+    shard_images: int = 2048
 
     def __post_init__(self) -> None:
         if self.dtype not in STORE_DTYPES:
             raise BadInputError(None, f"dtype must be one of {', '.join(STORE_DTYPES)}, got {self.dtype!r}")
         if self.split not in ("train", "val", "test", "all"):
             raise BadInputError(None, f"split must be train, val, test or all, got {self.split!r}")
-        if self.batch_size < 1 or self.shard_mb <= 0:
-            raise BadInputError(None, "batch_size must be ≥ 1 and shard_mb > 0")
+        if self.batch_size < 1 or self.shard_mb <= 0 or self.shard_images < 1:
+            raise BadInputError(None, "batch_size and shard_images must be ≥ 1 and shard_mb > 0")
         bad = [t for t in self.tokens if t not in ("cls", "mean", "patch")]
         if bad or not self.tokens:
             raise BadInputError(None, f"tokens must be a non-empty subset of cls, mean, patch (got {self.tokens})")
@@ -236,7 +239,7 @@ def extract_activations(
     }
     itemsize = torch.tensor([], dtype=STORE_DTYPES[cfg.dtype]).element_size()
     bytes_per_image = sum(s["dim"] * s["tokens_per_image"] * itemsize for s in streams.values())
-    per_shard = max(1, int(cfg.shard_mb * 2**20) // bytes_per_image)
+    per_shard = max(1, min(cfg.shard_images, int(cfg.shard_mb * 2**20) // bytes_per_image))
     n_shards = math.ceil(len(paths) / per_shard)
     job = {
         "format": FORMAT_VERSION,

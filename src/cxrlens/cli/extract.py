@@ -21,6 +21,7 @@ def extract(
     batch_size: int = typer.Option(32, help="Images per forward pass."),
     split: str = typer.Option("all", help="train, val, test or all."),
     shard_mb: float = typer.Option(256.0, help="Maximum shard size in MiB."),
+    shard_images: int = typer.Option(2048, help="Maximum images per shard (what a crash can cost)."),
     run: str | None = typer.Option(None, help="Store name [default: <dataset>-<backbone>]."),
     device: str | None = typer.Option(None, help="cpu, cuda … [default: cuda if available]."),
     workers: int | None = typer.Option(None, help="DataLoader workers decoding images [default: CPUs-1, ≤ 4]."),
@@ -31,7 +32,6 @@ def extract(
 ) -> None:
     """Extract activations into activations/<run> (kill it any time; re-running resumes from the last shard)."""
     from cxrlens.activations import ExtractConfig, extract_activations
-    from cxrlens.workspace import dir_size
 
     cfg = ExtractConfig(
         dataset=dataset,
@@ -42,6 +42,7 @@ def extract(
         split=split,
         batch_size=batch_size,
         shard_mb=shard_mb,
+        shard_images=shard_images,
     )
     result = extract_activations(
         open_workspace(workspace),
@@ -53,6 +54,13 @@ def extract(
         xrv_cache_dir=xrv_cache_dir,
         force=force,
     )
+    print_extract_summary(result)
+
+
+def print_extract_summary(result) -> None:
+    """The activation store's summary table and where it is (also used by ``cxrlens demo``)."""
+    from cxrlens.workspace import dir_size
+
     m = result.manifest
     timing = m.extra.get("timing", {})
     secs, imgs = timing.get("seconds_this_run", 0.0), timing.get("images_this_run", 0)
