@@ -15,16 +15,19 @@ def test_version() -> None:
 
 def test_demo_then_reuse_then_info(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    first = run_cli("demo", "--workspace", str(ws))
+    first = run_cli("demo", "--workspace", str(ws), "--max-images", "24")
     assert first.returncode == 0, first.stderr
     assert "wrote" in first.stdout and "3,955" in first.stdout and "7,470" in first.stdout
     assert (ws / "datasets" / "iu-xray" / "studies.parquet").exists()
-    second = run_cli("demo", env={"CXRLENS_WORKSPACE": str(ws)})
+    assert len(list((ws / "datasets" / "iu-phantom" / "images").glob("*.png"))) == 24
+    assert (ws / "activations" / "iu-phantom-cxrlens-default" / "manifest.json").exists()
+    second = run_cli("demo", "--max-images", "24", env={"CXRLENS_WORKSPACE": str(ws)})
     assert second.returncode == 0, second.stderr
-    assert "reusing" in second.stdout and "--force to redo" in second.stdout
+    assert second.stdout.count("reusing") == 3 and "--force to redo" in second.stdout  # no stage ran again
     info = run_cli("workspace", "info", "-w", str(ws))
     assert info.returncode == 0
     assert "iu-xray" in info.stdout and "data.import.iu-xray" in info.stdout and "reports 3,955" in info.stdout
+    assert "iu-phantom" in info.stdout and "activations" in info.stdout
 
 
 def test_empty_workspace_info(tmp_path: Path) -> None:

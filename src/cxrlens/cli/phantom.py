@@ -15,7 +15,8 @@ SIZE_OPTION = typer.Option(224, help="Image side in pixels (32 … 512).")
 WORKERS_OPTION = typer.Option(None, help="Render processes [default: number of CPUs].")
 
 
-def _summary(result, title: str) -> None:
+def print_phantom_summary(result, title: str) -> None:
+    """Counts of what a phantom build drew, and its sample grid (also used by ``cxrlens demo``)."""
     import pandas as pd
 
     from cxrlens.data.phantom.datasets import SAMPLE_GRID
@@ -53,7 +54,7 @@ def build_iu_phantom_cmd(
     cfg = IUPhantomConfig(n=n, size=size, seed=seed, uncertain=uncertain)
     result = build_iu_phantom(open_workspace(workspace), cfg, name=name, force=force, workers=workers)
     print_stage_result(result, f"dataset {name}")
-    _summary(result, "IU-phantom")
+    print_phantom_summary(result, "IU-phantom")
 
 
 @build_app.command("sprites")
@@ -73,4 +74,4 @@ def build_sprites_cmd(
     cfg = SpritesConfig(n=n, size=size, seed=seed, p_present=p_present)
     result = build_sprites(open_workspace(workspace), cfg, name=name, force=force, workers=workers)
     print_stage_result(result, f"dataset {name}")
-    _summary(result, "cxr-sprites")
+    print_phantom_summary(result, "cxr-sprites")
