@@ -206,7 +206,7 @@ def sanity_plot(results: Sequence[SanityResult], path: str | Path) -> Path:
             ax.set_xticks(np.arange(len(steps) + 1), ["none", *steps], rotation=45, fontsize=6, ha="right")
             ax.set_xlabel("groups randomised (from the output)")
         else:
-            ax.set_xlabel("fraction of parameter groups randomised (output → input)")
+            ax.set_xlabel("fraction of groups randomised (output → input)", fontsize=7)
     ax2.legend(fontsize=6)
     fig.suptitle("Cascading parameter randomisation: maps must change (fall below the dashed line)", fontsize=8)
     return save_png(fig, path)
