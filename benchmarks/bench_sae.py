@@ -7,8 +7,8 @@ and the ablation of the SAE-Rad hybrid's switches.
 
 Speed: TopK, d = 768, 16× expansion (12,288 latents), k = 32, batch 1,024, Adam (lr 4e-4), the same synthetic
 activations (4,096 planted unit atoms, 16 active per token, noise 0.01) fed in the same order to both libraries,
-each in its own process, in alternating rounds (the best round of each counts). overcomplete runs from its own venv
-(``benchmarks/.peers/overcomplete-venv``, with ``matplotlib<3.9``); without it the peer is skipped with a message.
+each in its own process, in alternating rounds (ratios are the median of paired rounds). overcomplete runs from its
+own venv (``benchmarks/.peers/overcomplete-venv``, with ``matplotlib<3.9``); without it the peer is skipped.
 Roofline: cxrlens's useful FLOP/s (dense encoder ``2BDL`` + the sparse parts ``≈ 10BkD`` per training step) as a
 fraction of a plain ``torch.matmul`` of the encoder's shapes measured in the same run.
 
@@ -140,10 +140,10 @@ def _peer(path: Path, steps: int, warm: int) -> dict:
 
 
 def bench_speed(quick: bool) -> dict:
-    """Alternating rounds (cxrlens, then overcomplete); the best round of each counts (the CPU is shared)."""
+    """Alternating rounds of both libraries; best round per library, median of the paired-round ratios."""
     from safetensors.torch import save_file
 
-    steps, warm, rounds = (3, 1, 1) if quick else (15, 2, 3)
+    steps, warm, rounds = (3, 1, 1) if quick else (15, 2, 4)
     n_train, n_held = BATCH * (4 if quick else 16), BATCH * (2 if quick else 4)
     data = make_sparse_data(n_train + n_held, D, 4096, 16, seed=0)
     x, held = data.x[:n_train].contiguous(), data.x[n_train:].contiguous()
@@ -163,9 +163,11 @@ def bench_speed(quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "data.safetensors"
         save_file({"x": x, "held": held}, str(path))
-        for _ in range(rounds):
+        for r in range(rounds):  # alternate who goes first, so a changing load favours neither
+            if PEER_PY.exists() and r % 2:
+                peer_runs.append(_peer(path, steps, warm))
             ours_runs.append(_ours(x, held, steps, warm))
-            if PEER_PY.exists():
+            if PEER_PY.exists() and not r % 2:
                 peer_runs.append(_peer(path, steps, warm))
 
     def best(runs: list[dict]) -> dict:
@@ -185,8 +187,13 @@ def bench_speed(quick: bool) -> dict:
         out["overcomplete"] = peer_runs[0]
     else:
         out["overcomplete"], out["overcomplete_rounds"] = peer, peer_runs
-        out["ratio_train"] = ours["train_tokens_per_s"] / peer["train_tokens_per_s"]
-        out["ratio_encode"] = ours["encode_tokens_per_s"] / peer["encode_tokens_per_s"]
+        # ratios within each round (the two ran back to back), and their median: robust to load swings
+        for key in ("train", "encode"):
+            per = [
+                o[f"{key}_tokens_per_s"] / p[f"{key}_tokens_per_s"] for o, p in zip(ours_runs, peer_runs, strict=True)
+            ]
+            out[f"ratio_{key}_rounds"] = per
+            out[f"ratio_{key}"] = float(np.median(per))
     return out
 
 
@@ -273,7 +280,7 @@ def main() -> None:
         result["speed"] = speed
         ours, peer = speed["cxrlens"], speed["overcomplete"]
         print(f"TopK d={D} L={EXPANSION * D} k={K} batch={BATCH} (load average {result['load_average'][0]:.1f})")
-        print(f"{'':14s}{'train tok/s':>14s}{'encode tok/s':>14s}{'FVE@steps':>11s}")
+        print(f"{'best round':14s}{'train tok/s':>14s}{'encode tok/s':>14s}{'FVE@steps':>11s}")
         print(
             f"{'cxrlens':14s}{ours['train_tokens_per_s']:14,.0f}{ours['encode_tokens_per_s']:14,.0f}{ours['fve']:11.3f}"
         )
@@ -284,7 +291,11 @@ def main() -> None:
                 f"{'overcomplete':14s}{peer['train_tokens_per_s']:14,.0f}{peer['encode_tokens_per_s']:14,.0f}"
                 f"{peer['fve']:11.3f}"
             )
-            print(f"ratio cxrlens/overcomplete: train {speed['ratio_train']:.2f}×, encode {speed['ratio_encode']:.2f}×")
+            print(
+                f"ratio cxrlens/overcomplete (median of paired rounds): train {speed['ratio_train']:.2f}× "
+                f"{[round(v, 2) for v in speed['ratio_train_rounds']]}, encode {speed['ratio_encode']:.2f}× "
+                f"{[round(v, 2) for v in speed['ratio_encode_rounds']]}"
+            )
         print(
             f"roofline: matmul {speed['matmul_gflops']:.0f} GFLOP/s; cxrlens train {ours['train_gflops']:.0f} GFLOP/s "
             f"({ours['train_roofline_frac']:.0%}), sparse encode {ours['encode_gflops']:.0f} GFLOP/s "
@@ -293,12 +304,13 @@ def main() -> None:
     if not args.skip_ablation:
         print("hybrid ablation (synthetic d=64, 512 planted atoms, 4 active, 512 latents):")
         result["ablation"] = bench_ablation(args.quick)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if RESULTS.exists() and (args.skip_speed or args.skip_ablation):  # keep the part not rerun
-        old = json.loads(RESULTS.read_text())
+    results = RESULTS.with_suffix(".quick.json") if args.quick else RESULTS  # a smoke run never clobbers the figures
+    results.parent.mkdir(parents=True, exist_ok=True)
+    if results.exists() and (args.skip_speed or args.skip_ablation):  # keep the part not rerun
+        old = json.loads(results.read_text())
         result = {**{k: v for k, v in old.items() if k in ("speed", "ablation")}, **result}
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS}")
+    results.write_text(json.dumps(result, indent=2))
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
