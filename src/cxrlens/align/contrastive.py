@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -306,7 +305,7 @@ def build_pair_data(
     Returns the :class:`PairData` and a dict with the resolved streams and counts.
     """
     from cxrlens.align.negation import flip_polarity
-    from cxrlens.interpret.describe import split_sentences
+    from cxrlens.data.reports import split_sentences
 
     pooled_name = cfg.pooled_stream or _default_pooled(store.stream_names, store.path)
     patch_name = _patch_stream(store.stream_names, pooled_name, cfg.patch_stream, cfg.adapter, store.path)
@@ -426,17 +425,9 @@ def load_checkpoint(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Load weights (and optimiser state) saved by :func:`save_checkpoint`; returns the JSON header."""
-    from safetensors import safe_open
+    from cxrlens.checkpoint import read_checkpoint
 
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = json.loads((fh.metadata() or {})["header"])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except Exception as exc:
-        raise BadInputError(path, f"unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if header.get("schema") != SCHEMA_VERSION:
-        raise BadInputError(path, f"checkpoint schema {header.get('schema')} ≠ {SCHEMA_VERSION}; retrain")
+    header, _, tensors = read_checkpoint(path, key="header", schema=SCHEMA_VERSION, kind="alignment adapter")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if optimizer is not None and header.get("optim"):
         meta = header["optim"]
@@ -670,6 +661,7 @@ def train_align(
         atomic_write_json,
         atomic_write_parquet,
         read_manifest,
+        swap_into_place,
     )
 
     run = run or f"align-{cfg.activations}"
@@ -736,13 +728,7 @@ def train_align(
         )
         shutil.rmtree(partial / "checkpoints", ignore_errors=True)
         atomic_write_json(partial / MANIFEST, manifest.to_json())
-        if final.exists():
-            old = final.parent / f".{run}.{os.getpid()}.old"
-            os.replace(final, old)
-            os.replace(partial, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, final)
+        swap_into_place(partial, final)
     return StageResult(final, read_manifest(final), reused=False)
 
 

@@ -303,21 +303,9 @@ def _save(
 
 
 def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, torch.Tensor]]:
-    from safetensors import safe_open
+    from cxrlens.checkpoint import read_checkpoint
 
-    if not path.is_file():
-        raise BadInputError(path, "VAE checkpoint not found")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise BadInputError(path, f"not a readable safetensors file ({exc})") from None
-    if "cxrlens.vae" not in meta:
-        raise BadInputError(path, "no cxrlens.vae header: not a VAE checkpoint")
-    head = json.loads(meta["cxrlens.vae"])
-    if head.get("schema") != CHECKPOINT_SCHEMA:
-        raise BadInputError(path, f"checkpoint schema {head.get('schema')} != supported {CHECKPOINT_SCHEMA}")
+    head, meta, tensors = read_checkpoint(path, key="cxrlens.vae", schema=CHECKPOINT_SCHEMA, kind="VAE")
     return head, json.loads(meta.get("history", "[]")), tensors
 
 

@@ -225,22 +225,9 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(header, tensors) of a file written by :func:`save_checkpoint`; a clear error for anything else."""
-    from safetensors import safe_open
+    from cxrlens.checkpoint import read_checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "checkpoint not found")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise BadInputError(path, f"not a readable safetensors file ({exc})") from None
-    if "cxrlens" not in meta:
-        raise BadInputError(path, "no cxrlens header: not an LT-ViT checkpoint")
-    header = json.loads(meta["cxrlens"])
-    if header.get("schema") != CHECKPOINT_SCHEMA:
-        raise BadInputError(path, f"checkpoint schema {header.get('schema')} != supported {CHECKPOINT_SCHEMA}")
+    header, _, tensors = read_checkpoint(path, key="cxrlens", schema=CHECKPOINT_SCHEMA, kind="LT-ViT")
     return header, tensors
 
 

@@ -151,17 +151,9 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(header, tensors) of a checkpoint written by :func:`save_checkpoint`; schema-checked."""
-    from safetensors import safe_open
+    from cxrlens.checkpoint import read_checkpoint
 
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = json.loads((fh.metadata() or {}).get("cxrlens", "{}"))
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise BadInputError(path, f"not a readable checkpoint ({exc})") from None
-    if header.get("schema") != CHECKPOINT_SCHEMA:
-        raise BadInputError(path, f"checkpoint schema {header.get('schema')} != supported {CHECKPOINT_SCHEMA}")
+    header, _, tensors = read_checkpoint(path, key="cxrlens", schema=CHECKPOINT_SCHEMA, kind="SAE training")
     return header, tensors
 
 
