@@ -55,6 +55,7 @@ from cxrlens.workspace import (
     atomic_write_parquet,
     file_sha256,
     read_manifest,
+    swap_into_place,
 )
 
 __all__ = [
@@ -317,13 +318,7 @@ def extract_activations(
                 (partial / _sidecar(k)).unlink(missing_ok=True)
             job_file.unlink(missing_ok=True)
             atomic_write_json(partial / MANIFEST, manifest.to_json())
-        if final.exists():
-            old = final.parent / f".{run}.{os.getpid()}.old"
-            os.replace(final, old)
-            os.replace(partial, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, final)
+        swap_into_place(partial, final)
     return StageResult(final, read_manifest(final), reused=False)  # type: ignore[arg-type]
 
 

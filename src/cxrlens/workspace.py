@@ -60,6 +60,7 @@ __all__ = [
     "is_current",
     "read_manifest",
     "run_stage",
+    "swap_into_place",
 ]
 
 ARTEFACT_KINDS = ("datasets", "backbones", "activations", "saes", "interpret", "reports", "analysis")
@@ -272,6 +273,22 @@ def is_current(artefact_dir: str | Path, cfg_hash: str) -> bool:
     return m is not None and m.config_hash == cfg_hash
 
 
+def swap_into_place(built: Path, final: Path) -> None:
+    """Replace the artefact directory ``final`` by the complete directory ``built`` (a sibling of it).
+
+    The old artefact (if any) is renamed aside first and removed after the swap, so ``final`` is at every moment
+    either the complete old artefact or the complete new one (for a few microseconds, absent).
+    """
+    if final.exists():
+        old = final.parent / f".{final.name}.{os.getpid()}.old"
+        os.replace(final, old)
+        os.replace(built, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(built, final)
+    _fsync_dir(final.parent)
+
+
 @dataclasses.dataclass(frozen=True)
 class StageResult:
     """What :func:`run_stage` did: the artefact's manifest and whether an existing one was reused."""
@@ -346,14 +363,7 @@ def run_stage(
             )
             atomic_write_json(tmp / MANIFEST, manifest.to_json())
             _fsync_dir(tmp)
-            if artefact_dir.exists():
-                old = artefact_dir.parent / f".{artefact_dir.name}.{os.getpid()}.old"
-                os.replace(artefact_dir, old)
-                os.replace(tmp, artefact_dir)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, artefact_dir)
-            _fsync_dir(artefact_dir.parent)
+            swap_into_place(tmp, artefact_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

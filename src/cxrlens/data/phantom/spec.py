@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from cxrlens.data.schema import CHEXPERT_LABELS
+
 __all__ = [
     "DEVICE_KINDS",
     "IMAGE_FACTORS",
@@ -58,21 +60,7 @@ KIND_SIDES: dict[str, tuple[str, ...]] = {k: v[1] for k, v in _KIND_TABLE.items(
 KIND_ZONED: dict[str, bool] = {k: v[2] for k, v in _KIND_TABLE.items()}
 DEVICE_KINDS: tuple[str, ...] = ("ett", "enteric_tube", "central_line", "pacemaker", "chest_tube")
 # one mask channel per drawable CheXpert label (No Finding has no mask), in CheXpert order
-LABEL_CHANNELS: tuple[str, ...] = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+LABEL_CHANNELS: tuple[str, ...] = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
 
 
 @dataclasses.dataclass(frozen=True)
