@@ -532,3 +532,26 @@ def test_cli_folder_import_and_fatal_error(tmp_path: Path) -> None:
         ".folder.lock",
         "folder",
     ]
+
+
+@pytest.mark.parametrize(
+    ("uncertain", "missing", "expected"),
+    [
+        ("positive", 0.0, [1, 0, 0, 1]),
+        ("negative", 0.0, [1, 0, 0, 0]),
+        ("ignore", 0.0, [1, 0, 0, np.nan]),
+        ("ignore", np.nan, [1, 0, np.nan, np.nan]),
+    ],
+)
+def test_binarise_labels_policies(uncertain, missing, expected) -> None:
+    from cxrlens.data.schema import binarise_labels
+
+    got = binarise_labels([1, 0, np.nan, -1], uncertain=uncertain, missing=missing)
+    np.testing.assert_array_equal(got, np.array(expected, dtype=float))
+
+
+def test_binarise_labels_rejects_unknown_policy() -> None:
+    from cxrlens.data.schema import binarise_labels
+
+    with pytest.raises(ValueError, match="uncertain must be one of"):
+        binarise_labels([1.0], uncertain="ones")

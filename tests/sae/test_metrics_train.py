@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from cxrlens.sae import build_sae
@@ -60,6 +61,22 @@ def test_probe_auc_codes_vs_raw():
     assert res["per_label"]["easy"]["codes"] > 0.95 and res["per_label"]["easy"]["raw"] > 0.95
     assert 0.3 < res["per_label"]["noise"]["raw"] < 0.7
     assert res["skipped"] == ["rare"]
+
+
+def test_probe_auc_leaves_uncertain_rows_out():
+    """CheXpert −1 (uncertain) rows are neither positives nor a third class (liblinear used to see 3 classes)."""
+    rng = np.random.default_rng(1)
+    raw = rng.normal(size=(400, 8))
+    y = (raw[:, 0] > 0).astype(float)
+    y_u = y.copy()
+    y_u[::7] = -1.0
+    codes = np.maximum(raw, 0)
+    train = np.arange(400) < 300
+    res = probe_auc(codes, raw, {"u": y_u}, train)
+    keep = y_u != -1
+    ref = probe_auc(codes[keep], raw[keep], {"u": y[keep]}, train[keep])
+    assert res["per_label"]["u"] == pytest.approx(ref["per_label"]["u"])
+    assert res["per_label"]["u"]["raw"] > 0.95
 
 
 def test_max_cosine_and_write_metrics(tmp_path):

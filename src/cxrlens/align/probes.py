@@ -104,8 +104,8 @@ def run_probes(
 
     Returns the long table: ``features, finding, fraction, seed, n_train, n_pos_train, n_test, n_pos_test, auc``.
     """
-    from cxrlens.align.zeroshot import binary_labels
     from cxrlens.console import progress
+    from cxrlens.data.schema import binarise_labels
 
     split = np.asarray(split).astype(str)
     n = len(split)
@@ -119,7 +119,7 @@ def run_probes(
     for f in findings:
         if f not in labels.columns:
             raise BadInputError(None, f"no label column {f!r}")
-        y = binary_labels(labels[f])
+        y = binarise_labels(labels[f], uncertain="ignore")
         tr = np.nonzero((split == "train") & ~np.isnan(y))[0]
         te = np.nonzero((split == "test") & ~np.isnan(y))[0]
         ok = all(

@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrlens.data.schema import binarise_labels
 from cxrlens.errors import BadInputError
 
 __all__ = [
     "PROMPTS",
     "ZeroShotConfig",
     "auc",
-    "binary_labels",
     "bootstrap_auc",
     "negation_check",
     "prompt_embeddings",
@@ -172,14 +172,6 @@ def bootstrap_auc(
     return point, float(lo), float(hi)
 
 
-def binary_labels(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """CheXpert values → float labels for evaluation: 1 → 1, 0/NaN → 0, −1 (uncertain) → NaN (left out)."""
-    v = np.asarray(values, dtype=np.float64)
-    out = np.where(v == 1, 1.0, 0.0)
-    out[v == -1] = np.nan
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------------- scores
 def prompt_embeddings(
     prompts: dict[str, tuple[Sequence[str], Sequence[str]]],
@@ -215,7 +207,7 @@ def _evaluate(
 ) -> list[dict[str, Any]]:
     rows = []
     for finding in scores.columns:
-        y = binary_labels(labels[finding]) if finding in labels.columns else None
+        y = binarise_labels(labels[finding], uncertain="ignore") if finding in labels.columns else None
         if y is None:
             continue
         keep = ~np.isnan(y)
@@ -272,7 +264,7 @@ def negation_check(
     for finding in chosen:
         if finding not in labels.columns:
             continue
-        y = binary_labels(labels[finding])
+        y = binarise_labels(labels[finding], uncertain="ignore")
         keep = ~np.isnan(y)
         rec = {
             "finding": finding,

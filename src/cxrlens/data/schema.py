@@ -21,6 +21,7 @@ __all__ = [
     "SPLITS",
     "STUDY_COLUMNS",
     "VIEWS",
+    "binarise_labels",
     "finalize_study_table",
     "normalize_view",
     "patient_split",
@@ -56,6 +57,25 @@ STUDY_COLUMNS: tuple[str, ...] = (
 )
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL", "UNKNOWN")
+
+UNCERTAIN_POLICIES: tuple[str, ...] = ("positive", "negative", "ignore")
+
+
+def binarise_labels(values: object, uncertain: str = "positive", missing: float = 0.0) -> np.ndarray:
+    """CheXpert-convention values (any shape) → float {0, 1} labels for training and evaluation.
+
+    ``1`` → 1; ``0`` → 0; ``-1`` (uncertain) → 1 (``"positive"``, U-Ones), 0 (``"negative"``, U-Zeros) or NaN
+    (``"ignore"``: left out by the caller); NaN (not mentioned) → ``missing`` (0 = CheXpert's usual reading of
+    silence as absence; pass ``np.nan`` to leave such rows out too).
+    """
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise ValueError(f"uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
+    v = np.asarray(values, dtype=np.float64)
+    out = np.where(v == 1, 1.0, 0.0)
+    out[np.isnan(v)] = missing
+    out[v == -1] = {"positive": 1.0, "negative": 0.0, "ignore": np.nan}[uncertain]
+    return out
+
 
 _VIEW_ALIASES = {
     "PA": "PA",

@@ -18,19 +18,19 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.data.schema import CHEXPERT_LABELS, binarise_labels
 
 __all__ = ["FIVE_FINDINGS", "clinical_scores", "clinical_scores_from_text", "per_label_scores"]
 
 FIVE_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 LABEL_SETS = {"5": FIVE_FINDINGS, "14": CHEXPERT_LABELS}
-UNCERTAIN = {"positive": 1.0, "negative": 0.0}
+UNCERTAIN = ("positive", "negative")
 
 
 def _binarise(labels: pd.DataFrame, cols: Sequence[str], uncertain: str) -> np.ndarray:
-    x = labels[list(cols)].to_numpy(dtype=np.float64)
-    x = np.where(x == -1, UNCERTAIN[uncertain], x)
-    return np.nan_to_num(x, nan=0.0) == 1.0
+    if uncertain not in UNCERTAIN:
+        raise ValueError(f"uncertain must be one of {UNCERTAIN}, got {uncertain!r}")
+    return binarise_labels(labels[list(cols)], uncertain) == 1.0
 
 
 def per_label_scores(generated: pd.DataFrame, reference: pd.DataFrame, *, uncertain: str = "positive") -> pd.DataFrame:

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from cxrlens.data import schema
+
 __all__ = ["auc_matrix", "binarise_labels", "confound_check", "feature_stats", "top_images"]
 
 
@@ -56,12 +58,11 @@ def top_images(codes_NF: np.ndarray, k: int = 16) -> np.ndarray:
 
 
 def binarise_labels(labels: pd.DataFrame, uncertain: str = "positive") -> pd.DataFrame:
-    """CheXpert-convention labels → {0, 1} floats (1 = positive; −1 → 1 or 0 by ``uncertain``; NaN → 0)."""
+    """CheXpert-convention label table → {0, 1} float table (−1 → 1 or 0 by ``uncertain``; NaN → 0)."""
     if uncertain not in ("positive", "negative"):
         raise ValueError(f"uncertain must be 'positive' or 'negative', got {uncertain!r}")
-    x = labels.to_numpy(dtype=np.float64)
-    x = np.where(x == -1, 1.0 if uncertain == "positive" else 0.0, x)
-    return pd.DataFrame(np.nan_to_num(x, nan=0.0) == 1.0, columns=labels.columns, index=labels.index).astype(float)
+    x = schema.binarise_labels(labels, uncertain)
+    return pd.DataFrame(x, columns=labels.columns, index=labels.index)
 
 
 def auc_matrix(codes_NF: np.ndarray, y_NL: np.ndarray, chunk: int = 2048) -> np.ndarray:

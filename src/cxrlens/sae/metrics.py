@@ -8,8 +8,9 @@
   ``dense_threshold`` of the tokens.
 * Probe (optional, :func:`probe_auc`): for each label, the same L2 logistic regression (liblinear, C=1, features
   scaled to unit variance without centring) is fitted on SAE codes and on the raw activations of the training
-  rows, and its ROC AUC measured on the test rows; labels with fewer than ``min_pos`` positives (or negatives) in
-  either part are skipped and listed.
+  rows, and its ROC AUC measured on the test rows. Labels are CheXpert-convention values: ``1`` positive,
+  ``0`` negative; uncertain (``-1``) and unmentioned (NaN) rows are left out of both fit and test. Labels with
+  fewer than ``min_pos`` positives (or negatives) in either part are skipped and listed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrlens.data.schema import binarise_labels
 from cxrlens.sae.base import SAE
 from cxrlens.workspace import atomic_write_json
 
@@ -108,7 +110,7 @@ def probe_auc(
     per_label: dict[str, dict[str, float]] = {}
     skipped = []
     for name, y in labels.items():
-        y = np.asarray(y, dtype=float)
+        y = binarise_labels(y, uncertain="ignore", missing=np.nan)
         known = ~np.isnan(y)
         tr, te = known & train_mask, known & ~train_mask
         ok = all(min(int((y[m] == 1).sum()), int((y[m] == 0).sum())) >= min_pos for m in (tr, te))
