@@ -1,0 +1,362 @@
+"""The ``interpret`` stage: a trained SAE + its activation store → ``interpret/<run>/``.
+
+What is computed (splits are the dataset's patient-level splits, see ``docs/sae-rad.md``):
+
+* SAE codes of every image of the store (the stream the SAE was trained on, one token per image).
+* ``features.parquet`` — one row per feature: activation statistics on the ``describe_split``
+  (:func:`~cxrlens.interpret.features.feature_stats`), the per-feature **threshold** calibrated on the
+  ``calibrate_split`` (median of the feature's positive activations there,
+  :func:`~cxrlens.report.compile.calibrate_thresholds`), the ROC AUC of the activation for each CheXpert label
+  (``auc.<label>``, uncertain → positive, not mentioned → negative) and, on phantom datasets, for each rendered
+  ground-truth finding kind (``factor.<kind>``), the confound check
+  (:func:`~cxrlens.interpret.features.confound_check`, against the rendered truth on phantoms), the top-k
+  activating images (``top_image_ids`` / ``top_activations``) and a seeded sample of non-activating images
+  (``random_image_ids``).
+* ``descriptions.parquet`` — the contrastive extractive describer's output per feature
+  (:mod:`cxrlens.interpret.describe`, sentences of the ``describe_split`` reports), with ``describer``.
+* ``thresholds.safetensors`` — ``thresholds (n_features,) float32`` (the report compiler reads this).
+* ``figures/`` — overview figures.
+
+The stage records everything the report compiler needs to encode a new image (backbone spec, layer, token, SAE
+run) in its manifest, so ``cxrlens report --model <run>`` needs only the run name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.errors import BadInputError
+from cxrlens.interpret.describe import DescribeConfig
+from cxrlens.workspace import StageResult, Workspace, atomic_write_bytes, atomic_write_parquet, run_stage
+
+__all__ = [
+    "InterpretConfig",
+    "SAEContext",
+    "encode_codes",
+    "image_reports",
+    "interpret_run",
+    "load_sae_context",
+    "phantom_truth",
+    "read_interpretation",
+]
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass(frozen=True)
+class InterpretConfig:
+    """One interpretation run (hashed into the manifest).
+
+    Attributes:
+        sae: SAE run name (``saes/<sae>``); its activation store and stream come from the SAE's own config.
+        describe_split: images whose reports describe the features and whose activations give the statistics,
+            label AUCs, top images and the confound check.
+        calibrate_split: images on which each feature's report threshold is calibrated (held out from training).
+        threshold_quantile: quantile of a feature's positive activations on ``calibrate_split`` used as threshold.
+        top_k: top-activating images kept per feature (``features.parquet``; the describer has its own ``top_k``).
+        n_random: non-activating images sampled per feature (seeded).
+        describe: the extractive describer's config.
+        seed: seed of every random draw.
+    """
+
+    sae: str
+    describe_split: str = "train"
+    calibrate_split: str = "val"
+    threshold_quantile: float = 0.5
+    top_k: int = 16
+    n_random: int = 16
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("describe_split", "calibrate_split"):
+            if getattr(self, name) not in SPLITS:
+                raise BadInputError(None, f"{name} must be one of {', '.join(SPLITS)}, got {getattr(self, name)!r}")
+        if not 0.0 < self.threshold_quantile < 1.0:
+            raise BadInputError(None, f"threshold_quantile must lie in (0, 1), got {self.threshold_quantile}")
+        if self.top_k < 1 or self.n_random < 0:
+            raise BadInputError(None, "top_k must be ≥ 1 and n_random ≥ 0")
+
+
+@dataclass
+class SAEContext:
+    """An SAE with the store and stream it was trained on, and the dataset behind the store.
+
+    Attributes:
+        sae: the model (eval mode, CPU); store: :class:`~cxrlens.activations.ActivationStore`;
+        stream: ``"<layer>/<token>"``; dataset: dataset name; backbone: backbone spec of the store;
+        index: (n_images,) table ``image_row, study_id, image_id, split`` of the store's images.
+    """
+
+    sae: Any
+    sae_run: str
+    store: Any
+    activations: str
+    stream: str
+    dataset: str
+    backbone: str
+    index: pd.DataFrame
+
+    @property
+    def layer(self) -> str:
+        return self.stream.split("/")[0]
+
+    @property
+    def token(self) -> str:
+        return self.stream.split("/")[1]
+
+
+def load_sae_context(ws: Workspace, sae_run: str) -> SAEContext:
+    """Open ``saes/<sae_run>`` and the activation store it was trained on; one clear error for each gap."""
+    from cxrlens.activations import ActivationStore
+    from cxrlens.sae.io import CONFIG_FILE, load_sae
+
+    sae_dir = ws.sae(sae_run)
+    if not (sae_dir / CONFIG_FILE).exists():
+        raise BadInputError(sae_dir, "SAE run not found; train one with `cxrlens sae train`")
+    header = json.loads((sae_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    activations, stream = header.get("activations"), header.get("stream")
+    if not activations or not stream:
+        raise BadInputError(sae_dir / CONFIG_FILE, "no activation store recorded (train with `cxrlens sae train`)")
+    store = ActivationStore(ws.activations(activations))
+    if stream not in store.stream_names:
+        raise BadInputError(store.path, f"stream {stream!r} of SAE {sae_run!r} is not in the store")
+    if store.info(stream).tokens_per_image != 1:
+        raise BadInputError(store.path, f"stream {stream!r} has several tokens per image; interpret needs CLS/mean")
+    meta = {**store.manifest.extra, **store.manifest.config}  # array stores keep dataset/backbone in extra
+    missing = [c for c in ("study_id", "image_id", "split") if c not in store.index.columns]
+    if missing:
+        raise BadInputError(store.path, f"the store's index lacks {', '.join(missing)}")
+    index = store.index[["study_id", "image_id", "split"]].reset_index(drop=True)
+    index.insert(0, "image_row", np.arange(len(index)))
+    dataset, backbone = str(meta.get("dataset") or ""), str(meta.get("backbone") or "")
+    return SAEContext(load_sae(sae_dir), sae_run, store, activations, stream, dataset, backbone, index)
+
+
+@torch.no_grad()
+def encode_codes(sae: Any, acts_ND: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """(N, n_latents) float32 SAE codes of activations ``acts_ND: (N, D)``."""
+    out = [sae.encode(acts_ND[i : i + batch_size].float()).numpy() for i in range(0, len(acts_ND), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, sae.cfg.n_latents), np.float32)
+
+
+def image_reports(studies: pd.DataFrame, image_ids: Any) -> list[str]:
+    """The report text (findings, then impression) of each image id, in order ("" where none)."""
+    table = studies.drop_duplicates("image_id").set_index("image_id")
+    parts = [table[c].reindex(list(image_ids)).fillna("").astype(str) for c in ("findings", "impression")]
+    return [f"{a.strip()} {b.strip()}".strip() for a, b in zip(*parts, strict=True)]
+
+
+def phantom_truth(ws: Workspace, dataset: str, image_ids: Any) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """On a phantom dataset: (kinds, labels) rendered ground truth per image id, else None.
+
+    ``kinds``: (n, n_kinds) {0, 1} per finding kind (``<kind>.present``); ``labels``: (n, 13) {0, 1} per CheXpert
+    label (a label is present when any kind mapping to it was drawn; "No Finding" is left out).
+    """
+    from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
+
+    path = ws.dataset(dataset) / "factors.parquet"
+    if not path.exists():
+        return None
+    factors = pd.read_parquet(path).drop_duplicates("image_id").set_index("image_id").reindex(list(image_ids))
+    kinds = pd.DataFrame(
+        {k: factors[f"{k}.present"].fillna(0).to_numpy(dtype=float) > 0 for k in KINDS if f"{k}.present" in factors},
+    ).astype(float)
+    labels = pd.DataFrame(
+        {
+            lab: kinds[[k for k in kinds.columns if KIND_LABEL[k] == lab]].max(axis=1).to_numpy()
+            for lab in CHEXPERT_LABELS[1:]
+            if any(KIND_LABEL[k] == lab for k in kinds.columns)
+        }
+    )
+    return kinds, labels
+
+
+def _rows(index: pd.DataFrame, split: str) -> np.ndarray:
+    rows = np.arange(len(index)) if split == "all" else np.flatnonzero(index["split"].astype(str).to_numpy() == split)
+    return rows
+
+
+def _random_inactive(codes_NF: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_features, n) row indices of images where each feature is 0 (−1 where there are not enough)."""
+    out = np.full((codes_NF.shape[1], n), -1, np.int64)
+    if n == 0:
+        return out
+    for f in range(codes_NF.shape[1]):
+        pool = np.flatnonzero(codes_NF[:, f] <= 0)
+        if len(pool):
+            pick = rng.choice(pool, size=min(n, len(pool)), replace=False)
+            out[f, : len(pick)] = pick
+    return out
+
+
+def interpret_run(
+    ws: Workspace,
+    cfg: InterpretConfig,
+    *,
+    run: str | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+    embed: Any = None,
+    signature: Any = None,
+) -> StageResult:
+    """Interpret ``saes/<cfg.sae>`` into ``interpret/<run>`` (default run name = the SAE run); skipped when current.
+
+    ``embed`` / ``signature`` replace the MiniLM sentence encoder and the labeler's sentence signature (tests).
+    """
+    from cxrlens.console import progress
+    from cxrlens.data.store import read_studies
+    from cxrlens.interpret.describe import build_sentence_index, describe_features
+    from cxrlens.interpret.features import auc_matrix, binarise_labels, confound_check, feature_stats, top_images
+    from cxrlens.report.compile import calibrate_thresholds
+
+    ctx = load_sae_context(ws, cfg.sae)
+    if not ctx.dataset:
+        raise BadInputError(ctx.store.path, "the activation store records no dataset; cannot find reports")
+    studies = read_studies(ws, ctx.dataset)
+    out_dir = ws.interpret(run or cfg.sae)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        with progress(disable=not show_progress) as bar:
+            task = bar.add_task("interpret: encode", total=6)
+            acts = ctx.store.read(ctx.stream)
+            codes = encode_codes(ctx.sae, acts)
+            bar.advance(task)
+
+            d_rows, c_rows = _rows(ctx.index, cfg.describe_split), _rows(ctx.index, cfg.calibrate_split)
+            if len(d_rows) == 0 or len(c_rows) == 0:
+                raise BadInputError(ctx.store.path, "the describe or calibrate split has no images")
+            ids = ctx.index["image_id"].to_numpy()
+            codes_d = codes[d_rows]
+            thresholds = calibrate_thresholds(codes[c_rows], cfg.threshold_quantile)
+            stats = feature_stats(codes_d)
+            stats.insert(5, "threshold", thresholds)
+
+            bar.update(task, description="interpret: label association")
+            labels = studies.drop_duplicates("image_id").set_index("image_id").reindex(ids[d_rows])
+            present = [c for c in CHEXPERT_LABELS if c in labels.columns]
+            y = binarise_labels(labels[present].reset_index(drop=True), uncertain="positive")
+            auc = auc_matrix(codes_d, y.to_numpy())
+            truth = phantom_truth(ws, ctx.dataset, ids[d_rows])
+            factors = None
+            if truth is not None:
+                kinds, factors = truth
+                factors = factors.reindex(columns=present, fill_value=0.0)
+                kind_auc = auc_matrix(codes_d, kinds.to_numpy())
+            conf = confound_check(codes_d, y, auc=auc, factors=factors)
+            table = stats.merge(conf, on="feature")
+            for j, name in enumerate(present):
+                table[f"auc.{name}"] = auc[:, j]
+            if truth is not None:
+                for j, kind in enumerate(kinds.columns):
+                    table[f"factor.{kind}"] = kind_auc[:, j]
+            bar.advance(task)
+
+            bar.update(task, description="interpret: top images")
+            top = top_images(codes_d, cfg.top_k)
+            rnd = _random_inactive(codes_d, cfg.n_random, np.random.default_rng(cfg.seed))
+            d_ids = ids[d_rows]
+            table["top_image_ids"] = [[str(d_ids[r]) for r in row if r >= 0] for row in top]
+            table["top_activations"] = [[float(codes_d[r, f]) for r in row if r >= 0] for f, row in enumerate(top)]
+            table["random_image_ids"] = [[str(d_ids[r]) for r in row if r >= 0] for row in rnd]
+            bar.advance(task)
+
+            bar.update(task, description="interpret: sentence index")
+            reports = image_reports(studies, d_ids)
+            index = build_sentence_index(
+                reports, cluster_threshold=cfg.describe.cluster_threshold, embed=embed, signature=signature
+            )
+            bar.advance(task)
+            bar.update(task, description="interpret: describe")
+            desc = describe_features(codes_d, index, cfg.describe)
+            desc["describer"] = "extractive"
+            desc["top_image_ids"] = [[str(d_ids[r]) for r in rows] for rows in desc["top_rows"]]
+            desc = desc.drop(columns=["top_rows"])
+            bar.advance(task)
+
+            bar.update(task, description="interpret: write")
+            atomic_write_parquet(tmp / "features.parquet", table)
+            atomic_write_parquet(tmp / "descriptions.parquet", desc)
+            from safetensors.numpy import save
+
+            atomic_write_bytes(tmp / "thresholds.safetensors", save({"thresholds": thresholds.astype(np.float32)}))
+            (tmp / "figures").mkdir()
+            _overview_figure(table, desc, tmp / "figures" / "overview.png")
+            bar.advance(task)
+
+        described = int((desc["sentences"].map(len) > 0).sum())
+        verdicts = table["verdict"].value_counts().to_dict()
+        return {
+            "inputs": {
+                f"saes/{cfg.sae}": _sae_hash(ws, cfg.sae),
+                f"activations/{ctx.activations}": ctx.store.manifest.config_hash,
+            },
+            "rows": {"features": len(table), "described": described, "describe_images": len(d_rows)},
+            "extra": {
+                "activations": ctx.activations,
+                "stream": ctx.stream,
+                "dataset": ctx.dataset,
+                "backbone": ctx.backbone,
+                "phantom": truth is not None,
+                "verdicts": {str(k): int(v) for k, v in verdicts.items()},
+                "sentence_clusters": int(index.n_clusters),
+            },
+        }
+
+    return run_stage(out_dir, stage="interpret", config=cfg, build=build, force=force)
+
+
+def _sae_hash(ws: Workspace, sae_run: str) -> str:
+    from cxrlens.workspace import read_manifest
+
+    m = read_manifest(ws.sae(sae_run))
+    return m.config_hash if m is not None else ""
+
+
+def _overview_figure(table: pd.DataFrame, desc: pd.DataFrame, path: Path) -> None:
+    """Two panels: activation frequency of live features (log) and best-label AUC by confound verdict."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    live = table[table["n_active"] > 0]
+    freq = live["frequency"].to_numpy()
+    if len(freq):
+        axes[0].hist(np.log10(freq), bins=40, color="#4477aa")
+    axes[0].set_xlabel("log10 activation frequency (describe split)")
+    axes[0].set_ylabel("features")
+    axes[0].set_title(f"{len(live)} live / {len(table)} features")
+    for verdict, colour in (("associated", "#228833"), ("confounded", "#ee6677"), ("undetermined", "#bbbbbb")):
+        sel = table[table["verdict"] == verdict]["auc"].dropna().to_numpy()
+        if len(sel):
+            axes[1].hist(sel, bins=30, range=(0.5, 1.0), alpha=0.7, label=f"{verdict} ({len(sel)})", color=colour)
+    described = int((desc["sentences"].map(len) > 0).sum())
+    axes[1].set_xlabel("ROC AUC of the best-associated CheXpert label")
+    axes[1].set_title(f"label association ({described} features described)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_interpretation(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(features, descriptions) tables of ``interpret/<run>``."""
+    d = ws.interpret(run)
+    for name in ("features.parquet", "descriptions.parquet"):
+        if not (d / name).exists():
+            raise BadInputError(d / name, "interpretation run not found or incomplete; run `cxrlens interpret`")
+    return pd.read_parquet(d / "features.parquet"), pd.read_parquet(d / "descriptions.parquet")

@@ -1,0 +1,87 @@
+"""The interpret stage on a planted phantom workspace: features, descriptions, thresholds, reuse, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file
+
+from cxrlens.errors import BadInputError
+from cxrlens.interpret.run import InterpretConfig, interpret_run, load_sae_context
+from cxrlens.workspace import Workspace
+from tests.interpret.planted import SAE_RUN, build_planted, hash_embed, present_kinds
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    ws = Workspace(tmp_path_factory.mktemp("planted"))
+    build_planted(ws)
+    interpret_run(ws, InterpretConfig(sae=SAE_RUN), embed=hash_embed, show_progress=False)
+    return ws
+
+
+def test_interpret_writes_features_descriptions_and_thresholds(planted: Workspace) -> None:
+    out = planted.interpret(SAE_RUN)
+    feats = pd.read_parquet(out / "features.parquet")
+    desc = pd.read_parquet(out / "descriptions.parquet")
+    n = 64
+    assert len(feats) == len(desc) == n and feats["feature"].tolist() == list(range(n))
+    thr = load_file(str(out / "thresholds.safetensors"))["thresholds"]
+    assert thr.shape == (n,) and np.all((thr > 0) | np.isinf(thr))  # calibrated on val: inf = never active there
+    assert np.isfinite(thr[(feats["n_active"] > 5).to_numpy()]).mean() > 0.8
+    for col in ("frequency", "auc.Pleural Effusion", "factor.pleural_effusion", "verdict", "factor_auc"):
+        assert col in feats.columns
+    live = feats[feats["n_active"] > 0]
+    # top images are really the highest activations, sorted, and never listed among the non-activating sample
+    for row in live.itertuples():
+        acts = list(row.top_activations)
+        assert acts == sorted(acts, reverse=True) and len(acts) <= 16
+        assert not set(row.top_image_ids) & set(row.random_image_ids)
+    assert set(desc["describer"]) == {"extractive"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["extra"]["dataset"] == "sprites" and manifest["extra"]["stream"] == "final/cls"
+    assert (out / "figures" / "overview.png").stat().st_size > 1000
+
+
+def test_planted_findings_get_features_whose_descriptions_name_them(planted: Workspace) -> None:
+    feats = pd.read_parquet(planted.interpret(SAE_RUN) / "features.parquet")
+    desc = pd.read_parquet(planted.interpret(SAE_RUN) / "descriptions.parquet").set_index("feature")
+    truth = present_kinds(planted)
+    hits = 0
+    for kind, word in (("pleural_effusion", "effusion"), ("edema", "edema"), ("pneumothorax", "pneumothorax")):
+        best = feats.sort_values(f"factor.{kind}", ascending=False).iloc[0]
+        assert best[f"factor.{kind}"] > 0.7, kind
+        # the images it fires on most really show the finding
+        assert truth.loc[list(best["top_image_ids"]), kind].mean() > 0.6, kind
+        hits += word in str(desc.loc[int(best["feature"]), "description"]).lower()
+    assert hits >= 2
+
+
+def test_rerun_is_reused_and_force_redoes(planted: Workspace) -> None:
+    cfg = InterpretConfig(sae=SAE_RUN)
+    assert interpret_run(planted, cfg, embed=hash_embed, show_progress=False).reused
+    other = interpret_run(planted, cfg, run="again", embed=hash_embed, show_progress=False)
+    assert not other.reused
+    a = pd.read_parquet(planted.interpret(SAE_RUN) / "descriptions.parquet")
+    b = pd.read_parquet(planted.interpret("again") / "descriptions.parquet")
+    pd.testing.assert_frame_equal(a, b)  # deterministic
+
+
+def test_bad_inputs(planted: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="SAE run not found"):
+        load_sae_context(planted, "nope")
+    with pytest.raises(BadInputError, match="describe_split"):
+        InterpretConfig(sae=SAE_RUN, describe_split="training")
+    with pytest.raises(BadInputError, match="threshold_quantile"):
+        InterpretConfig(sae=SAE_RUN, threshold_quantile=1.0)
+    cfg_path = planted.sae(SAE_RUN) / "config.json"
+    header = json.loads(cfg_path.read_text())
+    broken = Workspace(tmp_path / "ws")
+    (broken.sae("x")).mkdir(parents=True)
+    (broken.sae("x") / "config.json").write_text(json.dumps({k: v for k, v in header.items() if k != "activations"}))
+    with pytest.raises(BadInputError, match="no activation store recorded"):
+        load_sae_context(broken, "x")
