@@ -1,0 +1,69 @@
+"""``cxrlens interpret``: describe every feature of a trained SAE → ``interpret/<run>/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.console import console
+
+
+def interpret(
+    sae: str = typer.Option(..., "--sae", help="SAE run (saes/<RUN>); its activation store is used."),
+    top_k: int = typer.Option(16, help="Top-activating images kept per feature (and read by the describer)."),
+    describe_split: str = typer.Option("train", help="Split whose reports describe the features."),
+    calibrate_split: str = typer.Option("val", help="Held-out split for report thresholds."),
+    run: str | None = typer.Option(None, help="Output name [default: the SAE run name]."),
+    workspace: Path | None = WORKSPACE_OPTION,
+    force: bool = FORCE_OPTION,
+) -> None:
+    """Per-feature statistics, label association, confound check and radiological descriptions."""
+    from cxrlens.interpret.describe import DescribeConfig
+    from cxrlens.interpret.run import InterpretConfig, interpret_run
+
+    ws = open_workspace(workspace)
+    cfg = InterpretConfig(
+        sae=sae,
+        top_k=top_k,
+        describe_split=describe_split,
+        calibrate_split=calibrate_split,
+        describe=DescribeConfig(top_k=top_k),
+    )
+    result = interpret_run(ws, cfg, run=run, force=force)
+    print_interpret_summary(result)
+    print_stage_result(result, f"interpret {result.path.name}")
+
+
+def print_interpret_summary(result, examples: int = 8) -> None:
+    """Counts, confound verdicts and the best-described features of an interpretation run."""
+    import pandas as pd
+
+    m = result.manifest
+    feats = pd.read_parquet(result.path / "features.parquet")
+    desc = pd.read_parquet(result.path / "descriptions.parquet")
+    verdicts = ", ".join(f"{k} {v:,}" for k, v in sorted(m.extra["verdicts"].items()))
+    rows = [
+        ("SAE / stream", f"{m.config['sae']} on {m.extra['activations']} ({m.extra['stream']})"),
+        ("features", f"{m.rows['features']:,} ({int((feats['n_active'] > 0).sum()):,} active on the describe split)"),
+        ("described", f"{m.rows['described']:,} (others: 'no consistent finding')"),
+        ("label association", verdicts),
+    ]
+    console.print(kv_table("interpretation", rows))
+    table = feats.merge(desc[["feature", "description", "confidence"]], on="feature")
+    table = table[table["description"] != "no consistent finding"].sort_values("confidence", ascending=False)
+    from rich.table import Table
+
+    t = Table(title="best-described features", title_justify="left")
+    for col in ("feature", "freq", "best label (AUC)", "verdict", "description (confidence)"):
+        t.add_column(col)
+    for r in table.head(examples).itertuples():
+        t.add_row(
+            str(r.feature),
+            f"{r.frequency:.3f}",
+            f"{r.best_label} ({r.auc:.2f})" if isinstance(r.best_label, str) else "–",
+            str(r.verdict),
+            f"{r.description[:90]} ({r.confidence:.2f})",
+        )
+    console.print(t)

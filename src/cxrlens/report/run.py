@@ -1,0 +1,299 @@
+"""Reports from an interpretation run: a :class:`ReportModel` for new images and the batch ``report`` stage.
+
+A *report model* is an ``interpret/<run>`` directory: it names the SAE, the activation store it was trained on
+(hence the backbone spec, layer and token) and holds the feature descriptions and calibrated thresholds. For a new
+image the model runs preprocess → backbone → SAE → :func:`~cxrlens.report.compile.compile_report`.
+
+The batch stage (``cxrlens report --dataset D --split test --model RUN``) takes the SAE codes of a dataset split
+from an activation store of the same backbone (no backbone pass needed) and writes ``reports/<run>/``:
+
+* ``reports.jsonl`` — one JSON object per image: ``image_id, study_id, split, generated_text, reference_text,
+  report`` (the compiled report with evidence per sentence, :meth:`CompiledReport.to_json`); ``generated_text`` and
+  ``reference_text`` are plain text (findings then impression sentences, no section headers), which is what
+  ``cxrlens evaluate reports`` scores;
+* ``manifest.json`` whose config names ``interpret``, ``dataset``, ``activations``, ``stream`` and ``split``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrlens.errors import BadInputError
+from cxrlens.report.compile import CompileConfig, CompiledReport, DescriptionBank, compile_report
+from cxrlens.workspace import StageResult, Workspace, atomic_write_bytes, read_manifest, run_stage
+
+__all__ = ["ReportConfig", "ReportModel", "generated_text", "read_reports", "report_dataset"]
+
+
+def generated_text(report: CompiledReport) -> str:
+    """Plain text of a compiled report: findings sentences, then impression sentences (no headers)."""
+    return " ".join([s.text for s in report.findings] + [s.text for s in report.impression]).strip()
+
+
+@dataclass
+class ReportModel:
+    """Everything needed to write a report for an image: descriptions, thresholds, SAE and (lazily) the backbone.
+
+    Attributes:
+        run: interpretation run name; bank: description sentences with embeddings/signatures;
+        thresholds: (n_features,) float32; descriptions: feature → description text;
+        activations, stream, dataset, backbone_spec, sae_run: provenance from the interpretation manifest.
+    """
+
+    ws: Workspace
+    run: str
+    bank: DescriptionBank
+    thresholds: np.ndarray
+    descriptions: dict[int, str]
+    activations: str
+    stream: str
+    dataset: str
+    backbone_spec: str
+    sae_run: str
+    config: CompileConfig = field(default_factory=CompileConfig)
+    _sae: Any = None
+    _backbone: Any = None
+
+    @classmethod
+    def load(
+        cls,
+        ws: Workspace,
+        run: str,
+        *,
+        config: CompileConfig | None = None,
+        embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+        signature: Callable[[Sequence[str]], np.ndarray] | None = None,
+    ) -> ReportModel:
+        """Open ``interpret/<run>``; ``embed``/``signature`` default to MiniLM and the labeler (as the describer)."""
+        from safetensors.numpy import load_file
+
+        from cxrlens.interpret.describe import _default_embed, _default_signature
+        from cxrlens.interpret.run import read_interpretation
+
+        d = ws.interpret(run)
+        manifest = read_manifest(d)
+        if manifest is None:
+            raise BadInputError(d, "interpretation run not found; run `cxrlens interpret --sae RUN` first")
+        _, desc = read_interpretation(ws, run)
+        try:
+            thresholds = load_file(str(d / "thresholds.safetensors"))["thresholds"]
+        except Exception as exc:  # safetensors raises its own error types
+            raise BadInputError(d / "thresholds.safetensors", f"not readable ({exc})") from None
+        bank = DescriptionBank.from_descriptions(
+            desc, embed=embed or _default_embed, signature=signature or _default_signature
+        )
+        extra = manifest.extra
+        return cls(
+            ws,
+            run,
+            bank,
+            np.asarray(thresholds, np.float32),
+            {int(f): str(t) for f, t in zip(desc["feature"], desc["description"], strict=True)},
+            str(extra["activations"]),
+            str(extra["stream"]),
+            str(extra["dataset"]),
+            str(extra.get("backbone") or ""),
+            str(manifest.config["sae"]),
+            config or CompileConfig(),
+        )
+
+    @property
+    def sae(self) -> Any:
+        if self._sae is None:
+            from cxrlens.sae.io import load_sae
+
+            self._sae = load_sae(self.ws.sae(self.sae_run))
+        return self._sae
+
+    @property
+    def backbone(self) -> Any:
+        if self._backbone is None:
+            from cxrlens.backbones.registry import load_backbone
+
+            if not self.backbone_spec:
+                raise BadInputError(
+                    self.ws.activations(self.activations), "the store records no backbone; cannot encode new images"
+                )
+            self._backbone = load_backbone(self.backbone_spec, workspace=self.ws)
+        return self._backbone
+
+    @property
+    def layer(self) -> str:
+        return self.stream.split("/")[0]
+
+    @property
+    def token(self) -> str:
+        return self.stream.split("/")[1]
+
+    def encode(self, gray_BHW: Any) -> np.ndarray:
+        """SAE codes (B, n_features) of grayscale [0, 1] images ``gray_BHW: (B, H, W)`` (one size per call)."""
+        import torch
+
+        from cxrlens.interpret.run import encode_codes
+
+        bb = self.backbone
+        x = bb.preprocess(torch.as_tensor(gray_BHW, dtype=torch.float32))
+        pooled = bb.encode(x, layers=[self.layer], tokens=(self.token,)).get(self.token, self.layer)
+        return encode_codes(self.sae, pooled.cpu())
+
+    def compile(self, codes_F: np.ndarray, heatmaps: dict[int, str] | None = None) -> CompiledReport:
+        """The report of one image's codes ``(n_features,)``."""
+        return compile_report(codes_F, self.bank, self.thresholds, self.config, heatmaps=heatmaps)
+
+    def report_files(self, paths: Sequence[str | Path]) -> list[tuple[Path, CompiledReport | None, str | None]]:
+        """(path, report or None, error or None) per image file (PNG/JPEG/DICOM); a bad file is reported, not fatal."""
+        from cxrlens.data.images import load_image
+
+        out: list[tuple[Path, CompiledReport | None, str | None]] = []
+        for p in map(Path, paths):
+            try:
+                gray = np.asarray(load_image(p), np.float32)
+            except BadInputError as exc:
+                out.append((p, None, exc.problem))
+                continue
+            except Exception as exc:  # unreadable image of any kind: one line, go on
+                out.append((p, None, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                continue
+            codes = self.encode(gray[None])[0]
+            out.append((p, self.compile(codes), None))
+        return out
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The batch report stage (hashed into the manifest).
+
+    Attributes:
+        interpret: interpretation run (the report model).
+        dataset: dataset to report on ("" = the interpretation's dataset).
+        activations: activation store with that dataset's codes ("" = the interpretation's store when the dataset
+            is the same, else the default store name of the dataset and the model's backbone).
+        stream: stream of the store (always the model's stream; filled in by the stage).
+        split: ``train``, ``val``, ``test`` or ``all``.
+        max_images: report at most this many images of the split (0 = all), the first ones in store order.
+        compile: the compiler's config.
+    """
+
+    interpret: str
+    dataset: str = ""
+    activations: str = ""
+    stream: str = ""
+    split: str = "test"
+    max_images: int = 0
+    compile: CompileConfig = field(default_factory=CompileConfig)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "val", "test", "all"):
+            raise BadInputError(None, f"split must be train, val, test or all, got {self.split!r}")
+        if self.max_images < 0:
+            raise BadInputError(None, "max_images must be ≥ 0")
+
+
+def _resolve(ws: Workspace, cfg: ReportConfig, model: ReportModel) -> ReportConfig:
+    from cxrlens.activations import ExtractConfig, default_run_name
+
+    dataset = cfg.dataset or model.dataset
+    store = cfg.activations
+    if not store:
+        if dataset == model.dataset:
+            store = model.activations
+        elif not model.backbone_spec:
+            raise BadInputError(
+                ws.activations(model.activations), f"no activations of dataset {dataset!r} for this model (no backbone)"
+            )
+        else:
+            store = default_run_name(ExtractConfig(dataset=dataset, backbone=model.backbone_spec))
+    if not (ws.activations(store) / "manifest.json").exists():
+        raise BadInputError(
+            ws.activations(store),
+            f"no activations of dataset {dataset!r}; run `cxrlens extract -d {dataset} -b {model.backbone_spec}`",
+        )
+    return dataclasses.replace(cfg, dataset=dataset, activations=store, stream=model.stream)
+
+
+def report_dataset(
+    ws: Workspace,
+    cfg: ReportConfig,
+    *,
+    run: str | None = None,
+    model: ReportModel | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+) -> StageResult:
+    """Compile a report for every image of ``cfg.split`` into ``reports/<run>`` (default ``<interpret>-<split>``)."""
+    from cxrlens.activations import ActivationStore
+    from cxrlens.console import progress
+    from cxrlens.data.store import read_studies
+    from cxrlens.interpret.run import encode_codes, image_reports
+
+    model = model or ReportModel.load(ws, cfg.interpret, config=cfg.compile)
+    cfg = _resolve(ws, cfg, model)
+    out_dir = ws.reports(run or f"{cfg.interpret}-{cfg.split}")
+
+    def build(tmp: Path) -> dict[str, Any]:
+        store = ActivationStore(ws.activations(cfg.activations))
+        if cfg.stream not in store.stream_names:
+            raise BadInputError(store.path, f"the store has no stream {cfg.stream!r} (the model's stream)")
+        index = store.index
+        rows = np.arange(len(index)) if cfg.split == "all" else np.flatnonzero(index["split"].astype(str) == cfg.split)
+        if cfg.max_images:
+            rows = rows[: cfg.max_images]
+        if len(rows) == 0:
+            raise BadInputError(store.path, f"no images in split {cfg.split!r}")
+        codes = encode_codes(model.sae, store.get(cfg.stream, rows))
+        ids = index["image_id"].to_numpy()[rows]
+        studies = read_studies(ws, cfg.dataset)
+        refs = image_reports(studies, ids)
+        lines: list[bytes] = []
+        seconds = 0.0
+        with progress(disable=not show_progress) as bar:
+            task = bar.add_task("report: compile", total=len(rows))
+            for i, r in enumerate(rows):
+                t0 = time.perf_counter()
+                rep = model.compile(codes[i])
+                seconds += time.perf_counter() - t0
+                obj = {
+                    "image_id": str(ids[i]),
+                    "study_id": str(index["study_id"].iloc[r]),
+                    "split": str(index["split"].iloc[r]),
+                    "generated_text": generated_text(rep),
+                    "reference_text": refs[i],
+                    "report": rep.to_json(),
+                }
+                lines.append((json.dumps(obj, allow_nan=False, default=_json_default) + "\n").encode())
+                bar.advance(task)
+        atomic_write_bytes(tmp / "reports.jsonl", b"".join(lines))
+        empty = sum(1 for line in lines if b'"generated_text": ""' in line)
+        return {
+            "inputs": {
+                f"interpret/{cfg.interpret}": read_manifest(ws.interpret(cfg.interpret)).config_hash,
+                f"activations/{cfg.activations}": store.manifest.config_hash,
+            },
+            "rows": {"reports": len(lines), "empty_reports": empty},
+            "extra": {"compile_ms_per_report": 1000.0 * seconds / max(len(lines), 1)},
+        }
+
+    return run_stage(out_dir, stage="report", config=cfg, build=build, force=force)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_reports(ws: Workspace, run: str) -> pd.DataFrame:
+    """``reports/<run>/reports.jsonl`` as a table (``report`` stays a dict per row)."""
+    path = ws.reports(run) / "reports.jsonl"
+    if not path.exists():
+        raise BadInputError(path, "report run not found; run `cxrlens report --dataset … --model …` first")
+    return pd.read_json(path, lines=True, dtype=False)

@@ -1,0 +1,76 @@
+"""The batch report stage on the planted phantom workspace: one report per test image, evidence on every sentence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrlens.errors import BadInputError
+from cxrlens.interpret.run import InterpretConfig, interpret_run
+from cxrlens.report.run import ReportConfig, ReportModel, read_reports, report_dataset
+from cxrlens.workspace import Workspace, read_manifest
+from tests.interpret.planted import SAE_RUN, build_planted, hash_embed
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, ReportModel]:
+    ws = Workspace(tmp_path_factory.mktemp("planted-report"))
+    build_planted(ws)
+    interpret_run(ws, InterpretConfig(sae=SAE_RUN), embed=hash_embed, show_progress=False)
+    return ws, ReportModel.load(ws, SAE_RUN, embed=hash_embed)
+
+
+def test_reports_for_the_test_split_with_evidence(planted) -> None:
+    ws, model = planted
+    result = report_dataset(ws, ReportConfig(interpret=SAE_RUN), model=model, show_progress=False)
+    df = read_reports(ws, result.path.name)
+    n_test = int((pd.read_parquet(ws.activations("planted") / "index.parquet")["split"] == "test").sum())
+    assert len(df) == n_test == result.manifest.rows["reports"]
+    assert set(df["split"]) == {"test"}
+    cfg = read_manifest(result.path).config
+    assert cfg["dataset"] == "sprites" and cfg["activations"] == "planted" and cfg["stream"] == "final/cls"
+    n_sentences = 0
+    for row in df.itertuples():
+        rep = row.report
+        sentences = rep["findings"] + rep["impression"]
+        assert row.generated_text == " ".join(s["text"] for s in sentences)
+        assert row.reference_text  # sprites always have a report
+        for s in sentences:
+            n_sentences += 1
+            assert s["evidence"], s
+            for ev in s["evidence"]:
+                assert ev["activation"] >= ev["threshold"] > 0
+                assert ev["feature"] in model.bank.feature_sentences
+        for s in rep["findings"]:  # a findings sentence is one of its evidence features' description sentences
+            texts = {model.bank.texts[i] for ev in s["evidence"] for i in model.bank.feature_sentences[ev["feature"]]}
+            assert s["text"] in texts
+    assert n_sentences > len(df)  # most reports say something
+    assert report_dataset(ws, ReportConfig(interpret=SAE_RUN), model=model, show_progress=False).reused
+
+
+def test_compile_respects_thresholds_and_max_features(planted) -> None:
+    _, model = planted
+    codes = np.zeros(len(model.thresholds), np.float32)
+    assert model.compile(codes).findings == []  # nothing active → nothing said
+    finite = np.isfinite(model.thresholds)
+    codes[finite] = model.thresholds[finite] * 2
+    rep = model.compile(codes)
+    used = {e.feature for s in rep.findings for e in s.evidence}
+    assert 0 < len(used) <= model.config.max_features
+
+
+def test_bad_inputs(planted, tmp_path) -> None:
+    ws, model = planted
+    with pytest.raises(BadInputError, match="interpretation run not found"):
+        ReportModel.load(ws, "nope", embed=hash_embed)
+    with pytest.raises(BadInputError, match="split"):
+        ReportConfig(interpret=SAE_RUN, split="testing")
+    with pytest.raises(BadInputError, match="no activations of dataset"):
+        report_dataset(ws, ReportConfig(interpret=SAE_RUN, dataset="other"), model=model, show_progress=False)
+    with pytest.raises(BadInputError, match="no backbone"):
+        model.encode(np.zeros((1, 32, 32), np.float32))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    ((path, rep, err),) = model.report_files([bad])
+    assert path == bad and rep is None and "bad.png" not in err and err
