@@ -30,6 +30,13 @@ PTX = ["Right apical pneumothorax.", "Small left pneumothorax is seen.", "No cha
 CLEAR = ["The lungs are clear.", "No acute cardiopulmonary process.", "Heart size is normal."] * 2
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    """urllib honours *_proxy variables; the fake server is on 127.0.0.1 and must be reached directly."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _chat(content) -> tuple[int, bytes, dict]:
     answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
     return 200, json.dumps(answer).encode(), {}
@@ -202,19 +209,35 @@ def test_garbage_answers_fall_back(payload, reason) -> None:
 def test_circuit_breaker_stops_calling_a_failing_server() -> None:
     with _server(lambda body, n: (503, b"{}", {})) as (url, log):
         out = _run(_cfg(url, retries=1, breaker_after=3), [(EFFUSION, PTX)] * 7)
-    assert len(log) == 3 * 2  # 3 features × (1 + 1 retry), then no more calls
+    assert len(log) == 2 + 1 + 1  # first failure with its retry, then one attempt per feature, then no more calls
     marks = out["describer"].tolist()
-    assert all(m.startswith("extractive (llm failed: HTTP 503") for m in marks[:3])
+    assert marks[0] == "extractive (llm failed: HTTP 503 {} (after 2 attempts))"
+    assert marks[1:3] == ["extractive (llm failed: HTTP 503 {} (after 1 attempt))"] * 2
     assert all("circuit open after 3 consecutive failures" in m for m in marks[3:])
     assert out["description"].tolist() == [f"extractive {f}." for f in range(7)]
 
 
 def test_breaker_counts_only_consecutive_failures() -> None:
-    # fails on odd requests only: never three failed features in a row, so every feature is asked
+    # fails on odd requests only: never two failed features in a row, so every feature is asked
     with _server(lambda body, n: (400, b"{}", {}) if n % 2 else _radiologist(body, n)) as (url, log):
         out = _run(_cfg(url, breaker_after=2), [(EFFUSION, PTX)] * 6)
     assert len(log) == 6
     assert out["describer"].tolist() == ["extractive (llm failed: HTTP 400 {})", "llm:fake-model"] * 3
+
+
+def test_no_retries_while_failing_until_a_success() -> None:
+    def server(body, n):
+        return (500, b"{}", {}) if n in {1, 2, 3, 4, 6} else _radiologist(body, n)
+
+    with _server(server) as (url, log):
+        out = _run(_cfg(url, retries=2, breaker_after=3), [(EFFUSION, PTX)] * 4)
+    assert len(log) == 7  # 3 attempts, then 1 (failing streak), then 1 (success resets), then 2 (retries back)
+    assert out["describer"].tolist() == [
+        "extractive (llm failed: HTTP 500 {} (after 3 attempts))",
+        "extractive (llm failed: HTTP 500 {} (after 1 attempt))",
+        "llm:fake-model",
+        "llm:fake-model",
+    ]
 
 
 def test_dead_endpoint_falls_back_fast() -> None:

@@ -16,8 +16,10 @@ name, bad key …) and a malformed answer (not JSON, no ``choices[0].message.con
 asking again would give the same answer. A failed feature gets the extractive describer's row, marked
 ``describer = "extractive (llm failed: <reason>)"``. After ``breaker_after`` features fail in a row the endpoint is
 considered down (circuit breaker): it is not called again and every remaining feature falls back, marked
-``"extractive (llm failed: circuit open after N consecutive failures; last: <reason>)"`` — a dead endpoint costs
-seconds, not one timeout per feature.
+``"extractive (llm failed: circuit open after N consecutive failures; last: <reason>)"``. While failures are
+running (after a failed feature, until the next success) each feature gets a single attempt, no retries. So a dead
+endpoint costs ``retries + breaker_after`` requests in all — with the defaults, connection refused costs ~3 s of
+backoff and a black-holed host ``5 · timeout_s`` — not one round of retries per feature.
 
 **Answer post-processing.** ``<think>…</think>`` blocks, surrounding quotes/backticks and a leading ``Answer:`` /
 ``Description:`` label are removed; the text is split with :func:`cxrlens.data.reports.split_sentences`, each
@@ -172,8 +174,10 @@ def _retry_after(err: urllib.error.HTTPError) -> float | None:
         return None
 
 
-def chat_completion(messages: list[dict], cfg: LLMConfig) -> str:
+def chat_completion(messages: list[dict], cfg: LLMConfig, *, retries: int | None = None) -> str:
     """POST ``messages`` to ``cfg.endpoint`` and return the answer text, retrying as the module docstring says.
+
+    ``retries`` overrides ``cfg.retries`` (the describer passes 0 while failures are running).
 
     Raises:
         LLMError: after the last attempt, on a non-retryable HTTP status, or on a malformed answer.
@@ -190,8 +194,9 @@ def chat_completion(messages: list[dict], cfg: LLMConfig) -> str:
     key = os.environ.get(cfg.api_key_env, "").strip() if cfg.api_key_env else ""
     if key:
         headers["Authorization"] = f"Bearer {key}"
+    retries = cfg.retries if retries is None else retries
     last = "no attempt made"
-    for attempt in range(cfg.retries + 1):
+    for attempt in range(retries + 1):
         wait = cfg.backoff_s * 2**attempt
         try:
             request = urllib.request.Request(cfg.endpoint, data=body, headers=headers, method="POST")
@@ -199,7 +204,10 @@ def chat_completion(messages: list[dict], cfg: LLMConfig) -> str:
                 raw = response.read()
             return _content(raw)
         except urllib.error.HTTPError as err:
-            detail = _one_line(err.read().decode("utf-8", "replace") if err.fp is not None else "", 80)
+            try:
+                detail = _one_line(err.read().decode("utf-8", "replace") if err.fp is not None else "", 80)
+            except (OSError, HTTPException):
+                detail = ""
             last = f"HTTP {err.code}" + (f" {detail}" if detail else "")
             if err.code != 429 and err.code < 500:
                 raise LLMError(last) from None
@@ -210,9 +218,9 @@ def chat_completion(messages: list[dict], cfg: LLMConfig) -> str:
             reason = getattr(err, "reason", err)
             last = "timeout" if isinstance(reason, TimeoutError) else f"{type(reason).__name__}: {reason}"
             last = _one_line(last)
-        if attempt < cfg.retries:
+        if attempt < retries:
             time.sleep(wait)
-    raise LLMError(f"{last} (after {cfg.retries + 1} attempts)")
+    raise LLMError(f"{last} (after {retries + 1} attempt{'s' if retries else ''})")
 
 
 def _content(raw: bytes) -> str:
@@ -345,7 +353,10 @@ def describe_features_llm(
                 row["describer"] = f"extractive (llm failed: {open_reason})"
             else:
                 try:
-                    sentences = parse_description(chat_completion(build_messages(top, rand, cfg), cfg))
+                    answer = chat_completion(
+                        build_messages(top, rand, cfg), cfg, retries=cfg.retries if failed_in_row == 0 else 0
+                    )
+                    sentences = parse_description(answer)
                 except LLMError as err:
                     failed_in_row += 1
                     row["describer"] = f"extractive (llm failed: {err})"
