@@ -85,3 +85,41 @@ def test_bad_inputs(planted: Workspace, tmp_path: Path) -> None:
     (broken.sae("x") / "config.json").write_text(json.dumps({k: v for k, v in header.items() if k != "activations"}))
     with pytest.raises(BadInputError, match="no activation store recorded"):
         load_sae_context(broken, "x")
+
+
+def test_llm_describer_in_the_stage_and_dead_endpoint_fallback(planted: Workspace, monkeypatch) -> None:
+    import socket
+
+    from cxrlens.interpret.llm import LLMConfig
+    from tests.interpret.test_llm import _chat, _server
+
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+    def answer(body, n):
+        user = body["messages"][-1]["content"].lower()
+        group_a = user.split("group a", 1)[1].split("group b", 1)[0]
+        return _chat("Pleural effusion." if "effusion" in group_a else "No consistent finding.")
+
+    with _server(answer) as (url, log):
+        cfg = InterpretConfig(sae=SAE_RUN, llm=LLMConfig(url=url, model="fake", timeout_s=5, retries=0))
+        res = interpret_run(planted, cfg, run="llm", embed=hash_embed, show_progress=False)
+    desc = pd.read_parquet(res.path / "descriptions.parquet")
+    extractive = pd.read_parquet(res.path / "descriptions_extractive.parquet")
+    assert len(log) > 0 and (desc["describer"] == "llm:fake").sum() == len(log)
+    assert set(extractive["describer"]) == {"extractive"}
+    llm_rows = desc[desc["describer"] == "llm:fake"]
+    assert set(llm_rows["description"]) <= {"Pleural effusion.", "no consistent finding"}
+    assert "score_auc" in desc.columns and res.manifest.extra["description_scores"]["n_features"] == 64
+
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    cfg = InterpretConfig(sae=SAE_RUN, llm=LLMConfig(url=dead, model="fake", timeout_s=1, retries=0, backoff_s=0))
+    res = interpret_run(planted, cfg, run="dead", embed=hash_embed, show_progress=False)
+    desc = pd.read_parquet(res.path / "descriptions.parquet")
+    marked = desc["describer"].str.startswith("extractive (llm")
+    assert marked.sum() > 0 and not (desc["describer"] == "llm:fake").any()
+    base = pd.read_parquet(res.path / "descriptions_extractive.parquet").set_index("feature")
+    for row in desc[marked].itertuples():  # the fallback is the extractive description itself
+        assert row.description == base.loc[row.feature, "description"]

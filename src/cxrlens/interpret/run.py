@@ -35,6 +35,7 @@ import torch
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.errors import BadInputError
 from cxrlens.interpret.describe import DescribeConfig
+from cxrlens.interpret.llm import LLMConfig
 from cxrlens.workspace import StageResult, Workspace, atomic_write_bytes, atomic_write_parquet, run_stage
 
 __all__ = [
@@ -64,6 +65,10 @@ class InterpretConfig:
         top_k: top-activating images kept per feature (``features.parquet``; the describer has its own ``top_k``).
         n_random: non-activating images sampled per feature (seeded).
         describe: the extractive describer's config.
+        llm: an OpenAI-compatible endpoint (:class:`~cxrlens.interpret.llm.LLMConfig`) whose descriptions become
+            the run's ``descriptions.parquet`` (per-feature fallback to the extractive one, marked); the extractive
+            descriptions are then also kept in ``descriptions_extractive.parquet`` for the robustness comparison.
+        score: score every description on the ``calibrate_split`` (:mod:`cxrlens.interpret.scoring`).
         seed: seed of every random draw.
     """
 
@@ -74,6 +79,8 @@ class InterpretConfig:
     top_k: int = 16
     n_random: int = 16
     describe: DescribeConfig = field(default_factory=DescribeConfig)
+    llm: LLMConfig | None = None
+    score: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -216,6 +223,8 @@ def interpret_run(
     from cxrlens.data.store import read_studies
     from cxrlens.interpret.describe import build_sentence_index, describe_features
     from cxrlens.interpret.features import auc_matrix, binarise_labels, confound_check, feature_stats, top_images
+    from cxrlens.interpret.llm import contrast_reports, describe_features_llm
+    from cxrlens.interpret.scoring import score_descriptions, summarise_scores
     from cxrlens.report.compile import calibrate_thresholds
 
     ctx = load_sae_context(ws, cfg.sae)
@@ -276,15 +285,52 @@ def interpret_run(
             )
             bar.advance(task)
             bar.update(task, description="interpret: describe")
-            desc = describe_features(codes_d, index, cfg.describe)
-            desc["describer"] = "extractive"
-            desc["top_image_ids"] = [[str(d_ids[r]) for r in rows] for rows in desc["top_rows"]]
-            desc = desc.drop(columns=["top_rows"])
+            extractive = describe_features(codes_d, index, cfg.describe)
+            extractive["describer"] = "extractive"
+            desc = extractive
+            if cfg.llm is not None:
+                bar.update(task, description="interpret: LLM describer")
+                feats_, tops, rands = contrast_reports(codes_d, reports, extractive, n_random=16, seed=cfg.seed)
+                desc = describe_features_llm(
+                    feats_,
+                    tops,
+                    rands,
+                    cfg.llm,
+                    fallback=extractive.drop(columns=["describer"]),
+                    show_progress=show_progress,
+                )
+            score_summary = None
+            if cfg.score:
+                bar.update(task, description="interpret: score descriptions")
+                c_reports = image_reports(studies, ids[c_rows])
+                tables = {"": desc} if cfg.llm is None else {"": desc, "_extractive": extractive}
+                for suffix, table_ in tables.items():
+                    scored = score_descriptions(
+                        table_,
+                        codes[c_rows],
+                        c_reports,
+                        embed=embed,
+                        signature=signature,
+                        seed=cfg.seed,
+                        show_progress=False,
+                    )
+                    cols = ["score_auc", "sim_top", "sim_random", "skip_reason"]
+                    merged = table_.merge(scored[["feature", *cols]], on="feature", how="left")
+                    tables[suffix] = merged
+                    if suffix == "":
+                        score_summary = summarise_scores(scored)
+                desc = tables[""]
+                extractive = tables.get("_extractive", extractive)
+            for table_ in (desc, extractive):
+                table_["top_image_ids"] = [[str(d_ids[r]) for r in rows] for rows in table_["top_rows"]]
+            desc, extractive = desc.drop(columns=["top_rows"]), extractive.drop(columns=["top_rows"])
             bar.advance(task)
 
             bar.update(task, description="interpret: write")
             atomic_write_parquet(tmp / "features.parquet", table)
             atomic_write_parquet(tmp / "descriptions.parquet", desc)
+            if cfg.llm is not None:
+                atomic_write_parquet(tmp / "descriptions_extractive.parquet", extractive)
             from safetensors.numpy import save
 
             atomic_write_bytes(tmp / "thresholds.safetensors", save({"thresholds": thresholds.astype(np.float32)}))
@@ -308,6 +354,8 @@ def interpret_run(
                 "phantom": truth is not None,
                 "verdicts": {str(k): int(v) for k, v in verdicts.items()},
                 "sentence_clusters": int(index.n_clusters),
+                "describers": {str(k): int(v) for k, v in desc["describer"].value_counts().items()},
+                "description_scores": score_summary,
             },
         }
 
