@@ -181,14 +181,33 @@ class Backbone(abc.ABC):
         Returns an :class:`EncodeOutput` with the requested token kinds (``cls``, ``mean``, ``patch``) of the
         requested layers, as float32 on the model's device.
         """
+        names = self._check_request(layers, tokens)
+        out = self._encode(batch.to(self.device), names, tuple(tokens))
+        return _as_float32(out)
+
+    def encode_grad(
+        self,
+        batch: torch.Tensor,
+        layers: Sequence[int | str] = (-1,),
+        tokens: Sequence[str] = TOKEN_KINDS,
+    ) -> EncodeOutput:
+        """:meth:`encode` with autograd on, for saliency maps: the same outputs, differentiable w.r.t. ``batch``
+        (when it requires grad) and w.r.t. any intermediate a forward hook makes require grad.
+
+        The parameters stay frozen (``requires_grad`` as loaded: False), so a backward pass reaches only inputs;
+        take gradients with ``torch.autograd.grad(…, inputs=…)`` to leave every ``.grad`` untouched. Inside
+        ``torch.inference_mode()`` nothing is differentiable (PyTorch's rule), so call it outside.
+        """
+        names = self._check_request(layers, tokens)
+        with torch.enable_grad():
+            out = self._encode(batch.to(self.device), names, tuple(tokens))
+            return _as_float32(out)
+
+    def _check_request(self, layers: Sequence[int | str], tokens: Sequence[str]) -> list[str]:
         bad = [t for t in tokens if t not in TOKEN_KINDS]
         if bad:
             raise BadInputError(None, f"unknown token kind(s) {', '.join(bad)}; choose from {', '.join(TOKEN_KINDS)}")
-        names = self.resolve_layers(layers)
-        out = self._encode(batch.to(self.device), names, tuple(tokens))
-        for kind in ("cls", "mean", "patch"):
-            getattr(out, kind).update({k: v.float() for k, v in getattr(out, kind).items()})
-        return out
+        return self.resolve_layers(layers)
 
     @abc.abstractmethod
     def _encode(self, batch: torch.Tensor, layers: list[str], tokens: tuple[str, ...]) -> EncodeOutput:
@@ -210,6 +229,12 @@ class Backbone(abc.ABC):
             "preprocessor": dataclasses.asdict(self.preprocessor),
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
+
+
+def _as_float32(out: EncodeOutput) -> EncodeOutput:
+    for kind in ("cls", "mean", "patch"):
+        getattr(out, kind).update({k: v.float() for k, v in getattr(out, kind).items()})
+    return out
 
 
 def state_fingerprint(model: torch.nn.Module) -> str:
