@@ -12,11 +12,14 @@ A method **passes** when, after the last group is randomised, the mean |Spearman
 SSIM are both below ``threshold`` (default 0.5): its maps depend on the learned parameters. A map that looks the
 same after randomisation (an edge detector in disguise) fails. Re-initialisation draws each parameter from a normal
 with the trained tensor's own standard deviation (biases and norm offsets included), so activations keep their scale.
+A parameter name may end in ``[i]`` (``"sae.W_enc[17]"``) to re-initialise only row ``i`` of it, drawn with the
+whole tensor's standard deviation — e.g. one SAE latent's encoder row, leaving the other latents trained.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +153,8 @@ def cascading_randomization(
     """Randomise ``groups`` of ``model`` cumulatively (a deep copy; ``model`` is untouched), recomputing
     ``map_fn(model, inputs)`` → ``(N, H, W)`` or ``(N, L, H, W)`` after each group.
 
-    ``groups``: ``(name, parameter names)`` from the output to the input; default :func:`default_groups`.
+    ``groups``: ``(name, parameter names)`` from the output to the input; default :func:`default_groups`. A name
+    ``"param[i]"`` re-initialises row ``i`` of ``param`` only (at the whole tensor's standard deviation).
     """
     groups = list(groups) if groups is not None else default_groups(model)
     if not groups:
@@ -159,18 +163,19 @@ def cascading_randomization(
     ref = _as_maps(map_fn(model, inputs))
     work = copy.deepcopy(model).eval()
     params = dict(work.named_parameters())
-    missing = [p for _, names in groups for p in names if p not in params]
+    missing = [p for _, names in groups for p in names if _base_name(p, params) not in params]
     if missing:
         raise ValueError(f"unknown parameter names: {', '.join(missing[:5])}")
+    targets = {pn: _target(params, pn) for _, names in groups for pn in names}
     gen = torch.Generator().manual_seed(cfg.seed)
     steps, rhos, rhos_abs, ssims = [], [], [], []
     for gname, pnames in groups:
         with torch.no_grad():
             for pn in pnames:
-                p = params[pn]
+                p, part = targets[pn]
                 std = float(p.detach().float().std()) if p.numel() > 1 else 0.0
                 std = std if std > 0 else 0.02
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype) * std)
+                part.copy_(torch.randn(part.shape, generator=gen, dtype=torch.float32).to(p.dtype) * std)
         sim = map_similarity(ref, _as_maps(map_fn(work, inputs)))
         steps.append(gname)
         rhos.append(sim["spearman"])
@@ -178,6 +183,27 @@ def cascading_randomization(
         ssims.append(sim["ssim"])
     passed = abs(rhos_abs[-1]) < cfg.threshold and ssims[-1] < cfg.threshold
     return SanityResult(name, steps, rhos, rhos_abs, ssims, passed=passed, threshold=cfg.threshold)
+
+
+_ROW = re.compile(r"^(?P<name>.+)\[(?P<row>\d+)\]$")
+
+
+def _base_name(pname: str, params: dict[str, torch.nn.Parameter]) -> str:
+    """``"name[row]"`` → ``"name"`` unless the whole string is itself a parameter name."""
+    m = _ROW.match(pname)
+    return m["name"] if m and pname not in params else pname
+
+
+def _target(params: dict[str, torch.nn.Parameter], pname: str) -> tuple[torch.nn.Parameter, torch.Tensor]:
+    """(parameter, the view of it to re-initialise) for ``"name"`` or ``"name[row]"``."""
+    name = _base_name(pname, params)
+    p = params[name]
+    if name == pname:
+        return p, p
+    row = int(pname[len(name) + 1 : -1])
+    if p.ndim == 0 or row >= p.shape[0]:
+        raise ValueError(f"row {row} out of range for parameter {name} of shape {tuple(p.shape)}")
+    return p, p[row]
 
 
 def sanity_table(results: Sequence[SanityResult]) -> pd.DataFrame:
