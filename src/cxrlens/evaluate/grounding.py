@@ -1,0 +1,367 @@
+"""Phantom grounding: generated report text scored against what the phantom renderer actually drew.
+
+On a phantom dataset the truth is not another report but ``factors.parquet``. Definitions (every output row names
+its variant):
+
+**Labels.** The 13 drawable CheXpert labels (:data:`GROUNDING_LABELS`: the 14 without ``No Finding``). The generated
+text is read by the project labeler (:func:`cxrlens.data.labeler.report_mentions`); a report *claims* label L when
+its strongest mention of L (positive > uncertain > negative, as in ``label_reports``) is positive — or, in the
+``uncertain=positive`` variant, positive or uncertain. ``uncertain=negative`` counts only definite mentions.
+
+**Rendered truth.** L is *rendered* in an image when any kind k with ``KIND_LABEL[k] == L`` has ``k.present == 1``
+(so the five device kinds together make ``Support Devices``; a finding drawn faint because its source was uncertain
+counts as rendered).
+
+**Excluded (unrendered).** L is *excluded* in an image when it is not rendered and either (a) the labeler finds L
+positive or uncertain in one of the image's ``unrendered`` MeSH tags (each tag read as text, its ``/``-parts joined
+by spaces: ``Fractures, Bone/clavicle/left`` → Fracture, ``Stents/coronary vessels`` → Support Devices,
+``Opacity/mediastinum`` → Lung Opacity), or (b) a kind of L is listed in ``uncertain_omitted``. The report said it,
+the renderer could not draw it: a claim of an excluded label is neither a hit nor a hallucination; it is counted
+(``excluded claims``) and left out of every denominator below.
+
+**Finding-level P / R / F1** over (report, label) cells: TP = claimed and rendered, FP = claimed, not rendered, not
+excluded, FN = rendered and not claimed. ``micro`` pools the 13 labels (and, as ``CheXpert-5``, the five competition
+labels); ``per label`` gives each label's own.
+
+**Hallucination rate**, three units:
+
+* ``per finding`` = FP / (TP + FP) over (report, label) claims (= 1 − micro precision);
+* ``per mention`` = over every claiming labeler mention (one per matched phrase, so a finding repeated in findings
+  and impression counts twice) of a non-excluded label, the fraction whose label is not rendered in that image;
+* ``per report`` = fraction of **all** evaluated reports with ≥ 1 hallucinated finding (reports that claim nothing
+  count as not hallucinating; ``n`` says how many reports claimed anything).
+
+**Side / zone accuracy.** Unit: a generated *sentence* with a claiming mention of a label that is rendered (one unit
+per sentence and label). The truth is the set of sides (zones) of the rendered kinds of that label, ``none``
+dropped; a unit whose truth set is empty (cardiomegaly, an endotracheal tube …; unzoned kinds for zone) is not
+assessed. The stated side / zone is parsed from the mention's *scope*: the whole sentence when the sentence claims
+one label only, else the mention's clause (the sentence cut at ``, ; :`` and at the words ``and, with, but,
+however, whereas, while, although, which``), by :func:`parse_side` / :func:`parse_zone`:
+
+* side: ``bilateral`` for *bilateral(ly), both, bibasilar, bibasal, biapical, bilat*, for *right and left* /
+  *left and right*, or when both *right* and *left* occur; else ``right`` (*right, rt*) or ``left`` (*left, lt*);
+  else ``none``.
+* zone: ``upper`` (*upper, apex, apices, apical, biapical*), ``middle`` (*middle, mid, midlung, perihilar, hilar,
+  hilum, lingula, lingular*), ``lower`` (*lower, base(s), basal, basilar, bibasilar, bibasal, retrocardiac,
+  costophrenic*); two or more of these → ``several``; none → ``none``.
+
+Accuracy = correct / (correct + wrong), where correct = stated value ∈ truth set. Units that state no side (zone),
+and zone units stating ``several``, are **not errors**: they are counted separately (``no side stated``,
+``no zone stated``, ``several zones stated``). Side/zone words are matched case-insensitively as whole words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlens.data.phantom.spec import KIND_LABEL, KINDS, LABEL_CHANNELS
+
+__all__ = [
+    "GROUNDING_LABELS",
+    "GroundingResult",
+    "excluded_labels",
+    "grounding_scores",
+    "parse_side",
+    "parse_zone",
+    "rendered_labels",
+]
+
+GROUNDING_LABELS: tuple[str, ...] = LABEL_CHANNELS
+_FIVE = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+_LABEL_KINDS: dict[str, tuple[str, ...]] = {
+    lab: tuple(k for k in KINDS if KIND_LABEL[k] == lab) for lab in GROUNDING_LABELS
+}
+
+_BILATERAL = re.compile(
+    r"\b(?:bilateral(?:ly)?|both|bibasilar|bibasal|biapical|bilat|right\s+and\s+left|left\s+and\s+right)\b", re.I
+)
+_RIGHT = re.compile(r"\b(?:right|rt)\b", re.I)
+_LEFT = re.compile(r"\b(?:left|lt)\b", re.I)
+_ZONES = {
+    "upper": re.compile(r"\b(?:upper|apex|apices|apical|biapical)\b", re.I),
+    "middle": re.compile(r"\b(?:middle|mid|midlung|perihilar|hilar|hilum|lingula|lingular)\b", re.I),
+    "lower": re.compile(r"\b(?:lower|bases?|basal|basilar|bibasilar|bibasal|retrocardiac|costophrenic)\b", re.I),
+}
+_SENTENCE_COLUMNS = [
+    "report",
+    "label",
+    "sentence",
+    "scope",
+    "side_stated",
+    "side_truth",
+    "side_result",
+    "zone_stated",
+    "zone_truth",
+    "zone_result",
+]
+_CLAUSE_CUT = re.compile(r"[,;:]|\b(?:and|with|but|however|whereas|while|although|which)\b", re.I)
+_PAIRED_SIDES = re.compile(r"\b(?:right\s+and\s+left|left\s+and\s+right)\b", re.I)
+
+
+def parse_side(text: str) -> str:
+    """Laterality stated in ``text``: ``right`` | ``left`` | ``bilateral`` | ``none`` (rules: module docstring)."""
+    if _BILATERAL.search(text):
+        return "bilateral"
+    right, left = bool(_RIGHT.search(text)), bool(_LEFT.search(text))
+    if right and left:
+        return "bilateral"
+    return "right" if right else "left" if left else "none"
+
+
+def parse_zone(text: str) -> str:
+    """Lung zone stated in ``text``: ``upper`` | ``middle`` | ``lower`` | ``several`` | ``none``."""
+    found = [z for z, rx in _ZONES.items() if rx.search(text)]
+    return found[0] if len(found) == 1 else "several" if found else "none"
+
+
+def _scope(sentence: str, phrase: str, single_label: bool) -> str:
+    """The part of ``sentence`` whose side/zone words describe the mention ``phrase`` (see module docstring)."""
+    if single_label:
+        return sentence
+    # keep "right and left" together before cutting at "and"
+    protected = _PAIRED_SIDES.sub(lambda m: m.group(0).replace(" ", "_"), sentence)
+    at = protected.lower().find(phrase.lower())
+    if at < 0:
+        return sentence
+    cuts = [(m.start(), m.end()) for m in _CLAUSE_CUT.finditer(protected)]
+    lo = max((e for s, e in cuts if e <= at), default=0)
+    hi = min((s for s, e in cuts if s >= at + len(phrase)), default=len(protected))
+    return protected[lo:hi].replace("_", " ").strip()
+
+
+def rendered_labels(factors: pd.DataFrame) -> pd.DataFrame:
+    """(n, 13) bool: label drawn in the image (any of its kinds has ``present == 1``); columns GROUNDING_LABELS."""
+    out = {}
+    for lab, kinds in _LABEL_KINDS.items():
+        cols = [f"{k}.present" for k in kinds if f"{k}.present" in factors.columns]
+        out[lab] = factors[cols].fillna(0).astype(int).to_numpy().sum(1) > 0 if cols else np.zeros(len(factors), bool)
+    return pd.DataFrame(out, index=factors.index)
+
+
+def _tag_text(tag: str) -> str:
+    return " ".join(p.strip() for p in str(tag).split("/") if p.strip()) + "."
+
+
+def excluded_labels(factors: pd.DataFrame) -> pd.DataFrame:
+    """(n, 13) bool: label not rendered but named by an ``unrendered`` tag or an ``uncertain_omitted`` kind."""
+    from cxrlens.data.labeler import label_reports
+
+    rendered = rendered_labels(factors)
+    said = pd.DataFrame(False, index=factors.index, columns=list(GROUNDING_LABELS))
+    if "unrendered" in factors.columns:
+        tags_per_row = [list(t) if t is not None and not isinstance(t, float) else [] for t in factors["unrendered"]]
+        unique = sorted({_tag_text(t) for tags in tags_per_row for t in tags})
+        if unique:
+            lab = label_reports(unique)[list(GROUNDING_LABELS)]
+            claimed = {
+                t: set(lab.columns[(row == 1) | (row == -1)])
+                for t, (_, row) in zip(unique, lab.iterrows(), strict=True)
+            }
+            for i, tags in enumerate(tags_per_row):
+                for t in tags:
+                    for name in claimed[_tag_text(t)]:
+                        said.iat[i, said.columns.get_loc(name)] = True
+    if "uncertain_omitted" in factors.columns:
+        for i, kinds in enumerate(factors["uncertain_omitted"]):
+            for k in list(kinds) if kinds is not None and not isinstance(kinds, float) else []:
+                if k in KIND_LABEL:
+                    said.iat[i, said.columns.get_loc(KIND_LABEL[k])] = True
+    return said & ~rendered
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundingResult:
+    """What :func:`grounding_scores` measured.
+
+    Attributes:
+        summary: tidy rows ``metric, variant, value, numerator, denominator`` (every variant named).
+        per_label: one row per label: ``label, tp, fp, fn, excluded, precision, recall, f1``.
+        per_report: one row per report: ``claimed, hallucinated, excluded_claims, missed`` (label lists) and counts.
+        sentences: one row per (sentence, label) unit of a rendered label: ``report, label, sentence, scope,
+            side_stated, side_truth, side_result, zone_stated, zone_truth, zone_result``.
+    """
+
+    summary: pd.DataFrame
+    per_label: pd.DataFrame
+    per_report: pd.DataFrame
+    sentences: pd.DataFrame
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den else float("nan")
+
+
+def _truth_set(row: pd.Series, label: str, attr: str) -> tuple[str, ...]:
+    vals = {
+        str(row[f"{k}.{attr}"])
+        for k in _LABEL_KINDS[label]
+        if int(row.get(f"{k}.present", 0) or 0) and f"{k}.{attr}" in row.index
+    }
+    return tuple(sorted(vals - {"none"}))
+
+
+def grounding_scores(
+    texts: Sequence[str],
+    factors: pd.DataFrame,
+    *,
+    uncertain: str = "positive",
+    mentions: Sequence[Sequence] | None = None,
+    excluded: pd.DataFrame | None = None,
+) -> GroundingResult:
+    """Score generated texts against the rendered truth (definitions: module docstring).
+
+    Args:
+        texts: (n,) generated report texts.
+        factors: (n, …) ``factors.parquet`` rows aligned with ``texts``.
+        uncertain: ``"positive"`` (uncertain mentions are claims) or ``"negative"`` (only definite mentions).
+        mentions: ``report_mentions(texts)`` if already computed (else computed here).
+        excluded: ``excluded_labels(factors)`` if already computed.
+    """
+    if uncertain not in ("positive", "negative"):
+        raise ValueError(f"uncertain must be 'positive' or 'negative', got {uncertain!r}")
+    if len(texts) != len(factors):
+        raise ValueError(f"{len(texts)} texts but {len(factors)} factor rows")
+    if mentions is None:
+        from cxrlens.data.labeler import report_mentions
+
+        mentions = report_mentions(list(texts))
+    factors = factors.reset_index(drop=True)
+    rendered = rendered_labels(factors).to_numpy()
+    excl = (excluded_labels(factors) if excluded is None else excluded.reset_index(drop=True)).to_numpy()
+    labels = list(GROUNDING_LABELS)
+    col = {lab: j for j, lab in enumerate(labels)}
+    claims_ok = (1, -1) if uncertain == "positive" else (1,)
+    rank = {1: 3, -1: 2, 0: 1}
+
+    n = len(texts)
+    claimed = np.zeros((n, len(labels)), dtype=bool)
+    mention_total = mention_halluc = 0
+    sent_rows = []
+    for i, ms in enumerate(mentions):
+        best: dict[str, int] = {}
+        for m in ms:
+            if m.label in col and (m.label not in best or rank[m.value] > rank[best[m.label]]):
+                best[m.label] = m.value
+        for lab, v in best.items():
+            claimed[i, col[lab]] = v in claims_ok
+        positive = [m for m in ms if m.label in col and m.value in claims_ok]
+        for m in positive:
+            j = col[m.label]
+            if excl[i, j]:
+                continue
+            mention_total += 1
+            mention_halluc += int(not rendered[i, j])
+        per_sentence: dict[str, set[str]] = {}
+        for m in positive:
+            per_sentence.setdefault(m.sentence, set()).add(m.label)
+        seen = set()
+        for m in positive:
+            j = col[m.label]
+            if not rendered[i, j] or (m.sentence, m.label) in seen:
+                continue
+            seen.add((m.sentence, m.label))
+            scope = _scope(m.sentence, m.text, len(per_sentence[m.sentence]) == 1)
+            row = factors.iloc[i]
+            sides, zones = _truth_set(row, m.label, "side"), _truth_set(row, m.label, "zone")
+            side, zone = parse_side(scope), parse_zone(scope)
+            sent_rows.append(
+                {
+                    "report": i,
+                    "label": m.label,
+                    "sentence": m.sentence,
+                    "scope": scope,
+                    "side_stated": side,
+                    "side_truth": "|".join(sides),
+                    "side_result": _result(side, sides, ("none",)),
+                    "zone_stated": zone,
+                    "zone_truth": "|".join(zones),
+                    "zone_result": _result(zone, zones, ("none", "several")),
+                }
+            )
+
+    tp = claimed & rendered
+    fp = claimed & ~rendered & ~excl
+    fn = ~claimed & rendered
+    ex = claimed & excl
+    halluc_report = fp.any(1)
+
+    per_label = pd.DataFrame(
+        {"label": labels, "tp": tp.sum(0), "fp": fp.sum(0), "fn": fn.sum(0), "excluded": ex.sum(0)}
+    )
+    per_label["precision"] = [_ratio(a, a + b) for a, b in zip(per_label.tp, per_label.fp, strict=True)]
+    per_label["recall"] = [_ratio(a, a + c) for a, c in zip(per_label.tp, per_label.fn, strict=True)]
+    per_label["f1"] = [
+        _ratio(2 * a, 2 * a + b + c) for a, b, c in zip(per_label.tp, per_label.fp, per_label.fn, strict=True)
+    ]
+    per_label["uncertain"] = uncertain
+
+    u = f"uncertain={uncertain}"
+    rows: list[dict] = []
+
+    def add(metric: str, variant: str, num: float, den: float) -> None:
+        value = _ratio(num, den)
+        rows.append(
+            {
+                "metric": metric,
+                "variant": f"{variant} · {u}",
+                "value": value,
+                "numerator": float(num),
+                "denominator": float(den),
+            }
+        )
+
+    for set_name, cols in (("13 drawable labels", labels), ("CheXpert-5", list(_FIVE))):
+        idx = [col[c] for c in cols]
+        a, b, c = tp[:, idx].sum(), fp[:, idx].sum(), fn[:, idx].sum()
+        add("grounding precision", f"micro · {set_name}", a, a + b)
+        add("grounding recall", f"micro · {set_name}", a, a + c)
+        add("grounding f1", f"micro · {set_name}", 2 * a, 2 * a + b + c)
+    for r in per_label.itertuples():
+        add("grounding precision", f"per label · {r.label}", r.tp, r.tp + r.fp)
+        add("grounding recall", f"per label · {r.label}", r.tp, r.tp + r.fn)
+        add("grounding f1", f"per label · {r.label}", 2 * r.tp, 2 * r.tp + r.fp + r.fn)
+    add("hallucination rate", "per finding", fp.sum(), tp.sum() + fp.sum())
+    add("hallucination rate", "per mention", mention_halluc, mention_total)
+    add("hallucination rate", "per report", halluc_report.sum(), n)
+    add("reports claiming a finding", "fraction of reports", (claimed & ~excl).any(1).sum(), n)
+    add("excluded claims", "claimed but unrendered · fraction of claims", ex.sum(), claimed.sum())
+
+    sentences = pd.DataFrame(
+        sent_rows,
+        columns=_SENTENCE_COLUMNS,
+    )
+    for what in ("side", "zone"):
+        res = sentences[f"{what}_result"]
+        ok, wrong = int((res == "correct").sum()), int((res == "wrong").sum())
+        assessed = int((res != "not assessed").sum())
+        add(f"{what} accuracy", "sentences stating it", ok, ok + wrong)
+        add(f"no {what} stated", "fraction of assessed sentences", int((res == "not stated").sum()), assessed)
+        if what == "zone":
+            add("several zones stated", "fraction of assessed sentences", int((res == "several").sum()), assessed)
+
+    name_lists = lambda m: [[labels[j] for j in np.nonzero(r)[0]] for r in m]  # noqa: E731
+    per_report = pd.DataFrame(
+        {
+            "claimed": name_lists(claimed),
+            "hallucinated": name_lists(fp),
+            "excluded_claims": name_lists(ex),
+            "missed": name_lists(fn),
+            "n_tp": tp.sum(1),
+            "n_fp": fp.sum(1),
+            "n_fn": fn.sum(1),
+        }
+    )
+    return GroundingResult(pd.DataFrame(rows), per_label, per_report, sentences)
+
+
+def _result(stated: str, truth: tuple[str, ...], unscored: tuple[str, ...]) -> str:
+    if not truth:
+        return "not assessed"
+    if stated in unscored:
+        return "not stated" if stated == "none" else stated
+    return "correct" if stated in truth else "wrong"
