@@ -36,6 +36,7 @@ def reports_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Evaluate a report run and its baselines; write reports/<run>/evaluation/ and print the headline table."""
+    from cxrlens.evaluate.baselines import BASELINES
     from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports, headline_table
 
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
@@ -52,7 +53,8 @@ def reports_cmd(
     console.print(out)
     gaps = metrics["gaps"]
     rows = [("headline", gaps["metric"]), ("cxrlens", _fmt(gaps["cxrlens"]))]
-    for name, g in gaps["vs"].items():
+    for name in sorted(gaps["vs"], key=lambda b: BASELINES.index(b) if b in BASELINES else len(BASELINES)):
+        g = gaps["vs"][name]
         ci = g.get("ci95")
         interval = f"  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
         rows.append((f"gap vs {name}", f"{g['gap']:+.3f} (baseline {_fmt(g['baseline'])}){interval}"))
