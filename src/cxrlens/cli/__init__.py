@@ -12,7 +12,21 @@ import sys
 import typer
 
 from cxrlens import __version__
-from cxrlens.cli import align, analyze, backbone, data, demo, evaluate, extract, interpret, label, ltvit, sae, workspace
+from cxrlens.cli import (
+    align,
+    analyze,
+    backbone,
+    data,
+    demo,
+    evaluate,
+    extract,
+    interpret,
+    label,
+    ltvit,
+    report,
+    sae,
+    workspace,
+)
 from cxrlens.console import err_console
 from cxrlens.errors import CxrlensError
 
@@ -54,6 +68,7 @@ app.add_typer(align.app, name="align")
 app.add_typer(analyze.app, name="analyze")
 app.add_typer(sae.app, name="sae")
 app.command("interpret")(interpret.interpret)
+app.command("report")(report.report)
 app.add_typer(evaluate.app, name="evaluate")
 
 

@@ -106,7 +106,8 @@ def confound_check(
     y_NL = y.to_numpy(dtype=bool)
     names = list(y.columns)
     auc = auc_matrix(codes_NF, y_NL) if auc is None else auc
-    phi = np.nan_to_num(np.corrcoef(y_NL.T.astype(float)), nan=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant label column has no correlation (NaN → 0)
+        phi = np.nan_to_num(np.corrcoef(y_NL.T.astype(float)), nan=0.0)
     np.fill_diagonal(phi, -np.inf)
     fac = factors[names].to_numpy(dtype=bool) if factors is not None else None
     rows = []
