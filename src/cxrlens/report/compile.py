@@ -166,6 +166,12 @@ class DescriptionBank:
     emb: np.ndarray
     signature: np.ndarray
     region: list[str]
+    sig_key: list[bytes] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # one hashable key per sentence signature (NaN → −9), so deduplication compares bytes, not arrays
+        keys = [np.nan_to_num(s, nan=-9.0).astype(np.float32).tobytes() for s in np.asarray(self.signature)]
+        object.__setattr__(self, "sig_key", keys)
 
     @classmethod
     def from_descriptions(
@@ -222,15 +228,17 @@ def compile_report(
             int(f), float(codes_F[f]), float(thresholds_F[f]), bank.confidence[int(f)], (heatmaps or {}).get(int(f))
         )
         for i in bank.feature_sentences[int(f)]:
-            sig = bank.signature[i]
-            for j, sent in kept:
-                same_sig = np.array_equal(np.nan_to_num(sig, nan=-9), np.nan_to_num(bank.signature[j], nan=-9))
-                if same_sig and float(bank.emb[i] @ bank.emb[j]) >= cfg.dedupe_threshold:
+            key = bank.sig_key[i]
+            same = [(j, sent) for j, sent in kept if bank.sig_key[j] == key]
+            if same:
+                sims = bank.emb[[j for j, _ in same]] @ bank.emb[i]
+                best = int(np.argmax(sims))
+                if float(sims[best]) >= cfg.dedupe_threshold:
+                    sent = same[best][1]
                     if all(e.feature != ev.feature for e in sent.evidence):
                         sent.evidence.append(ev)
-                    break
-            else:
-                kept.append((i, ReportSentence(bank.texts[i], bank.region[i], sig, [ev])))
+                    continue
+            kept.append((i, ReportSentence(bank.texts[i], bank.region[i], bank.signature[i], [ev])))
     sentences, dropped = _resolve_contradictions([s for _, s in kept])
     order = {r: k for k, r in enumerate(REGIONS)}
     findings = sorted(sentences, key=lambda s: (order[s.region], -s.strength))
