@@ -1,4 +1,4 @@
-"""The CLI as a user runs it: --version, demo twice (second reuses), workspace info, data import errors."""
+"""The CLI as a user runs it: --version, the demo chain twice (second reuses), workspace info, import errors."""
 
 from __future__ import annotations
 
@@ -15,15 +15,22 @@ def test_version() -> None:
 
 def test_demo_then_reuse_then_info(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    first = run_cli("demo", "--workspace", str(ws), "--max-images", "24")
+    first = run_cli("demo", "--workspace", str(ws), "--max-images", "60", timeout=600)
     assert first.returncode == 0, first.stderr
     assert "wrote" in first.stdout and "3,955" in first.stdout and "7,470" in first.stdout
     assert (ws / "datasets" / "iu-xray" / "studies.parquet").exists()
-    assert len(list((ws / "datasets" / "iu-phantom" / "images").glob("*.png"))) == 24
+    assert len(list((ws / "datasets" / "iu-phantom" / "images").glob("*.png"))) == 60
     assert (ws / "activations" / "iu-phantom-cxrlens-default" / "manifest.json").exists()
-    second = run_cli("demo", "--max-images", "24", env={"CXRLENS_WORKSPACE": str(ws)})
+    report = ws / "reports" / "iu-phantom-demo-topk-test"
+    assert (report / "reports.jsonl").exists() and (report / "evaluation" / "metrics.json").exists()
+    summary = (report / "summary.md").read_text()
+    assert "| cxrlens |" in summary and "| random |" in summary and "FINDINGS" in summary
+    assert "<html" in (report / "report.html").read_text().lower()
+    assert "clinical F1" in first.stdout and "gap vs random" in first.stdout
+    second = run_cli("demo", "--max-images", "60", env={"CXRLENS_WORKSPACE": str(ws)}, timeout=600)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("reusing") == 3 and "--force to redo" in second.stdout  # no stage ran again
+    # import, phantom, activations, SAE, interpret, reports, evaluation: no stage ran again
+    assert second.stdout.count("reusing") == 7 and "--force to redo" in second.stdout
     info = run_cli("workspace", "info", "-w", str(ws))
     assert info.returncode == 0
     assert "iu-xray" in info.stdout and "data.import.iu-xray" in info.stdout and "reports 3,955" in info.stdout

@@ -36,12 +36,20 @@ def reports_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Evaluate a report run and its baselines; write reports/<run>/evaluation/ and print the headline table."""
-    from cxrlens.evaluate.baselines import BASELINES
-    from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports, headline_table
+    from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports
 
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
     cfg = EvaluateConfig(reports=reports, baselines=names, seed=seed, meteor=meteor, bootstrap=bootstrap)
     result = evaluate_reports(open_workspace(workspace), cfg, force=force)
+    print_evaluation(result, reports)
+    print_stage_result(result, f"evaluation of {reports}")
+
+
+def print_evaluation(result, reports: str) -> None:
+    """The headline table (metrics × systems) and the gaps with their intervals, as ``evaluate reports`` prints."""
+    from cxrlens.evaluate.baselines import BASELINES
+    from cxrlens.evaluate.run import headline_table
+
     metrics = json.loads((result.path / "metrics.json").read_text(encoding="utf-8"))
     table = headline_table(metrics)
     out = Table(title=f"Evaluation of {reports} ({metrics['n_reports']:,} reports)", title_justify="left")
@@ -67,4 +75,3 @@ def reports_cmd(
         detail = ", ".join(f"{k}: {v}" for k, v in metrics["skipped_lines"].items())
         rows.append(("skipped lines", f"{skipped} ({detail})"))
     console.print(kv_table("Gaps and notes", rows))
-    print_stage_result(result, f"evaluation of {reports}")

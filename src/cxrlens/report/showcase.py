@@ -1,0 +1,95 @@
+"""``report.html`` for a report run: a few studies with image, evidence heatmaps, generated vs reference report.
+
+For each chosen study the heatmap of every evidence feature is computed on that image with
+:func:`cxrlens.interpret.heatmaps.feature_heatmaps` (its method — gradient × input at the patch embedding for an
+SAE on CLS tokens of a ViT — is named on the page), drawn over the image as the model sees it and written to
+``reports/<run>/heatmaps/<image_id>-f<feature>.png``; the page embeds them (self-contained, offline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrlens.workspace import Workspace
+
+__all__ = ["pick_studies", "write_showcase"]
+
+
+def pick_studies(reports: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` reports to show: non-empty ones, preferring those that state a positive finding, seeded."""
+    rng = np.random.default_rng(seed)
+    nonempty = reports[reports["generated_text"].str.len() > 0]
+    pool = nonempty if len(nonempty) else reports
+    positive = pool[pool["report"].map(lambda r: any(s["text"] and s["evidence"] for s in r.get("impression", [])))]
+    order = rng.permutation(len(pool))
+    picked = pool.iloc[order]
+    picked = pd.concat([picked[picked.index.isin(positive.index)], picked[~picked.index.isin(positive.index)]])
+    return picked.head(n)
+
+
+def write_showcase(
+    ws: Workspace,
+    run: str,
+    model: Any,
+    *,
+    n_studies: int = 6,
+    heatmaps: bool = True,
+    summary: Mapping | pd.DataFrame | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write ``reports/<run>/report.html`` (and its heatmap PNGs); returns the page's path.
+
+    ``model`` is the run's :class:`~cxrlens.report.run.ReportModel` (heatmaps need its backbone and SAE).
+    """
+    import torch
+
+    from cxrlens.data.images import load_image
+    from cxrlens.data.store import read_studies
+    from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method, model_view, overlay_png
+    from cxrlens.report.render import StudyView, render_html, write_html
+    from cxrlens.report.run import read_reports
+    from cxrlens.workspace import read_manifest
+
+    out_dir = ws.reports(run)
+    cfg = read_manifest(out_dir).config
+    reports = read_reports(ws, run)
+    studies = read_studies(ws, cfg["dataset"]).drop_duplicates("image_id").set_index("image_id")
+    ds_dir = ws.dataset(cfg["dataset"])
+    views = []
+    method = None
+    for row in pick_studies(reports, n_studies, seed).itertuples():
+        rel = str(studies.loc[row.image_id, "image_path"])
+        path = Path(rel) if Path(rel).is_absolute() else ds_dir / rel
+        maps: dict[int, str] = {}
+        feats = sorted({e["feature"] for s in row.report["findings"] for e in s["evidence"]})
+        if heatmaps and feats and model.backbone_spec:
+            gray = torch.from_numpy(np.asarray(load_image(path), np.float32))[None]
+            batch = gray.expand(len(feats), -1, -1)
+            res = feature_heatmaps(
+                model.backbone, model.sae, layer=model.layer, token=model.token, images_BHW=batch, features=feats
+            )
+            method = heatmap_method(model.backbone, model.token)
+            view = model_view(model.backbone, gray)[0]
+            for f, m in zip(feats, res.maps, strict=True):
+                target = out_dir / "heatmaps" / f"{row.image_id}-f{f}.png"
+                target.parent.mkdir(exist_ok=True)
+                overlay_png(view, m, target)
+                maps[int(f)] = str(target)
+        views.append(
+            StudyView(
+                image_id=str(row.image_id),
+                image_path=str(path),
+                report=row.report,
+                reference=row.reference_text,
+                descriptions=model.descriptions,
+                heatmaps=maps,
+                extra={"study": str(row.study_id), "heatmaps": method or "none"},
+            )
+        )
+    page = render_html(views, title=f"cxrlens reports — {run}", summary=summary)
+    return write_html(out_dir / "report.html", page)
