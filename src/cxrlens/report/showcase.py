@@ -4,10 +4,17 @@ For each chosen study the heatmap of every evidence feature is computed on that 
 :func:`cxrlens.interpret.heatmaps.feature_heatmaps` (its method — gradient × input at the patch embedding for an
 SAE on CLS tokens of a ViT — is named on the page), drawn over the image as the model sees it and written to
 ``reports/<run>/heatmaps/<image_id>-f<feature>.png``; the page embeds them (self-contained, offline).
+
+Every map shown is put through the parameter-randomisation sanity check
+(:func:`~cxrlens.interpret.heatmaps.heatmap_sanity`, on all shown (image, feature) pairs at once); its verdict and
+per-step similarities go to ``reports/<run>/heatmap_sanity.json`` and onto the page. A failed check is shown as
+such — the maps are then not evidence of *where*, only of *which* features.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +69,7 @@ def write_showcase(
     ds_dir = ws.dataset(cfg["dataset"])
     views = []
     method = None
+    pairs: list[tuple[Any, int]] = []  # (gray image, feature) of every map shown, for the sanity check
     for row in pick_studies(reports, n_studies, seed).itertuples():
         rel = str(studies.loc[row.image_id, "image_path"])
         path = Path(rel) if Path(rel).is_absolute() else ds_dir / rel
@@ -75,6 +83,7 @@ def write_showcase(
             )
             method = heatmap_method(model.backbone, model.token)
             view = model_view(model.backbone, gray)[0]
+            pairs += [(gray[0], int(f)) for f in feats]
             for f, m in zip(feats, res.maps, strict=True):
                 target = out_dir / "heatmaps" / f"{row.image_id}-f{f}.png"
                 target.parent.mkdir(exist_ok=True)
@@ -91,5 +100,50 @@ def write_showcase(
                 extra={"study": str(row.study_id), "heatmaps": method or "none"},
             )
         )
+    if pairs:
+        verdict = _sanity(model, pairs, out_dir / "heatmap_sanity.json")
+        views = [dataclasses.replace(v, extra={**v.extra, "heatmap sanity check": verdict}) for v in views]
     page = render_html(views, title=f"cxrlens reports — {run}", summary=summary)
     return write_html(out_dir / "report.html", page)
+
+
+def _sanity(model: Any, pairs: list[tuple[Any, int]], path: Path, max_maps: int = 16, seed: int = 0) -> str:
+    """Run the randomisation check on (a seeded sample of at most ``max_maps`` of) the shown maps; write its table;
+    return a one-line verdict."""
+    import torch
+
+    from cxrlens.interpret.heatmaps import heatmap_sanity
+    from cxrlens.workspace import atomic_write_json
+
+    sizes = {tuple(g.shape) for g, _ in pairs}
+    if len(sizes) > 1:  # the check batches images: keep those of the most common size
+        common = max(sizes, key=lambda s: sum(tuple(g.shape) == s for g, _ in pairs))
+        pairs = [(g, f) for g, f in pairs if tuple(g.shape) == common]
+    if len(pairs) > max_maps:
+        keep = np.sort(np.random.default_rng(seed).choice(len(pairs), max_maps, replace=False))
+        pairs = [pairs[i] for i in keep]
+    images = torch.stack([g for g, _ in pairs])
+    check = heatmap_sanity(
+        model.backbone,
+        model.sae,
+        layer=model.layer,
+        token=model.token,
+        images_BHW=images,
+        features=[f for _, f in pairs],
+        draws=2,
+    )
+    table = check.table()
+    atomic_write_json(
+        path,
+        {
+            "passed": bool(check.passed),
+            "informative_maps": int(check.informative),
+            "maps": len(pairs),
+            "notes": list(check.notes),
+            "steps": json.loads(table.to_json(orient="records")),
+        },
+    )
+    word = (
+        "passed" if check.passed else "FAILED (maps do not depend enough on the parameters; do not read them as where)"
+    )
+    return f"{word}; {check.informative}/{len(pairs)} maps informative; details in {path.name}"
