@@ -57,3 +57,14 @@ def test_confound_check_flags_a_feature_that_tracks_the_cooccurring_label() -> N
     assert table.loc[0, "verdict"] == "associated" and table.loc[0, "auc_without_cooccurring"] > 0.9
     assert table.loc[1, "best_label"] == "A" and table.loc[1, "verdict"] == "confounded"
     assert table.loc[1, "auc_without_cooccurring"] < 0.65 and table.loc[0, "factor_auc"] > 0.9
+
+
+def test_confound_check_calls_a_chance_level_best_label_no_association() -> None:
+    rng = np.random.default_rng(2)
+    n = 3000
+    y = pd.DataFrame({k: rng.random(n) < 0.2 for k in "ABCDEFGHIJKLMN"}).astype(float)
+    codes = rng.random((n, 3)).astype(np.float32)  # noise: the best of 14 AUCs is a little above 0.5
+    table = confound_check(codes, y)
+    assert (table["auc"] > 0.5).all() and (table["auc"] < 0.6).all()
+    assert set(table["verdict"]) == {"none"}
+    assert set(confound_check(codes, y, min_auc=0.5)["verdict"]) - {"none"}  # the old rule called them associated
