@@ -91,15 +91,13 @@ def test_llm_describer_in_the_stage_and_dead_endpoint_fallback(planted: Workspac
     import socket
 
     from cxrlens.interpret.llm import LLMConfig
-    from tests.interpret.test_llm import _chat, _server
+    from tests.interpret.test_llm import _chat, _group_a, _server
 
     for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
 
-    def answer(body, n):
-        user = body["messages"][-1]["content"].lower()
-        group_a = user.split("group a", 1)[1].split("group b", 1)[0]
-        return _chat("Pleural effusion." if "effusion" in group_a else "No consistent finding.")
+    def answer(body, n):  # "effusion" in the top reports (sprites name it only when present) → a description
+        return _chat("Pleural effusion." if "pleural effusion." in _group_a(body) else "No consistent finding.")
 
     with _server(answer) as (url, log):
         cfg = InterpretConfig(sae=SAE_RUN, llm=LLMConfig(url=url, model="fake", timeout_s=5, retries=0))
@@ -111,6 +109,13 @@ def test_llm_describer_in_the_stage_and_dead_endpoint_fallback(planted: Workspac
     llm_rows = desc[desc["describer"] == "llm:fake"]
     assert set(llm_rows["description"]) <= {"Pleural effusion.", "no consistent finding"}
     assert "score_auc" in desc.columns and res.manifest.extra["description_scores"]["n_features"] == 64
+    # describer robustness: the same features reported with either description set
+    from cxrlens.report.run import ReportModel
+
+    primary = ReportModel.load(planted, "llm", embed=hash_embed, signature=None)
+    other = ReportModel.load(planted, "llm", describer="extractive", embed=hash_embed)
+    assert "Pleural effusion." in set(primary.descriptions.values())
+    assert other.descriptions == dict(zip(extractive["feature"], extractive["description"], strict=True))
 
     with socket.socket() as sock:  # a port with nothing listening
         sock.bind(("127.0.0.1", 0))

@@ -67,3 +67,8 @@ def test_report_dataset_split_and_errors(ws: Workspace) -> None:
     assert res.returncode == 2 and "one of the two" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = run_cli("report", _images(ws, 1)[0], "--model", "missing", "-w", str(ws.root))
     assert res.returncode == 2 and "interpretation run not found" in res.stderr
+
+
+def test_interpret_cli_llm_options_go_together(ws: Workspace) -> None:
+    res = run_cli("interpret", "--sae", "s", "--llm-url", "http://127.0.0.1:9", "-w", str(ws.root))
+    assert res.returncode == 2 and "--llm-url and --llm-model go together" in res.stderr

@@ -15,21 +15,32 @@ def interpret(
     top_k: int = typer.Option(16, help="Top-activating images kept per feature (and read by the describer)."),
     describe_split: str = typer.Option("train", help="Split whose reports describe the features."),
     calibrate_split: str = typer.Option("val", help="Held-out split for report thresholds."),
+    llm_url: str | None = typer.Option(
+        None, "--llm-url", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) for an LLM describer."
+    ),
+    llm_model: str | None = typer.Option(None, "--llm-model", help="Model name sent to --llm-url."),
+    llm_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint's API key."),
     run: str | None = typer.Option(None, help="Output name [default: the SAE run name]."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Per-feature statistics, label association, confound check and radiological descriptions."""
+    from cxrlens.errors import BadInputError
     from cxrlens.interpret.describe import DescribeConfig
+    from cxrlens.interpret.llm import LLMConfig
     from cxrlens.interpret.run import InterpretConfig, interpret_run
 
     ws = open_workspace(workspace)
+    if bool(llm_url) != bool(llm_model):
+        raise BadInputError(None, "--llm-url and --llm-model go together")
+    llm = LLMConfig(url=llm_url, model=llm_model, api_key_env=llm_key_env) if llm_url else None
     cfg = InterpretConfig(
         sae=sae,
         top_k=top_k,
         describe_split=describe_split,
         calibrate_split=calibrate_split,
         describe=DescribeConfig(top_k=top_k),
+        llm=llm,
     )
     result = interpret_run(ws, cfg, run=run, force=force)
     print_interpret_summary(result)
@@ -48,6 +59,7 @@ def print_interpret_summary(result, examples: int = 8) -> None:
         ("SAE / stream", f"{m.config['sae']} on {m.extra['activations']} ({m.extra['stream']})"),
         ("features", f"{m.rows['features']:,} ({int((feats['n_active'] > 0).sum()):,} active on the describe split)"),
         ("described", f"{m.rows['described']:,} (others: 'no consistent finding')"),
+        ("describers", ", ".join(f"{k} {v:,}" for k, v in m.extra.get("describers", {}).items())),
         ("label association", verdicts),
     ]
     console.print(kv_table("interpretation", rows))

@@ -17,6 +17,9 @@ def report(
     split: str = typer.Option("test", help="Split of --dataset."),
     max_images: int = typer.Option(0, help="With --dataset: at most this many images (0 = all)."),
     max_features: int = typer.Option(15, help="Active features used per report (SAE-Rad: 15)."),
+    describer: str = typer.Option(
+        "primary", help="primary (the run's descriptions; LLM if it had one) or extractive (robustness comparison)."
+    ),
     fmt: str = typer.Option("text", "--format", "-f", help="text, json or html (files only)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
     run: str | None = typer.Option(None, help="With --dataset: output name [default: <model>-<split>]."),
@@ -35,7 +38,14 @@ def report(
         raise BadInputError(None, "give image files or --dataset (one of the two)")
     compile_cfg = CompileConfig(max_features=max_features)
     if dataset:
-        cfg = ReportConfig(interpret=model, dataset=dataset, split=split, max_images=max_images, compile=compile_cfg)
+        cfg = ReportConfig(
+            interpret=model,
+            dataset=dataset,
+            split=split,
+            max_images=max_images,
+            describer=describer,
+            compile=compile_cfg,
+        )
         result = report_dataset(ws, cfg, run=run, force=force)
         m = result.manifest
         console.print(
@@ -44,7 +54,7 @@ def report(
         )
         print_stage_result(result, f"reports {result.path.name}")
         return
-    rm = ReportModel.load(ws, model, config=compile_cfg)
+    rm = ReportModel.load(ws, model, config=compile_cfg, describer=describer)
     results = rm.report_files(images)
     for path, _, error in results:
         if error:

@@ -70,10 +70,15 @@ class ReportModel:
         run: str,
         *,
         config: CompileConfig | None = None,
+        describer: str = "primary",
         embed: Callable[[Sequence[str]], np.ndarray] | None = None,
         signature: Callable[[Sequence[str]], np.ndarray] | None = None,
     ) -> ReportModel:
-        """Open ``interpret/<run>``; ``embed``/``signature`` default to MiniLM and the labeler (as the describer)."""
+        """Open ``interpret/<run>``; ``embed``/``signature`` default to MiniLM and the labeler (as the describer).
+
+        ``describer``: ``primary`` (``descriptions.parquet``: the LLM's when the run had one) or ``extractive``
+        (``descriptions_extractive.parquet`` of an LLM run, else the primary file, which is then extractive).
+        """
         from safetensors.numpy import load_file
 
         from cxrlens.interpret.describe import _default_embed, _default_signature
@@ -83,7 +88,11 @@ class ReportModel:
         manifest = read_manifest(d)
         if manifest is None:
             raise BadInputError(d, "interpretation run not found; run `cxrlens interpret --sae RUN` first")
+        if describer not in ("primary", "extractive"):
+            raise BadInputError(None, f"describer must be primary or extractive, got {describer!r}")
         _, desc = read_interpretation(ws, run)
+        if describer == "extractive" and (d / "descriptions_extractive.parquet").exists():
+            desc = pd.read_parquet(d / "descriptions_extractive.parquet")
         try:
             thresholds = load_file(str(d / "thresholds.safetensors"))["thresholds"]
         except Exception as exc:  # safetensors raises its own error types
@@ -180,6 +189,8 @@ class ReportConfig:
         stream: stream of the store (always the model's stream; filled in by the stage).
         split: ``train``, ``val``, ``test`` or ``all``.
         max_images: report at most this many images of the split (0 = all), the first ones in store order.
+        describer: ``primary`` or ``extractive`` descriptions (see :meth:`ReportModel.load`) — reporting the same
+            features with both, then evaluating each, is the describer-robustness comparison.
         compile: the compiler's config.
     """
 
@@ -189,6 +200,7 @@ class ReportConfig:
     stream: str = ""
     split: str = "test"
     max_images: int = 0
+    describer: str = "primary"
     compile: CompileConfig = field(default_factory=CompileConfig)
 
     def __post_init__(self) -> None:
@@ -235,9 +247,10 @@ def report_dataset(
     from cxrlens.data.store import read_studies
     from cxrlens.interpret.run import encode_codes, image_reports
 
-    model = model or ReportModel.load(ws, cfg.interpret, config=cfg.compile)
+    model = model or ReportModel.load(ws, cfg.interpret, config=cfg.compile, describer=cfg.describer)
     cfg = _resolve(ws, cfg, model)
-    out_dir = ws.reports(run or f"{cfg.interpret}-{cfg.split}")
+    suffix = "" if cfg.describer == "primary" else f"-{cfg.describer}"
+    out_dir = ws.reports(run or f"{cfg.interpret}-{cfg.split}{suffix}")
 
     def build(tmp: Path) -> dict[str, Any]:
         store = ActivationStore(ws.activations(cfg.activations))
