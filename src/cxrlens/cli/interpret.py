@@ -63,12 +63,16 @@ def print_interpret_summary(result, examples: int = 8) -> None:
         ("label association", verdicts),
     ]
     console.print(kv_table("interpretation", rows))
-    table = feats.merge(desc[["feature", "description", "confidence"]], on="feature")
-    table = table[table["description"] != "no consistent finding"].sort_values("confidence", ascending=False)
+    cols = ["feature", "description", "confidence"] + (["score_auc"] if "score_auc" in desc.columns else [])
+    table = feats.merge(desc[cols], on="feature")
+    table = table[table["description"] != "no consistent finding"]
+    # best first: how well the description predicts held-out activation, then how clearly the reports share it
+    keys = [c for c in ("score_auc", "confidence") if c in table.columns]
+    table = table.sort_values(keys, ascending=False, na_position="last")
     from rich.table import Table
 
     t = Table(title="best-described features", title_justify="left")
-    for col in ("feature", "freq", "best label (AUC)", "verdict", "description (confidence)"):
+    for col in ("feature", "freq", "best label (AUC)", "verdict", "description (confidence, score AUC)"):
         t.add_column(col)
     for r in table.head(examples).itertuples():
         t.add_row(
@@ -76,6 +80,6 @@ def print_interpret_summary(result, examples: int = 8) -> None:
             f"{r.frequency:.3f}",
             f"{r.best_label} ({r.auc:.2f})" if isinstance(r.best_label, str) else "–",
             str(r.verdict),
-            f"{r.description[:90]} ({r.confidence:.2f})",
+            f"{r.description[:90]} ({r.confidence:.2f}, {getattr(r, 'score_auc', float('nan')):.2f})",
         )
     console.print(t)

