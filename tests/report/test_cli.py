@@ -72,3 +72,12 @@ def test_report_dataset_split_and_errors(ws: Workspace) -> None:
 def test_interpret_cli_llm_options_go_together(ws: Workspace) -> None:
     res = run_cli("interpret", "--sae", "s", "--llm-url", "http://127.0.0.1:9", "-w", str(ws.root))
     assert res.returncode == 2 and "--llm-url and --llm-model go together" in res.stderr
+
+
+def test_analyze_sanity_checks_the_sae_heatmaps_of_an_interpretation(ws: Workspace) -> None:
+    res = run_cli("analyze", "sanity", "--interpret", "s", "-d", "sprites", "--run", "sae-sanity", "-w", str(ws.root))
+    assert res.returncode == 0, res.stderr
+    methods = json.loads((ws.analysis("sae-sanity") / "sanity.json").read_text())["methods"]
+    names = [m for m in methods if m.startswith("SAE heatmaps (s)")]
+    assert len(names) == 2 and any("(feature)" in m for m in names) and any("(backbone)" in m for m in names)
+    assert all(isinstance(methods[m]["passed"], bool) for m in names)

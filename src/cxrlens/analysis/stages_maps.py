@@ -245,15 +245,20 @@ class SanityStage:
     """``cxrlens analyze sanity``: cascading randomisation of every map the project draws that is available:
 
     * ``masking`` of VAE run ``vae``: |difference image| of masking each of its most active channels;
-    * the label-token ViT's maps (``attention``, ``rollout``, ``gradcam``) of lt-vit run ``lt_vit``.
+    * the label-token ViT's maps (``attention``, ``rollout``, ``gradcam``) of lt-vit run ``lt_vit``;
+    * the SAE feature heatmaps of interpretation run ``interpret``
+      (:func:`cxrlens.interpret.heatmaps.heatmap_sanity`: the features' encoder rows re-drawn, then the backbone
+      cascade), for its ``sae_features`` most frequent described features on 4 of their top-activating images each.
 
-    Runs on ``n_images`` test images.
+    Runs on ``n_images`` test images (VAE, LT-ViT).
     """
 
     dataset: str = "cxr-sprites"
     vae: str = ""
     lt_vit: str = ""
     lt_methods: tuple[str, ...] = ("attention", "rollout", "gradcam")
+    interpret: str = ""
+    sae_features: int = 3
     n_images: int = 16
     channels: int = 3
     sanity: SanityConfig = field(default_factory=SanityConfig)
@@ -279,8 +284,8 @@ def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = Fal
     from cxrlens.analysis.sanity import cascading_randomization, sanity_plot, sanity_table
     from cxrlens.analysis.vae import decode, encode, latent_activity
 
-    if not cfg.vae and not cfg.lt_vit:
-        raise BadInputError(None, "nothing to check: give --vae and/or --lt-vit")
+    if not cfg.vae and not cfg.lt_vit and not cfg.interpret:
+        raise BadInputError(None, "nothing to check: give --vae, --lt-vit and/or --interpret")
 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
@@ -324,6 +329,8 @@ def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = Fal
                         cfg=cfg.sanity,
                     )
                 )
+        if cfg.interpret:
+            results.extend(_sae_heatmap_sanity(ws, cfg))
         table = sanity_table(results)
         atomic_write_parquet(tmp / "sanity.parquet", table)
         summary = {
@@ -336,3 +343,55 @@ def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = Fal
         return {"rows": {"methods": len(results)}, "extra": {"methods": summary}}
 
     return run_stage(ws.analysis(run), stage="analyze.sanity", config=cfg, build=build, force=force)
+
+
+def _sae_heatmap_sanity(ws: Workspace, cfg: SanityStage) -> list:
+    """The two analyses of :func:`~cxrlens.interpret.heatmaps.heatmap_sanity` for an interpretation run's maps."""
+    import dataclasses as dc
+
+    from cxrlens.backbones.registry import load_backbone
+    from cxrlens.data.images import load_image
+    from cxrlens.data.store import read_studies
+    from cxrlens.interpret.heatmaps import heatmap_sanity
+    from cxrlens.interpret.run import read_interpretation
+    from cxrlens.sae.io import load_sae
+    from cxrlens.workspace import read_manifest
+
+    manifest = read_manifest(ws.interpret(cfg.interpret))
+    if manifest is None:
+        raise BadInputError(ws.interpret(cfg.interpret), "interpretation run not found; run `cxrlens interpret`")
+    feats, desc = read_interpretation(ws, cfg.interpret)
+    described = desc.loc[desc["sentences"].map(len) > 0, "feature"]
+    pool = feats[feats["feature"].isin(described)] if len(described) else feats[feats["n_active"] > 0]
+    pool = pool.sort_values("n_active", ascending=False).head(cfg.sae_features)
+    if pool.empty:
+        raise BadInputError(ws.interpret(cfg.interpret), "no active feature to draw heatmaps of")
+    extra = manifest.extra
+    studies = read_studies(ws, extra["dataset"]).drop_duplicates("image_id").set_index("image_id")
+    ds_dir = ws.dataset(extra["dataset"])
+    images, features = [], []
+    for row in pool.itertuples():
+        for image_id in list(row.top_image_ids)[:4]:
+            rel = Path(str(studies.loc[image_id, "image_path"]))
+            images.append(torch.from_numpy(np.asarray(load_image(rel if rel.is_absolute() else ds_dir / rel))))
+            features.append(int(row.feature))
+    sizes = {tuple(x.shape) for x in images}
+    if len(sizes) > 1:
+        raise BadInputError(ds_dir, f"heatmap sanity needs images of one size, found {sorted(sizes)}")
+    backbone = load_backbone(str(extra["backbone"]), workspace=ws)
+    sae = load_sae(ws.sae(str(manifest.config["sae"])))
+    layer, token = str(extra["stream"]).split("/")
+    check = heatmap_sanity(
+        backbone,
+        sae,
+        layer=layer,
+        token=token,
+        images_BHW=torch.stack(images).float(),
+        features=features,
+        cfg=cfg.sanity,
+    )
+    label = f"SAE heatmaps ({cfg.interpret})"
+    return [
+        dc.replace(check.feature, method=f"{label}: {check.feature.method}"),
+        dc.replace(check.backbone, method=f"{label}: {check.backbone.method}"),
+    ]

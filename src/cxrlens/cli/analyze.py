@@ -307,6 +307,7 @@ def tcav_cmd(
 def sanity_cmd(
     vae: str | None = typer.Option(None, help="VAE run whose masking maps are checked."),
     lt_vit: str | None = typer.Option(None, help="lt-vit run whose attention/rollout/Grad-CAM maps are checked."),
+    interpret: str | None = typer.Option(None, help="Interpretation run whose SAE feature heatmaps are checked."),
     dataset: str = DATASET_OPTION,
     n_images: int = typer.Option(16, help="Test images."),
     threshold: float = typer.Option(0.5, help="Pass when final Spearman(|map|) and SSIM are both below this."),
@@ -320,7 +321,13 @@ def sanity_cmd(
     from cxrlens.analysis.stages_maps import SanityStage, sanity_stage
 
     cfg = SanityStage(
-        dataset, vae or "", lt_vit or "", n_images=n_images, sanity=SanityConfig(threshold=threshold), threads=threads
+        dataset,
+        vae or "",
+        lt_vit or "",
+        interpret=interpret or "",
+        n_images=n_images,
+        sanity=SanityConfig(threshold=threshold),
+        threads=threads,
     )
     result = sanity_stage(open_workspace(workspace), cfg, run, force=force)
     info = json.loads((result.path / "sanity.json").read_text())["methods"]
