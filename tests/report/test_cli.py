@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cxrlens.activations import ActivationStore, ExtractConfig, extract_activations
@@ -33,6 +34,23 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     train_sae_run(ws, SAERunConfig(activations="acts", stream="final/cls", train=train), run="s", show_progress=False)
     interpret_run(ws, InterpretConfig(sae="s"), embed=hash_embed, show_progress=False)
     return ws
+
+
+def test_interpret_writes_heatmaps_of_the_top_images(ws: Workspace) -> None:
+    from safetensors import safe_open
+
+    out = ws.interpret("s")
+    info = json.loads((out / "manifest.json").read_text())["extra"]["heatmaps"]
+    assert info["method"] == "grad-x-patch-embedding"
+    if info["features"] == 0:  # a random tiny backbone may leave every feature undescribed
+        return
+    feats = pd.read_parquet(out / "features.parquet").set_index("feature")
+    with safe_open(str(out / "heatmaps.safetensors"), framework="np") as fh:
+        assert fh.metadata()["method"] == info["method"] and len(list(fh.keys())) == info["features"]
+        for key in fh.keys():  # noqa: SIM118
+            maps = fh.get_tensor(key)
+            assert maps.shape == (len(feats.loc[int(key[1:]), "top_image_ids"]), 4, 4) and (maps >= 0).all()
+    assert (out / "figures" / "features.png").stat().st_size > 1000
 
 
 def _images(ws: Workspace, n: int) -> list[str]:

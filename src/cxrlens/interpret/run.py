@@ -70,6 +70,9 @@ class InterpretConfig:
             the run's ``descriptions.parquet`` (per-feature fallback to the extractive one, marked); the extractive
             descriptions are then also kept in ``descriptions_extractive.parquet`` for the robustness comparison.
         score: score every description on the ``calibrate_split`` (:mod:`cxrlens.interpret.scoring`).
+        heatmap_features: patch-level heatmaps (:func:`~cxrlens.interpret.heatmaps.feature_heatmaps`) on every top
+            image of this many described features (most frequent first; 0 = none) → ``heatmaps.safetensors`` and
+            ``figures/features.png``; skipped (and said so in the manifest) when the store records no backbone.
         seed: seed of every random draw.
     """
 
@@ -82,6 +85,7 @@ class InterpretConfig:
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     llm: LLMConfig | None = None
     score: bool = True
+    heatmap_features: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -246,7 +250,7 @@ def interpret_run(
 
     def build(tmp: Path) -> dict[str, Any]:
         with progress(disable=not show_progress) as bar:
-            task = bar.add_task("interpret: encode", total=6)
+            task = bar.add_task("interpret: encode", total=7)
             acts = ctx.store.read(ctx.stream)
             codes = encode_codes(ctx.sae, acts)
             bar.advance(task)
@@ -340,6 +344,10 @@ def interpret_run(
             desc, extractive = desc.drop(columns=["top_rows"]), extractive.drop(columns=["top_rows"])
             bar.advance(task)
 
+            bar.update(task, description="interpret: heatmaps")
+            heatmap_info = _feature_heatmaps(ws, ctx, table, desc, cfg, tmp)
+            bar.advance(task)
+
             bar.update(task, description="interpret: write")
             atomic_write_parquet(tmp / "features.parquet", table)
             atomic_write_parquet(tmp / "descriptions.parquet", desc)
@@ -348,7 +356,7 @@ def interpret_run(
             from safetensors.numpy import save
 
             atomic_write_bytes(tmp / "thresholds.safetensors", save({"thresholds": thresholds.astype(np.float32)}))
-            (tmp / "figures").mkdir()
+            (tmp / "figures").mkdir(exist_ok=True)
             _overview_figure(table, desc, tmp / "figures" / "overview.png")
             bar.advance(task)
 
@@ -370,10 +378,108 @@ def interpret_run(
                 "sentence_clusters": int(index.n_clusters),
                 "describers": {str(k): int(v) for k, v in desc["describer"].value_counts().items()},
                 "description_scores": score_summary,
+                "heatmaps": heatmap_info,
             },
         }
 
     return run_stage(out_dir, stage="interpret", config=cfg, build=build, force=force)
+
+
+def _feature_heatmaps(
+    ws: Workspace, ctx: SAEContext, table: pd.DataFrame, desc: pd.DataFrame, cfg: InterpretConfig, tmp: Path
+) -> dict[str, Any]:
+    """Heatmaps of the top images of up to ``cfg.heatmap_features`` described features → ``heatmaps.safetensors``
+    (key ``f<feature>``: (k, h, w) float16 on the patch grid, rows in ``top_image_ids`` order) and a figure."""
+    if cfg.heatmap_features <= 0:
+        return {"method": "none", "reason": "heatmap_features = 0"}
+    if not ctx.backbone:
+        return {"method": "none", "reason": "the activation store records no backbone"}
+    from safetensors.numpy import save
+
+    from cxrlens.backbones.registry import load_backbone
+    from cxrlens.data.images import load_image
+    from cxrlens.data.store import read_studies
+    from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method
+
+    described = set(desc.loc[desc["sentences"].map(len) > 0, "feature"].astype(int))
+    chosen = table[table["feature"].isin(described)].sort_values("n_active", ascending=False)
+    chosen = chosen.head(cfg.heatmap_features)
+    backbone = load_backbone(ctx.backbone, workspace=ws)
+    method = heatmap_method(backbone, ctx.token)
+    studies = read_studies(ws, ctx.dataset).drop_duplicates("image_id").set_index("image_id")
+    ds_dir = ws.dataset(ctx.dataset)
+    cache: dict[str, Any] = {}
+
+    def image(image_id: str) -> torch.Tensor:
+        if image_id not in cache:
+            rel = Path(str(studies.loc[image_id, "image_path"]))
+            cache[image_id] = torch.from_numpy(np.asarray(load_image(rel if rel.is_absolute() else ds_dir / rel)))
+        return cache[image_id]
+
+    maps: dict[str, np.ndarray] = {}
+    shown: list[tuple[int, list[str], np.ndarray]] = []
+    for row in chosen.itertuples():
+        ids = [str(i) for i in row.top_image_ids]
+        if not ids:
+            continue
+        res = feature_heatmaps(
+            backbone,
+            ctx.sae,
+            layer=ctx.layer,
+            token=ctx.token,
+            images_BHW=_stack([image(i) for i in ids]),
+            features=[int(row.feature)] * len(ids),
+        )
+        maps[f"f{int(row.feature)}"] = res.maps.numpy().astype(np.float16)
+        shown.append((int(row.feature), ids, res.maps.numpy()))
+    if maps:
+        atomic_write_bytes(tmp / "heatmaps.safetensors", save(maps, metadata={"method": method}))
+        texts = dict(zip(desc["feature"].astype(int), desc["description"].astype(str), strict=True))
+        _heatmap_figure(backbone, shown[:6], texts, image, tmp / "figures" / "features.png")
+    return {"method": method, "features": len(maps), "images_per_feature": cfg.top_k}
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """(B, H, W) float32 from grayscale images; any of another size is resized (bilinear) to the first one's."""
+    import torch.nn.functional as F
+
+    size = tuple(images[0].shape)
+    out = [
+        x if tuple(x.shape) == size else F.interpolate(x[None, None].float(), size=size, mode="bilinear")[0, 0]
+        for x in images
+    ]
+    return torch.stack(out).float().clamp(0, 1)
+
+
+def _heatmap_figure(backbone: Any, shown: list, texts: dict[int, str], image: Any, path: Path, cols: int = 6) -> None:
+    """One row per feature: its top images with the heatmap overlaid, the description as the row title."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cxrlens.interpret.heatmaps import model_view, upsample
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(len(shown), cols, figsize=(1.9 * cols, 2.1 * len(shown)), squeeze=False)
+    for r, (feature, ids, maps) in enumerate(shown):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(ids):
+                continue
+            view = model_view(backbone, image(ids[c])[None].float())[0]
+            heat = upsample(torch.from_numpy(maps[c : c + 1]), tuple(view.shape))[0].numpy()
+            ax.imshow(view.numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(heat, cmap="inferno", alpha=0.45)
+        axes[r, 0].set_title(f"f{feature}: {texts.get(feature, '')[:70]}", loc="left", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _sae_hash(ws: Workspace, sae_run: str) -> str:
