@@ -128,3 +128,18 @@ def test_llm_describer_in_the_stage_and_dead_endpoint_fallback(planted: Workspac
     base = pd.read_parquet(res.path / "descriptions_extractive.parquet").set_index("feature")
     for row in desc[marked].itertuples():  # the fallback is the extractive description itself
         assert row.description == base.loc[row.feature, "description"]
+
+
+def test_interpret_on_another_store_with_the_same_stream(planted: Workspace) -> None:
+    import shutil
+
+    shutil.copytree(planted.activations("planted"), planted.activations("copy"))
+    res = interpret_run(
+        planted, InterpretConfig(sae=SAE_RUN, activations="copy"), run="on-copy", embed=hash_embed, show_progress=False
+    )
+    assert res.manifest.extra["activations"] == "copy"
+    a = pd.read_parquet(planted.interpret(SAE_RUN) / "features.parquet")
+    b = pd.read_parquet(res.path / "features.parquet")
+    pd.testing.assert_frame_equal(a, b)  # same activations → same interpretation
+    with pytest.raises(BadInputError, match="activations/nope"):
+        load_sae_context(planted, SAE_RUN, "nope")

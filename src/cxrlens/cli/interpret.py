@@ -12,6 +12,9 @@ from cxrlens.console import console
 
 def interpret(
     sae: str = typer.Option(..., "--sae", help="SAE run (saes/<RUN>); its activation store is used."),
+    activations: str = typer.Option(
+        "", "--activations", "-a", help="Activation store to interpret on [default: the one the SAE was trained on]."
+    ),
     top_k: int = typer.Option(16, help="Top-activating images kept per feature (and read by the describer)."),
     describe_split: str = typer.Option("train", help="Split whose reports describe the features."),
     calibrate_split: str = typer.Option("val", help="Held-out split for report thresholds."),
@@ -36,6 +39,7 @@ def interpret(
     llm = LLMConfig(url=llm_url, model=llm_model, api_key_env=llm_key_env) if llm_url else None
     cfg = InterpretConfig(
         sae=sae,
+        activations=activations,
         top_k=top_k,
         describe_split=describe_split,
         calibrate_split=calibrate_split,

@@ -58,7 +58,8 @@ class InterpretConfig:
     """One interpretation run (hashed into the manifest).
 
     Attributes:
-        sae: SAE run name (``saes/<sae>``); its activation store and stream come from the SAE's own config.
+        sae: SAE run name (``saes/<sae>``); its stream comes from the SAE's own config.
+        activations: activation store to interpret on ("" = the store the SAE was trained on).
         describe_split: images whose reports describe the features and whose activations give the statistics,
             label AUCs, top images and the confound check.
         calibrate_split: images on which each feature's report threshold is calibrated (held out from training).
@@ -77,6 +78,7 @@ class InterpretConfig:
     """
 
     sae: str
+    activations: str = ""
     describe_split: str = "train"
     calibrate_split: str = "val"
     threshold_quantile: float = 0.5
@@ -126,8 +128,9 @@ class SAEContext:
         return self.stream.split("/")[1]
 
 
-def load_sae_context(ws: Workspace, sae_run: str) -> SAEContext:
-    """Open ``saes/<sae_run>`` and the activation store it was trained on; one clear error for each gap."""
+def load_sae_context(ws: Workspace, sae_run: str, activations: str = "") -> SAEContext:
+    """Open ``saes/<sae_run>`` and the activation store it was trained on (or ``activations``, another store with
+    the same stream, e.g. the same backbone on another dataset); one clear error for each gap."""
     from cxrlens.activations import ActivationStore
     from cxrlens.sae.io import CONFIG_FILE, load_sae
 
@@ -135,7 +138,8 @@ def load_sae_context(ws: Workspace, sae_run: str) -> SAEContext:
     if not (sae_dir / CONFIG_FILE).exists():
         raise BadInputError(sae_dir, "SAE run not found; train one with `cxrlens sae train`")
     header = json.loads((sae_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    activations, stream = header.get("activations"), header.get("stream")
+    trained_on, stream = header.get("activations"), header.get("stream")
+    activations = activations or trained_on
     if not activations or not stream:
         raise BadInputError(sae_dir / CONFIG_FILE, "no activation store recorded (train with `cxrlens sae train`)")
     store = ActivationStore(ws.activations(activations))
@@ -143,6 +147,11 @@ def load_sae_context(ws: Workspace, sae_run: str) -> SAEContext:
         raise BadInputError(store.path, f"stream {stream!r} of SAE {sae_run!r} is not in the store")
     if store.info(stream).tokens_per_image != 1:
         raise BadInputError(store.path, f"stream {stream!r} has several tokens per image; interpret needs CLS/mean")
+    sae = load_sae(sae_dir)
+    if store.info(stream).dim != sae.cfg.d_in:
+        raise BadInputError(
+            store.path, f"stream {stream!r} is {store.info(stream).dim}-d; SAE {sae_run!r} reads another"
+        )
     meta = {**store.manifest.extra, **store.manifest.config}  # array stores keep dataset/backbone in extra
     missing = [c for c in ("study_id", "image_id", "split") if c not in store.index.columns]
     if missing:
@@ -150,7 +159,7 @@ def load_sae_context(ws: Workspace, sae_run: str) -> SAEContext:
     index = store.index[["study_id", "image_id", "split"]].reset_index(drop=True)
     index.insert(0, "image_row", np.arange(len(index)))
     dataset, backbone = str(meta.get("dataset") or ""), str(meta.get("backbone") or "")
-    return SAEContext(load_sae(sae_dir), sae_run, store, activations, stream, dataset, backbone, index)
+    return SAEContext(sae, sae_run, store, activations, stream, dataset, backbone, index)
 
 
 @torch.no_grad()
@@ -242,7 +251,7 @@ def interpret_run(
     from cxrlens.interpret.scoring import score_descriptions, summarise_scores
     from cxrlens.report.compile import calibrate_thresholds
 
-    ctx = load_sae_context(ws, cfg.sae)
+    ctx = load_sae_context(ws, cfg.sae, cfg.activations)
     if not ctx.dataset:
         raise BadInputError(ctx.store.path, "the activation store records no dataset; cannot find reports")
     studies = read_studies(ws, ctx.dataset)
