@@ -28,11 +28,14 @@ __all__ = ["pick_studies", "write_showcase"]
 
 
 def pick_studies(reports: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    """``n`` reports to show: non-empty ones, preferring those that state a positive finding, seeded."""
+    """``n`` reports to show: non-empty ones, those whose impression states a finding first (then normal ones),
+    seeded."""
+    from cxrlens.report.compile import NORMAL_IMPRESSION
+
     rng = np.random.default_rng(seed)
     nonempty = reports[reports["generated_text"].str.len() > 0]
     pool = nonempty if len(nonempty) else reports
-    positive = pool[pool["report"].map(lambda r: any(s["text"] and s["evidence"] for s in r.get("impression", [])))]
+    positive = pool[pool["report"].map(lambda r: any(s["text"] != NORMAL_IMPRESSION for s in r.get("impression", [])))]
     order = rng.permutation(len(pool))
     picked = pool.iloc[order]
     picked = pd.concat([picked[picked.index.isin(positive.index)], picked[~picked.index.isin(positive.index)]])
