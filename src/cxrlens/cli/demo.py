@@ -117,13 +117,13 @@ def demo_sae_config(activations: str, steps: int = 1500, batch_size: int = 256):
 
 
 def demo_interpret_config():
-    """The demo's interpretation: the describer reads 32 top studies against 128 random ones and keeps clusters with
-    support ≥ 20 % and log-odds ≥ 0.7 — chosen among four settings by clinical F1 on the **validation** split
-    (docs/sae-rad.md); the test split is only used for the reported numbers."""
+    """The demo's interpretation: the describer reads 32 top studies against 128 random ones (support ≥ 25 %,
+    log-odds ≥ 1) — chosen among four settings by clinical F1 on the **validation** split (docs/sae-rad.md); the
+    test split is only used for the reported numbers."""
     from cxrlens.interpret.describe import DescribeConfig
     from cxrlens.interpret.run import InterpretConfig
 
-    describe = DescribeConfig(top_k=32, n_random=128, min_support=0.2, min_log_odds=0.7)
+    describe = DescribeConfig(top_k=32, n_random=128)
     return InterpretConfig(sae=DEMO_SAE, describe=describe)
 
 
