@@ -36,7 +36,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "Manifest",
     "StageResult",
     "Workspace",
+    "artefact_identity",
     "artefact_lock",
     "atomic_path",
     "atomic_write_bytes",
@@ -60,6 +61,7 @@ __all__ = [
     "is_current",
     "read_manifest",
     "run_stage",
+    "stage_hash",
     "swap_into_place",
 ]
 
@@ -318,6 +320,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def stage_hash(config: Any, upstream: Mapping[str, str] | None = None) -> str:
+    """The hash that decides whether a stage is current: ``config_hash(config)``, combined with the identities of
+    the upstream artefacts it reads (``{"saes/x": <its manifest's config hash>, …}``) when there are any — so a
+    stage reading an artefact that was rebuilt differently under the same name is redone, not reused."""
+    from cxrlens.config import config_hash
+
+    base = config_hash(config)
+    if not upstream:
+        return base
+    text = json.dumps({"config": base, "upstream": dict(sorted(upstream.items()))}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def artefact_identity(artefact_dir: str | Path) -> str:
+    """What identifies the content of a complete artefact for :func:`stage_hash`: its job hash when the stage
+    records one (activation stores: config + backbone weights + dataset), else its config hash (which already
+    folds in its own upstream), else its creation time (artefacts written without a config)."""
+    m = read_manifest(artefact_dir)
+    if m is None:
+        return ""
+    return str(m.extra.get("job_hash") or m.config_hash or m.created)
+
+
 def run_stage(
     artefact_dir: str | Path,
     *,
@@ -325,18 +350,20 @@ def run_stage(
     config: Any,
     build: Callable[[Path], dict[str, Any] | None],
     force: bool = False,
+    upstream: Mapping[str, str] | None = None,
 ) -> StageResult:
-    """Run ``build(tmp_dir)`` unless ``artefact_dir`` is current for ``config``; swap the result into place.
+    """Run ``build(tmp_dir)`` unless ``artefact_dir`` is current for ``config`` (and ``upstream``, see
+    :func:`stage_hash`); swap the result into place.
 
     ``build`` writes every file of the artefact into ``tmp_dir`` and may return a dict with any of ``inputs``,
     ``rows``, ``skipped``, ``extra`` for the manifest. The manifest is written last; then the directory replaces
     the old artefact (if any). An exception (or SIGKILL) leaves the previous artefact untouched.
     """
     from cxrlens import __version__
-    from cxrlens.config import config_hash, config_to_dict
+    from cxrlens.config import config_to_dict
 
     artefact_dir = Path(artefact_dir)
-    cfg_hash = config_hash(config)
+    cfg_hash = stage_hash(config, upstream)
     existing = read_manifest(artefact_dir)
     if not force and existing is not None and existing.config_hash == cfg_hash:
         return StageResult(artefact_dir, existing, reused=True)
@@ -356,7 +383,7 @@ def run_stage(
                 config_hash=cfg_hash,
                 package_version=__version__,
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                inputs=dict(info.get("inputs", {})),
+                inputs={**dict(upstream or {}), **dict(info.get("inputs", {}))},
                 rows={k: int(v) for k, v in info.get("rows", {}).items()},
                 skipped={k: int(v) for k, v in info.get("skipped", {}).items()},
                 extra=dict(info.get("extra", {})),

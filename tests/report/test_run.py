@@ -74,3 +74,20 @@ def test_bad_inputs(planted, tmp_path) -> None:
     bad.write_bytes(b"not a png")
     ((path, rep, err),) = model.report_files([bad])
     assert path == bad and rep is None and "bad.png" not in err and err
+
+
+def test_downstream_stages_redo_when_an_upstream_artefact_changes_under_the_same_name(planted) -> None:
+    """Reports of an interpretation that was redone differently (same run name) are not reused: they are stale."""
+    import dataclasses
+
+    from cxrlens.interpret.describe import DescribeConfig
+
+    ws, model = planted
+    cfg = ReportConfig(interpret=SAE_RUN)
+    first = report_dataset(ws, cfg, model=model, show_progress=False)
+    assert report_dataset(ws, cfg, model=model, show_progress=False).reused
+    other = InterpretConfig(sae=SAE_RUN, describe=dataclasses.replace(DescribeConfig(), top_k=8))
+    interpret_run(ws, other, embed=hash_embed, show_progress=False)  # same name, other content
+    again = report_dataset(ws, cfg, model=ReportModel.load(ws, SAE_RUN, embed=hash_embed), show_progress=False)
+    assert not again.reused and again.manifest.config_hash != first.manifest.config_hash
+    assert again.manifest.inputs[f"interpret/{SAE_RUN}"] == read_manifest(ws.interpret(SAE_RUN)).config_hash

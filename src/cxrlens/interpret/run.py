@@ -36,7 +36,14 @@ from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.errors import BadInputError
 from cxrlens.interpret.describe import DescribeConfig
 from cxrlens.interpret.llm import LLMConfig
-from cxrlens.workspace import StageResult, Workspace, atomic_write_bytes, atomic_write_parquet, run_stage
+from cxrlens.workspace import (
+    StageResult,
+    Workspace,
+    artefact_identity,
+    atomic_write_bytes,
+    atomic_write_parquet,
+    run_stage,
+)
 
 __all__ = [
     "InterpretConfig",
@@ -372,10 +379,6 @@ def interpret_run(
         described = int((desc["sentences"].map(len) > 0).sum())
         verdicts = table["verdict"].value_counts().to_dict()
         return {
-            "inputs": {
-                f"saes/{cfg.sae}": _sae_hash(ws, cfg.sae),
-                f"activations/{ctx.activations}": ctx.store.manifest.config_hash,
-            },
             "rows": {"features": len(table), "described": described, "describe_images": len(d_rows)},
             "extra": {
                 "activations": ctx.activations,
@@ -391,7 +394,12 @@ def interpret_run(
             },
         }
 
-    return run_stage(out_dir, stage="interpret", config=cfg, build=build, force=force)
+    upstream = {
+        f"saes/{cfg.sae}": artefact_identity(ws.sae(cfg.sae)),
+        f"activations/{ctx.activations}": artefact_identity(ctx.store.path),
+        f"datasets/{ctx.dataset}": artefact_identity(ws.dataset(ctx.dataset)),
+    }
+    return run_stage(out_dir, stage="interpret", config=cfg, build=build, force=force, upstream=upstream)
 
 
 def _feature_heatmaps(
@@ -489,13 +497,6 @@ def _heatmap_figure(backbone: Any, shown: list, texts: dict[int, str], image: An
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def _sae_hash(ws: Workspace, sae_run: str) -> str:
-    from cxrlens.workspace import read_manifest
-
-    m = read_manifest(ws.sae(sae_run))
-    return m.config_hash if m is not None else ""
 
 
 def _overview_figure(table: pd.DataFrame, desc: pd.DataFrame, path: Path) -> None:

@@ -29,7 +29,14 @@ import pandas as pd
 
 from cxrlens.errors import BadInputError
 from cxrlens.report.compile import CompileConfig, CompiledReport, DescriptionBank, compile_report
-from cxrlens.workspace import StageResult, Workspace, atomic_write_bytes, read_manifest, run_stage
+from cxrlens.workspace import (
+    StageResult,
+    Workspace,
+    artefact_identity,
+    atomic_write_bytes,
+    read_manifest,
+    run_stage,
+)
 
 __all__ = ["ReportConfig", "ReportModel", "generated_text", "read_reports", "report_dataset"]
 
@@ -287,15 +294,16 @@ def report_dataset(
         atomic_write_bytes(tmp / "reports.jsonl", b"".join(lines))
         empty = sum(1 for line in lines if b'"generated_text": ""' in line)
         return {
-            "inputs": {
-                f"interpret/{cfg.interpret}": read_manifest(ws.interpret(cfg.interpret)).config_hash,
-                f"activations/{cfg.activations}": store.manifest.config_hash,
-            },
             "rows": {"reports": len(lines), "empty_reports": empty},
             "extra": {"compile_ms_per_report": 1000.0 * seconds / max(len(lines), 1)},
         }
 
-    return run_stage(out_dir, stage="report", config=cfg, build=build, force=force)
+    upstream = {
+        f"interpret/{cfg.interpret}": artefact_identity(ws.interpret(cfg.interpret)),
+        f"activations/{cfg.activations}": artefact_identity(ws.activations(cfg.activations)),
+        f"datasets/{cfg.dataset}": artefact_identity(ws.dataset(cfg.dataset)),
+    }
+    return run_stage(out_dir, stage="report", config=cfg, build=build, force=force, upstream=upstream)
 
 
 def _json_default(value: Any) -> Any:

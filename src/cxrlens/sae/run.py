@@ -18,12 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrlens.config import config_hash
 from cxrlens.errors import BadInputError
 from cxrlens.sae.io import save_sae
 from cxrlens.sae.metrics import evaluate_sae, write_metrics
 from cxrlens.sae.train import TrainConfig, train
-from cxrlens.workspace import StageResult, Workspace, atomic_write_json, is_current, run_stage
+from cxrlens.workspace import (
+    StageResult,
+    Workspace,
+    artefact_identity,
+    atomic_write_json,
+    is_current,
+    run_stage,
+    stage_hash,
+)
 
 __all__ = ["SAERunConfig", "default_stream", "train_sae_run"]
 
@@ -122,14 +129,16 @@ def train_sae_run(
     cfg = dataclasses.replace(cfg, stream=stream)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     final = ws.sae(run)
-    if not force and is_current(final, config_hash(cfg)):
-        return run_stage(final, stage="sae.train", config=cfg, build=lambda tmp: None)
+    upstream = {f"activations/{cfg.activations}": artefact_identity(store.path)}
+    job_hash = stage_hash(cfg, upstream)
+    if not force and is_current(final, job_hash):
+        return run_stage(final, stage="sae.train", config=cfg, build=lambda tmp: None, upstream=upstream)
     resume_dir = final.parent / f".{run}.resume"
     tag = resume_dir / "config_hash"
-    if resume_dir.exists() and (not tag.exists() or tag.read_text() != config_hash(cfg) or force):
+    if resume_dir.exists() and (not tag.exists() or tag.read_text() != job_hash or force):
         shutil.rmtree(resume_dir)  # a different job: its checkpoints cannot be resumed
     resume_dir.mkdir(parents=True, exist_ok=True)
-    tag.write_text(config_hash(cfg))
+    tag.write_text(job_hash)
 
     def build(tmp: Path) -> dict:
         res = train(
@@ -163,12 +172,11 @@ def train_sae_run(
         metrics["train_tokens_per_s"] = (res.tokens - res.resumed_from * cfg.train.batch_size) / max(res.seconds, 1e-9)
         write_metrics(tmp / "metrics.json", metrics)
         return {
-            "inputs": {f"activations/{cfg.activations}": store.manifest.config_hash},
             "rows": {"train_tokens": res.tokens, "eval_tokens": len(rows)},
             "extra": {"stream": stream, "metrics": {k: metrics[k] for k in ("fve", "l0_mean", "dead_frac")}},
         }
 
-    result = run_stage(final, stage="sae.train", config=cfg, build=build, force=force)
+    result = run_stage(final, stage="sae.train", config=cfg, build=build, force=force, upstream=upstream)
     if not result.reused:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return result
