@@ -181,7 +181,7 @@ def _sidecar(k: int) -> str:
 
 
 def _select_images(ws: Workspace, cfg: ExtractConfig) -> tuple[pd.DataFrame, list[str], str]:
-    from cxrlens.data.store import read_studies
+    from cxrlens.data.store import image_file, read_studies
 
     studies = read_studies(ws, cfg.dataset)
     ds_dir = ws.dataset(cfg.dataset)
@@ -189,7 +189,7 @@ def _select_images(ws: Workspace, cfg: ExtractConfig) -> tuple[pd.DataFrame, lis
     table = table[table["image_path"].fillna("").astype(str) != ""].reset_index(drop=True)
     if table.empty:
         raise BadInputError(ds_dir / "studies.parquet", f"no images to extract (split {cfg.split!r})")
-    paths = [str(p) if Path(p).is_absolute() else str(ds_dir / p) for p in table["image_path"].astype(str)]
+    paths = [str(image_file(ds_dir, p)) for p in table["image_path"]]
     return table, paths, file_sha256(ds_dir / "studies.parquet")
 
 

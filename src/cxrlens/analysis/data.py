@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,7 +63,7 @@ def load_images(
     Unreadable images are skipped with one warning line each; the returned table holds only the loaded rows.
     """
     from cxrlens.data.images import load_image
-    from cxrlens.data.store import read_studies
+    from cxrlens.data.store import image_file, read_studies
 
     studies = read_studies(ws, dataset)
     if split != "all":
@@ -74,7 +73,7 @@ def load_images(
     root = ws.dataset(dataset)
     out, keep = [], []
     for i, rel in enumerate(studies["image_path"].astype(str)):
-        path = Path(rel) if Path(rel).is_absolute() else root / rel
+        path = image_file(root, rel)
         try:
             arr = torch.from_numpy(np.ascontiguousarray(load_image(path), dtype=np.float32))
         except BadInputError as err:

@@ -351,7 +351,7 @@ def _sae_heatmap_sanity(ws: Workspace, cfg: SanityStage) -> list:
 
     from cxrlens.backbones.registry import load_backbone
     from cxrlens.data.images import load_image
-    from cxrlens.data.store import read_studies
+    from cxrlens.data.store import image_file, read_studies
     from cxrlens.interpret.heatmaps import heatmap_sanity
     from cxrlens.interpret.run import read_interpretation
     from cxrlens.sae.io import load_sae
@@ -372,8 +372,8 @@ def _sae_heatmap_sanity(ws: Workspace, cfg: SanityStage) -> list:
     images, features = [], []
     for row in pool.itertuples():
         for image_id in list(row.top_image_ids)[:4]:
-            rel = Path(str(studies.loc[image_id, "image_path"]))
-            images.append(torch.from_numpy(np.asarray(load_image(rel if rel.is_absolute() else ds_dir / rel))))
+            path = image_file(ds_dir, studies.loc[image_id, "image_path"])
+            images.append(torch.from_numpy(np.asarray(load_image(path))))
             features.append(int(row.feature))
     sizes = {tuple(x.shape) for x in images}
     if len(sizes) > 1:

@@ -124,7 +124,7 @@ def load_train_data(workspace: Workspace, cfg: BackboneTrainConfig, show_progres
     from cxrlens.activations import _load_gray
     from cxrlens.console import progress
     from cxrlens.data.schema import CHEXPERT_LABELS
-    from cxrlens.data.store import read_studies
+    from cxrlens.data.store import image_file, read_studies
 
     studies = read_studies(workspace, cfg.dataset)
     studies = studies[studies["image_path"].fillna("").astype(str) != ""]
@@ -137,7 +137,7 @@ def load_train_data(workspace: Workspace, cfg: BackboneTrainConfig, show_progres
     with progress(transient=True, disable=not show_progress) as bar:
         task = bar.add_task("decode images", total=len(studies))
         for i, rel in enumerate(studies["image_path"].astype(str)):
-            path = Path(rel) if Path(rel).is_absolute() else ds_dir / rel
+            path = image_file(ds_dir, rel)
             img = torch.from_numpy(_load_gray(str(path)))[None, None]
             images[i] = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[
                 0, 0

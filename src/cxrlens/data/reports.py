@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-__all__ = ["ReportSections", "parse_sections", "split_sentences"]
+__all__ = ["ReportSections", "parse_sections", "plain_report_text", "split_sentences"]
 
 _ALIASES: dict[str, str] = {
     "FINDINGS": "findings",
@@ -223,3 +223,13 @@ def split_sentences(text: str) -> list[str]:
         out.append(para[start:])
     cleaned = [_LIST_MARKER.sub("", s).strip() for s in out]
     return [s for s in cleaned if s and any(c.isalnum() for c in s)]
+
+
+def plain_report_text(findings: object, impression: object) -> str:
+    """``findings`` then ``impression``, each stripped, joined by one space (None/NaN read as empty): the one plain
+    form of a report that describers read, reports are compared with and baselines emit."""
+
+    def clean(value: object) -> str:
+        return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
+
+    return f"{clean(findings)} {clean(impression)}".strip()

@@ -19,7 +19,7 @@ from cxrlens.console import warn_line
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import StageResult, Workspace, atomic_write_parquet, file_sha256, run_stage
 
-__all__ = ["LoadedDataset", "import_dataset", "read_side_table", "read_studies"]
+__all__ = ["LoadedDataset", "image_file", "import_dataset", "read_side_table", "read_studies"]
 
 STUDIES = "studies.parquet"
 SKIPPED = "skipped.parquet"
@@ -83,6 +83,12 @@ def read_studies(workspace: Workspace, name: str) -> pd.DataFrame:
     if not path.exists():
         raise BadInputError(path, f"dataset {name!r} not found in the workspace; import or build it first")
     return pd.read_parquet(path)
+
+
+def image_file(dataset_dir: str | Path, image_path: object) -> Path:
+    """The file of a study-table ``image_path``: absolute as given, else relative to the dataset directory."""
+    p = Path(str(image_path))
+    return p if p.is_absolute() else Path(dataset_dir) / p
 
 
 def read_side_table(workspace: Workspace, name: str, table: str) -> pd.DataFrame:

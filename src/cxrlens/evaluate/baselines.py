@@ -28,6 +28,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cxrlens.data.reports import plain_report_text
+
 __all__ = [
     "BASELINES",
     "constant_reports",
@@ -48,9 +50,9 @@ def _clean(value: object) -> str:
 
 
 def report_plain_text(findings: object, impression: object) -> str:
-    """``findings`` then ``impression``, each stripped, joined by one space (NaN/None read as empty) — the form of
-    ``reference_text`` that the report stage writes, so baseline and reference texts are tokenised alike."""
-    return f"{_clean(findings).strip()} {_clean(impression).strip()}".strip()
+    """:func:`cxrlens.data.reports.plain_report_text` — the form of ``reference_text`` that the report stage
+    writes, so baseline and reference texts are tokenised alike."""
+    return plain_report_text(findings, impression)
 
 
 def normalise_report(text: str) -> str:

@@ -178,9 +178,11 @@ def encode_codes(sae: Any, acts_ND: torch.Tensor, batch_size: int = 4096) -> np.
 
 def image_reports(studies: pd.DataFrame, image_ids: Any) -> list[str]:
     """The report text (findings, then impression) of each image id, in order ("" where none)."""
+    from cxrlens.data.reports import plain_report_text
+
     table = studies.drop_duplicates("image_id").set_index("image_id")
-    parts = [table[c].reindex(list(image_ids)).fillna("").astype(str) for c in ("findings", "impression")]
-    return [f"{a.strip()} {b.strip()}".strip() for a, b in zip(*parts, strict=True)]
+    parts = [table[c].reindex(list(image_ids)).tolist() for c in ("findings", "impression")]
+    return [plain_report_text(f, i) for f, i in zip(*parts, strict=True)]
 
 
 def phantom_truth(ws: Workspace, dataset: str, image_ids: Any) -> tuple[pd.DataFrame, pd.DataFrame] | None:
@@ -415,7 +417,7 @@ def _feature_heatmaps(
 
     from cxrlens.backbones.registry import load_backbone
     from cxrlens.data.images import load_image
-    from cxrlens.data.store import read_studies
+    from cxrlens.data.store import image_file, read_studies
     from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method
 
     described = set(desc.loc[desc["sentences"].map(len) > 0, "feature"].astype(int))
@@ -429,8 +431,8 @@ def _feature_heatmaps(
 
     def image(image_id: str) -> torch.Tensor:
         if image_id not in cache:
-            rel = Path(str(studies.loc[image_id, "image_path"]))
-            cache[image_id] = torch.from_numpy(np.asarray(load_image(rel if rel.is_absolute() else ds_dir / rel)))
+            path = image_file(ds_dir, studies.loc[image_id, "image_path"])
+            cache[image_id] = torch.from_numpy(np.asarray(load_image(path)))
         return cache[image_id]
 
     maps: dict[str, np.ndarray] = {}

@@ -148,7 +148,7 @@ def load_label_data(
 
     Unreadable images are skipped with one warning line each and counted; a missing label column is an error.
     """
-    from cxrlens.data.store import read_studies
+    from cxrlens.data.store import image_file, read_studies
 
     ds_dir = ws.dataset(dataset)
     studies = read_studies(ws, dataset)
@@ -167,8 +167,7 @@ def load_label_data(
     with progress(transient=True) as bar:
         task = bar.add_task(f"reading {dataset}/{split or 'all'}", total=len(studies))
         for pos, row in enumerate(studies.itertuples(index=False)):
-            p = Path(row.image_path)
-            p = p if p.is_absolute() else ds_dir / p
+            p = image_file(ds_dir, row.image_path)
             try:
                 img = _read_gray(p, size)
                 m = _read_masks(ds_dir, str(row.image_id), labels, size)

@@ -59,7 +59,7 @@ def write_showcase(
     import torch
 
     from cxrlens.data.images import load_image
-    from cxrlens.data.store import read_studies
+    from cxrlens.data.store import image_file, read_studies
     from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method, model_view, overlay_png
     from cxrlens.report.render import StudyView, render_html, write_html
     from cxrlens.report.run import read_reports
@@ -74,8 +74,7 @@ def write_showcase(
     method = None
     pairs: list[tuple[Any, int]] = []  # (gray image, feature) of every map shown, for the sanity check
     for row in pick_studies(reports, n_studies, seed).itertuples():
-        rel = str(studies.loc[row.image_id, "image_path"])
-        path = Path(rel) if Path(rel).is_absolute() else ds_dir / rel
+        path = image_file(ds_dir, studies.loc[row.image_id, "image_path"])
         maps: dict[int, str] = {}
         feats = sorted({e["feature"] for s in row.report["findings"] for e in s["evidence"]})
         if heatmaps and feats and model.backbone_spec:
