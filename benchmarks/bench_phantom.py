@@ -1,11 +1,13 @@
 """Benchmark of the phantom renderer: are the findings detectable, and how fast is it?
 
 Detectability: 2,000 cxr-sprites at 224 px (factors sampled independently, each finding kind present with p = 0.25)
-are split 80/20; a small CNN trained from scratch (strided stem + 4 conv blocks, ~0.2 M parameters, input
-downsampled to 128 px, BCE over the 17 finding kinds, AdamW + one-cycle, CPU, at most 24 epochs within a hard
-budget of 360 CPU-seconds = 3 min on 2 cores, counted as process CPU time so that other load on the machine does
-not change the result) predicts every kind; the per-kind
-test ROC AUC is printed (target: every kind ≥ 0.80). No pretrained weights are involved.
+are split 80/20; a small CNN trained from scratch (strided stem + 4 conv blocks, ~0.29 M parameters, input
+downsampled to 128 px, BCE over the 17 finding kinds, AdamW, shift and left–right flip augmentation, CPU) predicts
+every kind. Training stops at a hard budget of 360 CPU-seconds = 3 min on 2 cores, counted as process CPU time so
+that other load on the machine does not change the result; the learning rate follows that budget (linear warm-up
+over the first 15 %, cosine decay to the end), so a slower machine trains fewer epochs but still anneals. The
+per-kind test ROC AUC is printed (target: every kind ≥ 0.80), and for kinds under 0.90 the AUC of each severity's
+positives against all negatives. No pretrained weights are involved.
 
 Speed: images/s at 224 px with 2 worker processes (the dataset build's pool), for ``render()`` on sprites specs
 (about 4 findings per image), warm (anatomy templates cached) and cold (first touch of each template). Peer measured
@@ -105,7 +107,7 @@ def speed(n_per_worker: int, size: int = 224, workers: int = 2) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- detectability
-def _render_set(n: int, size: int, seed: int, workers: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _render_set(n: int, size: int, seed: int, workers: int) -> tuple[np.ndarray, np.ndarray, list[str], list]:
     import multiprocessing as mp
 
     from cxrlens.data.phantom.datasets import sample_specs
@@ -119,7 +121,7 @@ def _render_set(n: int, size: int, seed: int, workers: int) -> tuple[np.ndarray,
     for c, arr in zip(chunks, parts, strict=True):
         images[c] = arr
     y = np.array([[int(s.finding(k) is not None) for k in KINDS] for s in specs], np.float32)
-    return images, y, list(KINDS)
+    return images, y, list(KINDS), specs
 
 
 def _render_chunk(job) -> np.ndarray:
@@ -142,7 +144,7 @@ def detectability(n: int, budget_cpu_s: float, max_epochs: int, seed: int = 0, w
     from torch import nn
 
     t0 = time.perf_counter()
-    x, y, kinds = _render_set(n, 224, seed, workers)
+    x, y, kinds, specs = _render_set(n, 224, seed, workers)
     render_s = time.perf_counter() - t0
     torch.manual_seed(seed)
     torch.set_num_threads(2)
@@ -156,43 +158,52 @@ def detectability(n: int, budget_cpu_s: float, max_epochs: int, seed: int = 0, w
         )
 
     class Net(nn.Module):
-        """~0.2 M parameters; (batch, 1, 128, 128) → (batch, n_kinds) logits."""
+        """~0.29 M parameters; (batch, 1, 128, 128) → (batch, n_kinds) logits."""
 
         def __init__(self) -> None:
             super().__init__()
             self.stem = nn.Sequential(
-                nn.Conv2d(1, 24, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(24), nn.ReLU()
+                nn.Conv2d(1, 16, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(16), nn.ReLU()
             )
-            self.body = nn.Sequential(block(24, 32), block(32, 48), block(48, 64), block(64, 96))
-            self.head = nn.Linear(2 * 96, len(kinds))
+            self.body = nn.Sequential(block(16, 32), block(32, 64), block(64, 128), block(128, 160))
+            self.head = nn.Linear(2 * 160, len(kinds))
 
         def forward(self, img: torch.Tensor) -> torch.Tensor:
-            f = self.body(self.stem(img))  # (batch, 96, 4, 4)
+            f = self.body(self.stem(img))  # (batch, 160, 4, 4)
             return self.head(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1))
 
     net = Net()
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    max_lr = 4e-3
+    opt = torch.optim.AdamW(net.parameters(), lr=max_lr, weight_decay=1e-4)
     loss_fn = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(seed)
     t1, c1 = time.perf_counter(), time.process_time()
-    epochs = 0
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=max_epochs * ((n_train + 47) // 48))
-    while time.process_time() - c1 < budget_cpu_s and epochs < max_epochs:
+    per_epoch = (n_train + 47) // 48
+    steps, done = 0, False
+    while not done:
         net.train()
         perm = torch.randperm(n_train, generator=gen)
         for i in range(0, n_train, 48):
+            # the schedule's clock: the CPU budget, or the epoch cap if a fast machine reaches it first
+            progress = max((time.process_time() - c1) / budget_cpu_s, steps / (max_epochs * per_epoch))
+            if progress >= 1:
+                done = True
+                break
+            warm = 0.15
+            scale = progress / warm if progress < warm else 0.5 * (1 + np.cos(np.pi * (progress - warm) / (1 - warm)))
+            for group in opt.param_groups:
+                group["lr"] = max(max_lr * scale, 1e-5)
             idx = perm[i : i + 48]
             xb = xt[idx]
             if torch.rand(1, generator=gen).item() < 0.5:  # small shift augmentation
                 xb = torch.roll(xb, shifts=(int(torch.randint(-4, 5, (1,), generator=gen)),) * 2, dims=(2, 3))
+            if torch.rand(1, generator=gen).item() < 0.5:  # presence labels do not depend on the side
+                xb = torch.flip(xb, dims=(3,))
             loss = loss_fn(net(xb), yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
-            if time.process_time() - c1 > budget_cpu_s:
-                break
-        epochs += 1
+            steps += 1
     train_s, train_cpu_s = time.perf_counter() - t1, time.process_time() - c1
     net.eval()
     with torch.no_grad():
@@ -203,14 +214,26 @@ def detectability(n: int, budget_cpu_s: float, max_epochs: int, seed: int = 0, w
         for j, k in enumerate(kinds)
         if 0 < ytest[:, j].sum() < len(ytest)
     }
+    by_severity: dict[str, dict[str, list[float]]] = {}  # kind → severity → [AUC vs all negatives, n positives]
+    for j, k in enumerate(kinds):
+        if auc.get(k, 1.0) >= 0.90:
+            continue
+        neg = logits[ytest[:, j] == 0, j]
+        sev = np.array([s.finding(k).severity if s.finding(k) else np.nan for s in specs[n_train:]])
+        by_severity[k] = {}
+        for value in np.unique(sev[~np.isnan(sev)]):
+            pos = logits[sev == value, j]
+            by_severity[k][f"{value:g}"] = [float((pos[:, None] > neg[None]).mean()), len(pos)]
     return {
         "n": n,
         "n_test": n - n_train,
-        "epochs": epochs,
+        "epochs": steps / per_epoch,
+        "steps": steps,
         "train_s": train_s,
         "render_s": render_s,
         "train_cpu_s": train_cpu_s,
         "auc": auc,
+        "auc_by_severity": by_severity,
         "auc_min": min(auc.values()),
         "auc_mean": float(np.mean(list(auc.values()))),
     }
@@ -235,7 +258,7 @@ def main() -> None:
         print(f"  {label:<36}{sp[key + '_wall']:>11.1f}{sp[key + '_cpu']:>25.1f}")
     print(f"  ratio ours/peer (warm): wall {sp['ratio_warm_vs_peer_wall']:.2f}, cpu {sp['ratio_warm_vs_peer_cpu']:.2f}")
     print(
-        f"\nDetectability: small CNN from scratch, {det['n']} sprites (80/20), {det['epochs']} epochs, "
+        f"\nDetectability: small CNN from scratch, {det['n']} sprites (80/20), {det['epochs']:.1f} epochs, "
         f"{det['train_cpu_s']:.0f} CPU-s ({det['train_s']:.0f} s wall); test n = {det['n_test']}"
     )
     print(f"  {'finding kind':<28}{'test AUC':>9}")
@@ -243,6 +266,9 @@ def main() -> None:
         flag = "" if v >= 0.80 else "  < 0.80"
         print(f"  {k:<28}{v:>9.3f}{flag}")
     print(f"  {'mean':<28}{det['auc_mean']:>9.3f}\n  {'min':<28}{det['auc_min']:>9.3f}")
+    for k, rows in det["auc_by_severity"].items():
+        cells = ", ".join(f"{sev}: {a:.2f} (n={m})" for sev, (a, m) in rows.items())
+        print(f"  {k} by severity — {cells}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(

@@ -244,7 +244,8 @@ def draw_consolidation(canvas: Canvas, f: FindingSpec) -> np.ndarray:
         zone = (a.lung(side) > 0.5) * _zone_window(canvas, g, f.zone, 0.006)
         radius = 0.07 + 0.09 * f.severity
         cu, cv_ = _pick_point(canvas, side, f.zone, margin_px=radius * a.size * 0.5)
-        r = np.sqrt(((a.u - cu) / radius) ** 2 + ((a.v - cv_) / (radius * 0.8)) ** 2)
+        # lobar/segmental: spreads across the zone (wider than tall) up to the fissure, unlike a round mass
+        r = np.sqrt(((a.u - cu) / (radius * 1.6)) ** 2 + ((a.v - cv_) / (radius * 0.8)) ** 2)
         field = 1 - r + 0.25 * smooth_field(canvas.rng, a.size, 10)
         region = np.clip(field / 0.04, 0, 1) * zone * a.lung(side)
         broncho = _bronchograms(canvas, (cu, cv_), side, radius) * region
@@ -256,23 +257,24 @@ def draw_consolidation(canvas: Canvas, f: FindingSpec) -> np.ndarray:
 
 
 def draw_pneumonia(canvas: Canvas, f: FindingSpec) -> np.ndarray:
-    """Bronchopneumonia: several patchy, ill-defined, mottled airspace opacities clustered in the zone."""
+    """Bronchopneumonia: separate patchy, ill-defined, mottled airspace opacities scattered through the zone (2–4
+    patches, more with severity), each a cluster of fluffy acinar blobs."""
     a = canvas.anat
     mask = np.zeros((a.size, a.size), bool)
     for side in _sides(f):
         g = a.geom(side)
         zone = (a.lung(side) > 0.5) * _zone_window(canvas, g, f.zone, 0.03)
-        cu, cv_ = _pick_point(canvas, side, f.zone, margin_px=4)
         alpha = np.zeros((a.size, a.size), np.float32)
-        n = 4 + int(5 * f.severity)
-        spread = 0.05 + 0.05 * f.severity
-        for _ in range(n):
-            pu = cu + float(canvas.rng.normal(0, spread))
-            pv = cv_ + float(canvas.rng.normal(0, spread * 0.8))
-            rad = float(canvas.rng.uniform(0.018, 0.035)) * (1 + 0.5 * f.severity)
-            ys, xs = _window(a.size, pu, pv, 3 * rad)
-            blob = np.exp(-(((a.u[ys, xs] - pu) ** 2 + (a.v[ys, xs] - pv) ** 2) / (2 * rad**2)))
-            alpha[ys, xs] = np.maximum(alpha[ys, xs], blob)
+        # separate patches scattered through the zone (more with severity), each a cluster of fluffy acinar blobs
+        for _ in range(2 + int(2.5 * f.severity)):
+            cu, cv_ = _pick_point(canvas, side, f.zone, margin_px=4)
+            for _ in range(3 + int(2 * f.severity)):
+                pu = cu + float(canvas.rng.normal(0, 0.025))
+                pv = cv_ + float(canvas.rng.normal(0, 0.02))
+                rad = float(canvas.rng.uniform(0.014, 0.026)) * (1 + 0.4 * f.severity)
+                ys, xs = _window(a.size, pu, pv, 3 * rad)
+                blob = np.exp(-(((a.u[ys, xs] - pu) ** 2 + (a.v[ys, xs] - pv) ** 2) / (2 * rad**2)))
+                alpha[ys, xs] = np.maximum(alpha[ys, xs], blob)
         mottle = 0.75 + 0.25 * cv2.resize(
             canvas.rng.standard_normal((a.size // 6, a.size // 6)).astype(np.float32),
             (a.size, a.size),
@@ -365,7 +367,7 @@ def draw_edema(canvas: Canvas, f: FindingSpec) -> np.ndarray:
 
 def draw_lung_lesion(canvas: Canvas, f: FindingSpec) -> np.ndarray:
     """A nodule (severity < 0.5: about 6–17 mm) or a mass (≥ 0.5: about 2.5–5 cm): round, well defined, slightly
-    lobulated soft-tissue density."""
+    lobulated soft-tissue density, densest through its centre; a mass has a spiculated margin."""
     a = canvas.anat
     mask = np.zeros((a.size, a.size), bool)
     diam = 0.03 + 0.05 * f.severity if f.severity < 0.5 else 0.07 + 0.14 * (f.severity - 0.5)
@@ -378,17 +380,28 @@ def draw_lung_lesion(canvas: Canvas, f: FindingSpec) -> np.ndarray:
         ph = [float(t) for t in canvas.rng.uniform(0, 2 * np.pi, 2)]
         radius = diam / 2 * (1 + 0.08 * np.sin(3 * ang + ph[0]) + 0.05 * np.sin(5 * ang + ph[1]))
         disc = np.zeros((a.size, a.size), np.float32)
-        disc[ys, xs] = np.clip((radius - np.sqrt(du**2 + dv**2)) * a.size / 1.2 + 0.5, 0, 1)
+        rho = np.sqrt(du**2 + dv**2)
+        disc[ys, xs] = np.clip((radius - rho) * a.size / 1.2 + 0.5, 0, 1)
         _opacify(canvas, (0.6 + 0.35 * f.intensity) * disc)
-        canvas.extra += 0.03 * disc
+        # soft-tissue density, densest through the centre of the sphere (path length ∝ chord)
+        chord = np.sqrt(np.clip(1 - (rho / radius) ** 2, 0, 1))
+        canvas.extra[ys, xs] += (0.03 + 0.05 * chord) * disc[ys, xs] * (0.6 + 0.4 * f.intensity)
+        if f.severity >= 0.5:  # a mass: spiculated margin (fine strands radiating into the lung)
+            for _ in range(7):
+                t = float(canvas.rng.uniform(0, 2 * np.pi))
+                r0, r1 = diam / 2 * 0.9, diam / 2 * float(canvas.rng.uniform(1.3, 1.7))
+                pts = [(cu + r0 * np.cos(t), cv_ + r0 * np.sin(t)), (cu + r1 * np.cos(t), cv_ + r1 * np.sin(t))]
+                spic = draw_path(a.size, pts, 0.004, smooth=False) * a.lung(side)
+                _opacify(canvas, 0.6 * f.intensity * spic)
         mask |= disc > 0.5
     return mask
 
 
 # ---------------------------------------------------------------------------------------------------- bone
 def draw_fracture(canvas: Canvas, f: FindingSpec) -> np.ndarray:
-    """Rib fracture: the lateral arc of a posterior rib is broken — a lucent gap and a cortical step (the distal
-    fragment displaced and angulated), with a sclerotic callus growing with severity; 1–2 adjacent ribs."""
+    """Healing rib fracture: the lateral arc of a posterior rib is broken — a lucent gap and a cortical step (the
+    distal fragment displaced by about a rib's width and angulated) — with a fusiform callus bridging the fragments
+    that grows with severity; 1–3 adjacent ribs."""
     a = canvas.anat
     mask = np.zeros((a.size, a.size), bool)
     first = {"upper": 2, "middle": 4, "lower": 6, "none": 4}[f.zone]
@@ -404,13 +417,17 @@ def draw_fracture(canvas: Canvas, f: FindingSpec) -> np.ndarray:
             u, v = a.u[ys, xs], a.v[ys, xs]
             orig = rib_band(k, side, u, v)
             distal = np.clip((u - u_f) * sign / 0.002 + 0.5, 0, 1)  # 1 lateral to the break
-            step = (0.016 + 0.02 * f.severity) * (0.5 + 0.5 * f.intensity)
+            step = (0.022 + 0.02 * f.severity) * (0.5 + 0.5 * f.intensity)
             moved = rib_band(k, side, u, v - step - 0.12 * (u - u_f) * sign * f.severity)
-            gap = np.clip((np.abs(u - u_f) - 0.007) / 0.002, 0, 1)
-            canvas.bones[ys, xs] += 0.16 * moved * distal * gap - RIB_DENSITY * orig * distal - 0.03 * orig * (1 - gap)
-            callus = np.exp(-(((u - u_f) / 0.014) ** 2 + ((v - vc - step / 2) / (0.013 + 0.01 * f.severity)) ** 2))
-            canvas.extra[ys, xs] += (0.05 + 0.08 * f.severity) * f.intensity * callus
-            mask[ys, xs] |= (np.abs(u - u_f) < 0.03) & (np.abs(v - vc - step / 2) < 0.028)
+            gap = np.clip((np.abs(u - u_f) - 0.008) / 0.002, 0, 1)
+            canvas.bones[ys, xs] += 0.16 * moved * distal * gap - RIB_DENSITY * orig * distal - 0.05 * orig * (1 - gap)
+            # healing callus: a well-defined fusiform density bridging the fragments, bulkier with severity
+            slope = float(np.diff(rib_centre(k, side, np.array([u_f - 0.01, u_f + 0.01])))[0]) / 0.02
+            ru = (u - u_f) / (0.026 + 0.012 * f.severity)
+            rv = (v - vc - step / 2 - slope * (u - u_f)) / (0.011 + step / 2 + 0.003 * f.severity)
+            callus = np.clip((1 - np.sqrt(ru**2 + rv**2)) / 0.3, 0, 1) * (0.6 + 0.4 * gap)
+            canvas.extra[ys, xs] += (0.09 + 0.07 * f.severity) * f.intensity * callus
+            mask[ys, xs] |= (np.abs(u - u_f) < 0.03) & (np.abs(v - vc - step / 2) < 0.028 + step / 2)
     return mask
 
 
