@@ -3,6 +3,7 @@ random init; the chosen one loads as ``cxrlens:<name>``; losses fall; the probe 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from cxrlens.backbones import load_backbone
+from cxrlens.backbones import train as train_mod
 from cxrlens.backbones.train import (
     OBJECTIVES,
     BackboneTrainConfig,
@@ -91,6 +93,48 @@ def test_probe_auc_on_known_features() -> None:
     ]
     assert set(aucs) == {"informative", "noise"}
     assert aucs["informative"] > 0.98 and 0.3 < aucs["noise"] < 0.7
+
+
+def test_pretrain_datasets_join_training_but_not_the_probe(
+    shapes_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of a pretraining dataset are trained on (every split) and never probed: the probe's train/val/test are
+    the probed dataset's own."""
+    make_finding_dataset(shapes_ws, name="extra", n=60, size=40, seed=3)
+    cfg = BackboneTrainConfig(dataset="shapes", arch=TINY, pretrain_datasets=("extra",), steps=3, batch_size=16)
+    data = load_train_data(shapes_ws, cfg, show_progress=False)
+    assert data.images_NHW.shape == (210, 32, 32) and len(data.texts) == 210 == len(data.labels_NL)
+    assert (data.split == "pretrain").sum() == 60 and data.pretrain_counts == {"extra": 60}
+    assert list(data.split[:150]) == list(
+        load_train_data(shapes_ws, dataclasses.replace(cfg, pretrain_datasets=()), show_progress=False).split
+    )
+    torch.set_num_threads(1)
+    res = train_backbone(
+        shapes_ws,
+        dataclasses.replace(cfg, name="with-extra", objectives=("supervised",), min_positives=3),
+        data=data,
+        show_progress=False,
+    )
+    probe = json.loads((res.path / "probe.json").read_text())
+    assert probe["images"] == {"train": 90, "val": 30, "test": 30} and probe["pretrain_images"] == {"extra": 60}
+    # a rebuilt pretraining dataset is a different upstream: the backbone is trained again, not reused
+    again = dataclasses.replace(cfg, name="with-extra", objectives=("supervised",), min_positives=3)
+    assert train_backbone(shapes_ws, again, data=data, show_progress=False).reused
+    make_finding_dataset(shapes_ws, name="extra", n=60, size=40, seed=4)
+    assert not train_backbone(shapes_ws, again, data=data, show_progress=False).reused
+    # the batches draw from the probed dataset's train split and from every pretrain row, never from val/test
+    seen: list[int] = []
+    original = train_mod._Supervised.loss
+
+    def spy(self, model, x_BHW, idx, gen):
+        seen.extend(idx.tolist())
+        return original(self, model, x_BHW, idx, gen)
+
+    monkeypatch.setattr(train_mod._Supervised, "loss", spy)
+    train_objective("supervised", data, dataclasses.replace(cfg, steps=10, batch_size=15))  # 150 rows = one epoch
+    assert sorted(seen) == sorted(np.nonzero(np.isin(data.split, ("train", "pretrain")))[0].tolist())
+    with pytest.raises(BadInputError, match="must not include the probed dataset"):
+        BackboneTrainConfig(dataset="shapes", pretrain_datasets=("shapes",))
 
 
 def test_bad_objective_is_refused() -> None:

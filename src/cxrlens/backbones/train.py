@@ -41,7 +41,7 @@ from torch import nn
 
 from cxrlens.backbones.vit import DEFAULT_BACKBONE, ViTArch, build_vit
 from cxrlens.errors import BadInputError
-from cxrlens.workspace import StageResult, Workspace, atomic_write_json, run_stage
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, atomic_write_json, run_stage
 
 __all__ = [
     "OBJECTIVES",
@@ -69,6 +69,9 @@ class BackboneTrainConfig:
         steps, batch_size, lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay.
         mask_ratio: fraction of patches masked (``mim``). ema: teacher momentum (``distill``).
         temperature: initial InfoNCE temperature (``contrastive``).
+        pretrain_datasets: further workspace datasets whose images (every split) join the training set only —
+            e.g. ``sprites``, phantoms with independently sampled findings and templated reports. The probe is
+            still fit on ``dataset``'s train split and scored on its val/test, so they stay held out.
         max_images: use at most this many images per split (0 = all), for quick runs.
         probe_c: inverse L2 strength of the probe's logistic regression. min_positives: label inclusion rule.
         seed: seeds the initialisation, augmentations, masks and batch order.
@@ -78,6 +81,7 @@ class BackboneTrainConfig:
     name: str = DEFAULT_BACKBONE
     arch: ViTArch = dataclasses.field(default_factory=ViTArch)
     objectives: tuple[str, ...] = OBJECTIVES
+    pretrain_datasets: tuple[str, ...] = ()
     steps: int = 200
     batch_size: int = 64
     lr: float = 1e-3
@@ -95,6 +99,8 @@ class BackboneTrainConfig:
         bad = [o for o in self.objectives if o not in OBJECTIVES]
         if bad or not self.objectives:
             raise BadInputError(None, f"objectives must be a non-empty subset of {', '.join(OBJECTIVES)}")
+        if self.dataset in self.pretrain_datasets:
+            raise BadInputError(None, f"pretrain_datasets must not include the probed dataset {self.dataset!r}")
 
 
 @dataclasses.dataclass
@@ -104,8 +110,10 @@ class TrainData:
     Attributes:
         images_NHW: (N, S, S) float32 in [0, 1] at the architecture's input size.
         labels_NL: (N, 14) float32, CheXpert convention (1, 0, −1, NaN).
-        texts: N report texts. split: (N,) ``train``/``val``/``test``.
+        texts: N report texts. split: (N,) ``train``/``val``/``test``, or ``pretrain`` for rows of
+            ``pretrain_datasets`` (trained on, never probed).
         label_names: the L label names. renderable: the labels the images can show.
+        pretrain_counts: images per pretraining dataset.
     """
 
     images_NHW: torch.Tensor
@@ -114,28 +122,52 @@ class TrainData:
     split: np.ndarray
     label_names: tuple[str, ...]
     renderable: tuple[str, ...]
+    pretrain_counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------------- data
 def load_train_data(workspace: Workspace, cfg: BackboneTrainConfig, show_progress: bool = True) -> TrainData:
-    """Decode and downsize the dataset's images once (they fit in memory at the ViT's input size)."""
+    """Decode and downsize the datasets' images once (they fit in memory at the ViT's input size): ``cfg.dataset``
+    with its splits, then every image of ``cfg.pretrain_datasets`` with split ``pretrain``."""
+    from cxrlens.data.schema import CHEXPERT_LABELS
+
+    parts = [_load_split_images(workspace, cfg.dataset, cfg, show_progress)]
+    for name in cfg.pretrain_datasets:
+        images, labels, texts, _ = _load_split_images(workspace, name, cfg, show_progress)
+        parts.append((images, labels, texts, np.full(len(texts), "pretrain", dtype=object)))
+    return TrainData(
+        images_NHW=torch.cat([p[0] for p in parts]),
+        labels_NL=np.concatenate([p[1] for p in parts]),
+        texts=[t for p in parts for t in p[2]],
+        split=np.concatenate([np.asarray(p[3], dtype=object) for p in parts]).astype(str),
+        label_names=tuple(CHEXPERT_LABELS),
+        renderable=_renderable_labels(workspace, cfg.dataset),
+        pretrain_counts={name: len(p[2]) for name, p in zip(cfg.pretrain_datasets, parts[1:], strict=True)},
+    )
+
+
+def _load_split_images(
+    workspace: Workspace, dataset: str, cfg: BackboneTrainConfig, show_progress: bool
+) -> tuple[torch.Tensor, np.ndarray, list[str], np.ndarray]:
+    """One dataset → (images (N, S, S) in [0, 1], labels (N, 14), report texts, split (N,))."""
     import pandas as pd
 
     from cxrlens.activations import _load_gray
     from cxrlens.console import progress
+    from cxrlens.data.reports import plain_report_text
     from cxrlens.data.schema import CHEXPERT_LABELS
     from cxrlens.data.store import image_file, read_studies
 
-    studies = read_studies(workspace, cfg.dataset)
+    studies = read_studies(workspace, dataset)
     studies = studies[studies["image_path"].fillna("").astype(str) != ""]
     if cfg.max_images:
         studies = pd.concat([g.head(cfg.max_images) for _, g in studies.groupby("split", sort=True)], ignore_index=True)
     studies = studies.reset_index(drop=True)
-    ds_dir = workspace.dataset(cfg.dataset)
+    ds_dir = workspace.dataset(dataset)
     size = cfg.arch.image_size
     images = torch.empty(len(studies), size, size)
     with progress(transient=True, disable=not show_progress) as bar:
-        task = bar.add_task("decode images", total=len(studies))
+        task = bar.add_task(f"decode {dataset} images", total=len(studies))
         for i, rel in enumerate(studies["image_path"].astype(str)):
             path = image_file(ds_dir, rel)
             img = torch.from_numpy(_load_gray(str(path)))[None, None]
@@ -143,16 +175,12 @@ def load_train_data(workspace: Workspace, cfg: BackboneTrainConfig, show_progres
                 0, 0
             ]
             bar.advance(task)
-    texts = (
-        studies["findings"].fillna("").astype(str) + " " + studies["impression"].fillna("").astype(str)
-    ).str.strip()
-    return TrainData(
-        images_NHW=images.clamp(0, 1),
-        labels_NL=studies[list(CHEXPERT_LABELS)].to_numpy(dtype=np.float32),
-        texts=texts.tolist(),
-        split=studies["split"].astype(str).to_numpy(),
-        label_names=tuple(CHEXPERT_LABELS),
-        renderable=_renderable_labels(workspace, cfg.dataset),
+    texts = [plain_report_text(f, imp) for f, imp in zip(studies["findings"], studies["impression"], strict=True)]
+    return (
+        images.clamp(0, 1),
+        studies[list(CHEXPERT_LABELS)].to_numpy(dtype=np.float32),
+        texts,
+        studies["split"].astype(str).to_numpy(),
     )
 
 
@@ -342,7 +370,7 @@ def train_objective(
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    train_idx = torch.from_numpy(np.nonzero(data.split == "train")[0])
+    train_idx = torch.from_numpy(np.nonzero(np.isin(data.split, ("train", "pretrain")))[0])
     if len(train_idx) < 2:
         raise BadInputError(None, "the dataset has fewer than 2 training images")
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -464,6 +492,7 @@ def train_backbone(
             text_ND = F.normalize((text_embed or _text_embeddings)(list(data.texts)).float(), dim=-1)
         results: dict[str, dict[str, Any]] = {}
         models: dict[str, nn.Module] = {}
+        probed = torch.from_numpy(data.split != "pretrain")
         for objective in ("random", *cfg.objectives):
             t0 = time.perf_counter()
             with progress(transient=True, disable=not show_progress or objective == "random") as bar:
@@ -472,9 +501,14 @@ def train_backbone(
                     objective, data, cfg, text_ND=text_ND, on_step=lambda s, _l, t=task: bar.update(t, completed=s + 1)
                 )
             seconds = time.perf_counter() - t0
-            feats = encode_images(model, data.images_NHW, cfg.arch)
+            feats = encode_images(model, data.images_NHW[probed], cfg.arch)
             scored = probe_auc(
-                feats, data.labels_NL, data.split, data.label_names, c=cfg.probe_c, min_positives=cfg.min_positives
+                feats,
+                data.labels_NL[probed.numpy()],
+                data.split[probed.numpy()],
+                data.label_names,
+                c=cfg.probe_c,
+                min_positives=cfg.min_positives,
             )
             val, test = scored["val"], scored["test"]
             results[objective] = {
@@ -500,6 +534,7 @@ def train_backbone(
             "selected_by": "val_macro_renderable (linear probe, frozen [CLS ‖ mean patch] features)",
             "renderable_labels": list(data.renderable),
             "images": {s: int((data.split == s).sum()) for s in ("train", "val", "test")},
+            "pretrain_images": dict(data.pretrain_counts),
             "results": results,
         }
         atomic_write_json(tmp / "probe.json", summary)
@@ -512,7 +547,19 @@ def train_backbone(
     if num_threads:
         torch.set_num_threads(num_threads)
     try:
-        return run_stage(workspace.backbone(cfg.name), stage="backbone.train", config=cfg, build=build, force=force)
+        # the datasets' identity is part of what the weights depend on: a rebuilt dataset retrains
+        upstream = {
+            f"datasets/{name}": artefact_identity(workspace.dataset(name))
+            for name in (cfg.dataset, *cfg.pretrain_datasets)
+        }
+        return run_stage(
+            workspace.backbone(cfg.name),
+            stage="backbone.train",
+            config=cfg,
+            build=build,
+            force=force,
+            upstream=upstream,
+        )
     finally:
         torch.set_num_threads(threads)
 

@@ -47,6 +47,12 @@ def train(
     objectives: str = typer.Option(
         "mim,distill,contrastive,supervised", help="Comma-separated: mim, distill, contrastive, supervised."
     ),
+    pretrain: str = typer.Option(
+        "",
+        "--pretrain-datasets",
+        help="Comma-separated datasets whose images (all splits) join training only, e.g. sprites; "
+        "the probe stays on --dataset.",
+    ),
     steps: int = typer.Option(200, help="Optimiser steps per objective."),
     batch_size: int = typer.Option(64, help="Images per step."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
@@ -74,6 +80,7 @@ def train(
         name=name or DEFAULT_BACKBONE,
         arch=arch,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        pretrain_datasets=tuple(d.strip() for d in pretrain.split(",") if d.strip()),
         steps=steps,
         batch_size=batch_size,
         lr=lr,

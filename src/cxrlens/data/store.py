@@ -8,7 +8,7 @@ reports bad items the same way and is skipped when current.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,10 @@ def import_dataset(
     load: Callable[[], LoadedDataset],
     force: bool = False,
     write_files: Callable[[Path, LoadedDataset], None] | None = None,
+    upstream: Mapping[str, str] | None = None,
 ) -> StageResult:
-    """Run ``load()`` and write its tables into ``datasets/<name>`` unless that artefact is current.
+    """Run ``load()`` and write its tables into ``datasets/<name>`` unless that artefact is current (for ``config``
+    and ``upstream``, e.g. the version of the code that draws the images).
 
     Every skipped item is printed as one warning line (file: problem), stored in ``skipped.parquet`` and counted
     in the manifest. ``write_files(tmp_dir, loaded)`` may add files (images, masks) inside the build directory.
@@ -74,7 +76,7 @@ def import_dataset(
             "extra": loaded.extra or {},
         }
 
-    return run_stage(workspace.dataset(name), stage=stage, config=config, build=build, force=force)
+    return run_stage(workspace.dataset(name), stage=stage, config=config, build=build, force=force, upstream=upstream)
 
 
 def read_studies(workspace: Workspace, name: str) -> pd.DataFrame:

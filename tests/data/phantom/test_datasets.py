@@ -103,6 +103,18 @@ def test_build_sprites_small_is_complete_and_byte_identical_on_rebuild(workspace
     assert build_sprites(workspace, cfg).reused
 
 
+def test_a_new_renderer_version_rebuilds_phantom_datasets(workspace, monkeypatch):
+    """Images drawn by an older renderer are not reused: the renderer version is part of the dataset's hash."""
+    import importlib
+
+    render = importlib.import_module("cxrlens.data.phantom.render")  # the module (the package exports the function)
+    cfg = SpritesConfig(n=4, size=48, seed=2)
+    assert not build_sprites(workspace, cfg, workers=1).reused
+    assert build_sprites(workspace, cfg, workers=1).reused
+    monkeypatch.setattr(render, "RENDERER_VERSION", render.RENDERER_VERSION + 1)
+    assert not build_sprites(workspace, cfg, workers=1).reused
+
+
 def test_build_iu_phantom_keeps_reports_and_records_unrendered(workspace, monkeypatch):
     from cxrlens.data import iu_xray
 

@@ -328,8 +328,21 @@ def build_sprites(
         _write_rendered(tmp, loaded, config.size, workers)
 
     return import_dataset(
-        workspace, name, stage="data.build.sprites", config=config, load=load, force=force, write_files=write
+        workspace,
+        name,
+        stage="data.build.sprites",
+        config=config,
+        load=load,
+        force=force,
+        write_files=write,
+        upstream=_renderer(),
     )
+
+
+def _renderer() -> dict[str, str]:
+    from cxrlens.data.phantom.render import RENDERER_VERSION
+
+    return {"renderer": f"cxrlens.data.phantom v{RENDERER_VERSION}"}
 
 
 def _mask_meta(size: int) -> dict[str, Any]:
@@ -633,5 +646,12 @@ def build_iu_phantom(
         _write_rendered(tmp, loaded, config.size, workers)
 
     return import_dataset(
-        workspace, name, stage="data.build.iu-phantom", config=config, load=load, force=force, write_files=write
+        workspace,
+        name,
+        stage="data.build.iu-phantom",
+        config=config,
+        load=load,
+        force=force,
+        write_files=write,
+        upstream=_renderer(),
     )

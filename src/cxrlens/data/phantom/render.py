@@ -20,6 +20,7 @@ from cxrlens.data.phantom.findings import DRAW_ORDER, DRAWERS, Canvas
 from cxrlens.data.phantom.spec import KIND_LABEL, LABEL_CHANNELS, ImageSpec
 
 __all__ = [
+    "RENDERER_VERSION",
     "Rendered",
     "decode_label_masks",
     "encode_label_masks",
@@ -30,6 +31,11 @@ __all__ = [
     "render",
     "to_uint8",
 ]
+
+RENDERER_VERSION = 2
+"""Bumped whenever the same spec and seed draw a different image; phantom datasets fold it into the hash they are
+reused by, so a workspace built by an older renderer is rebuilt. 2: distinct consolidation / pneumonia / mass,
+healing rib fracture (2026-11-23)."""
 
 AIR = 0.40  # density removed by fully aerated lung
 MARKINGS = 0.09  # density of the lung-marking layer at its densest (hila)
