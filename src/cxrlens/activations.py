@@ -380,7 +380,7 @@ def _extract_shards(
 
     with progress_fn(disable=not show_progress) as bar:
         task = bar.add_task("extract", total=total_todo)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, _cpu_threads_beside(num_workers if dev.type == "cpu" else 0):
             for positions, batch_BCHW, batch_errors in loader:
                 first = positions[0] if positions else batch_errors[0][0]
                 k = first // per_shard
@@ -401,6 +401,19 @@ def _extract_shards(
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, advance=len(positions) + len(batch_errors), description=f"extract {rate:,.1f} img/s")
     return seen
+
+
+@contextlib.contextmanager
+def _cpu_threads_beside(workers: int) -> Iterator[None]:
+    """While ``workers`` decoding processes run, the model computes on the remaining cores (at least one): on a
+    2-core machine, 2 model threads beside 1 decoding worker oversubscribe the cores."""
+    before = torch.get_num_threads()
+    if workers:
+        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], *, first_image: int) -> Path:

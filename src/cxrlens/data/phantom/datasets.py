@@ -314,7 +314,7 @@ def build_sprites(
     workers: int | None = None,
 ):
     """Build ``datasets/<name>`` (default ``cxr-sprites``); skipped when current. Returns the StageResult."""
-    from cxrlens.data.store import LoadedDataset, import_dataset
+    from cxrlens.data.store import LoadedDataset
 
     config = config or SpritesConfig()
     _check_size(config.size)
@@ -324,25 +324,28 @@ def build_sprites(
         extra = {"grid": {k: list(v) for k, v in SPRITE_GRID.items()}, **_mask_meta(config.size)}
         return LoadedDataset(studies, {"factors": factors}, (), (), extra)
 
+    return _import_rendered(workspace, name, "data.build.sprites", config, load, force, workers)
+
+
+def _import_rendered(workspace, name: str, stage: str, config, load, force: bool, workers: int | None):
+    """``import_dataset`` of a phantom dataset: tables from ``load()``, images and masks rendered into the build
+    directory, and the renderer version folded into the hash (images of an older renderer are not reused)."""
+    from cxrlens.data.phantom.render import RENDERER_VERSION
+    from cxrlens.data.store import import_dataset
+
     def write(tmp: Path, loaded) -> None:
         _write_rendered(tmp, loaded, config.size, workers)
 
     return import_dataset(
         workspace,
         name,
-        stage="data.build.sprites",
+        stage=stage,
         config=config,
         load=load,
         force=force,
         write_files=write,
-        upstream=_renderer(),
+        upstream={"renderer": f"cxrlens.data.phantom v{RENDERER_VERSION}"},
     )
-
-
-def _renderer() -> dict[str, str]:
-    from cxrlens.data.phantom.render import RENDERER_VERSION
-
-    return {"renderer": f"cxrlens.data.phantom v{RENDERER_VERSION}"}
 
 
 def _mask_meta(size: int) -> dict[str, Any]:
@@ -625,7 +628,7 @@ def build_iu_phantom(
     workers: int | None = None,
 ):
     """Build ``datasets/<name>`` (default ``iu-phantom``) from the IU X-ray reports; skipped when current."""
-    from cxrlens.data.store import LoadedDataset, import_dataset
+    from cxrlens.data.store import LoadedDataset
 
     config = config or IUPhantomConfig()
     _check_size(config.size)
@@ -642,16 +645,4 @@ def build_iu_phantom(
         }
         return LoadedDataset(studies, {"factors": factors}, errors, inputs, extra)
 
-    def write(tmp: Path, loaded) -> None:
-        _write_rendered(tmp, loaded, config.size, workers)
-
-    return import_dataset(
-        workspace,
-        name,
-        stage="data.build.iu-phantom",
-        config=config,
-        load=load,
-        force=force,
-        write_files=write,
-        upstream=_renderer(),
-    )
+    return _import_rendered(workspace, name, "data.build.iu-phantom", config, load, force, workers)
