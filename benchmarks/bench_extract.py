@@ -120,7 +120,7 @@ def bench_extraction(tmp: Path, n: int, size: int, batch: int, repeats: int) -> 
         "image_size": size,
         "batch_size": batch,
         "model": "random Dinov2Model, 4 layers, d=192, 224 px input, patch 16 (197 tokens)",
-        "workers": max(0, min(4, (os.cpu_count() or 1) - 1)),
+        "workers": 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) - 1),
         "cxrlens_images_per_s": max(ours),
         "plain_loop_images_per_s": max(peer),
         "ratio": max(ours) / max(peer),

@@ -210,7 +210,8 @@ def extract_activations(
     Args:
         run: store name (default :func:`default_run_name`).
         device: ``"cpu"``, ``"cuda"`` … (default: CUDA if available). On CUDA the forward runs under bf16 autocast.
-        num_workers: DataLoader workers decoding images while the model computes (default: CPUs − 1, at most 4).
+        num_workers: DataLoader workers decoding images while the model computes (default: CPUs − 1, at most 4;
+            0 on a machine with ≤ 2 CPUs, where a decoding worker only takes a core from the model).
     Returns the :class:`StageResult` (``reused=True`` when an identical store exists).
     """
     from cxrlens import __version__
@@ -346,7 +347,7 @@ def _extract_shards(
         batches += [list(range(s, min(s + cfg.batch_size, hi))) for s in range(lo, hi, cfg.batch_size)]
         left[k] = hi - lo
     if num_workers is None:
-        num_workers = max(0, min(4, (os.cpu_count() or 1) - 1))
+        num_workers = 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) - 1)
     loader = torch.utils.data.DataLoader(
         _ImageDataset(paths, backbone.preprocessor),
         batch_sampler=batches,
@@ -380,7 +381,7 @@ def _extract_shards(
 
     with progress_fn(disable=not show_progress) as bar:
         task = bar.add_task("extract", total=total_todo)
-        with torch.inference_mode(), autocast, _cpu_threads_beside(num_workers if dev.type == "cpu" else 0):
+        with torch.inference_mode(), autocast:
             for positions, batch_BCHW, batch_errors in loader:
                 first = positions[0] if positions else batch_errors[0][0]
                 k = first // per_shard
@@ -401,19 +402,6 @@ def _extract_shards(
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, advance=len(positions) + len(batch_errors), description=f"extract {rate:,.1f} img/s")
     return seen
-
-
-@contextlib.contextmanager
-def _cpu_threads_beside(workers: int) -> Iterator[None]:
-    """While ``workers`` decoding processes run, the model computes on the remaining cores (at least one): on a
-    2-core machine, 2 model threads beside 1 decoding worker oversubscribe the cores."""
-    before = torch.get_num_threads()
-    if workers:
-        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], *, first_image: int) -> Path:

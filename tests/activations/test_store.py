@@ -255,26 +255,3 @@ def test_streaming_memory_is_bounded_by_the_buffer(workspace: Workspace) -> None
     assert rows == 96 * 1024
     assert grew_mb < 24, f"peak RSS grew by {grew_mb} MiB reading a {size_mb:.0f} MiB store"
     assert resource  # imported for the subprocess script's sake
-
-
-def test_model_threads_leave_the_decoding_workers_their_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With w decoding workers on a c-core CPU the model computes on c − w threads (at least 1, never more than
-    before), and the thread count is restored afterwards, also after an error."""
-    from cxrlens import activations
-
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        monkeypatch.setattr(activations.os, "cpu_count", lambda: 2)
-        with activations._cpu_threads_beside(1):
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-        with activations._cpu_threads_beside(0):
-            assert torch.get_num_threads() == 2
-        monkeypatch.setattr(activations.os, "cpu_count", lambda: 16)
-        with pytest.raises(RuntimeError), activations._cpu_threads_beside(4):
-            assert torch.get_num_threads() == 2  # 16 − 4 = 12, capped at the 2 it had
-            raise RuntimeError
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
