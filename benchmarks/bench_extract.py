@@ -30,7 +30,14 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cxrlens.activations import ActivationStore, ExtractConfig, extract_activations, write_array_store, write_shard
+from cxrlens.activations import (
+    ActivationStore,
+    ExtractConfig,
+    default_num_workers,
+    extract_activations,
+    write_array_store,
+    write_shard,
+)
 from cxrlens.backbones.fake import save_tiny_model
 from cxrlens.data.schema import finalize_study_table
 from cxrlens.data.store import LoadedDataset, import_dataset
@@ -120,7 +127,7 @@ def bench_extraction(tmp: Path, n: int, size: int, batch: int, repeats: int) -> 
         "image_size": size,
         "batch_size": batch,
         "model": "random Dinov2Model, 4 layers, d=192, 224 px input, patch 16 (197 tokens)",
-        "workers": 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) - 1),
+        "workers": default_num_workers(),
         "cxrlens_images_per_s": max(ours),
         "plain_loop_images_per_s": max(peer),
         "ratio": max(ours) / max(peer),

@@ -323,6 +323,13 @@ def extract_activations(
     return StageResult(final, read_manifest(final), reused=False)  # type: ignore[arg-type]
 
 
+def default_num_workers() -> int:
+    """Decoding workers used when none are given: CPUs − 1 (at most 4); none on ≤ 2 CPUs, where decoding a PNG
+    is cheap next to the forward pass and a worker only takes a core from the model (bench_extract.py)."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(4, cpus - 1)
+
+
 def _extract_shards(
     backbone,
     cfg: ExtractConfig,
@@ -347,7 +354,7 @@ def _extract_shards(
         batches += [list(range(s, min(s + cfg.batch_size, hi))) for s in range(lo, hi, cfg.batch_size)]
         left[k] = hi - lo
     if num_workers is None:
-        num_workers = 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) - 1)
+        num_workers = default_num_workers()
     loader = torch.utils.data.DataLoader(
         _ImageDataset(paths, backbone.preprocessor),
         batch_sampler=batches,
