@@ -63,6 +63,7 @@ __all__ = [
     "ActivationStore",
     "ExtractConfig",
     "StreamInfo",
+    "default_num_workers",
     "default_run_name",
     "extract_activations",
     "write_array_store",
