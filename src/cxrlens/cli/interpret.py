@@ -22,7 +22,16 @@ def interpret(
         None, "--llm-url", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) for an LLM describer."
     ),
     llm_model: str | None = typer.Option(None, "--llm-model", help="Model name sent to --llm-url."),
-    llm_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint's API key."),
+    llm_key_env: str = typer.Option(
+        "OPENAI_API_KEY",
+        help="Environment variable holding the endpoint's API key (sent only over https or to a loopback address).",
+    ),
+    llm_allow_remote: bool = typer.Option(
+        False,
+        "--llm-allow-remote",
+        help="Allow an --llm-url that is not on this machine, acknowledging that report text is sent to it "
+        "(MIMIC-CXR's data use agreement forbids third-party services; see docs/llm.md).",
+    ),
     run: str | None = typer.Option(None, help="Output name [default: the SAE run name]."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
@@ -30,13 +39,21 @@ def interpret(
     """Per-feature statistics, label association, confound check and radiological descriptions."""
     from cxrlens.errors import BadInputError
     from cxrlens.interpret.describe import DescribeConfig
-    from cxrlens.interpret.llm import LLMConfig
+    from cxrlens.interpret.llm import LLMConfig, LLMEndpointError, check_endpoint
     from cxrlens.interpret.run import InterpretConfig, interpret_run
 
-    ws = open_workspace(workspace)
     if bool(llm_url) != bool(llm_model):
         raise BadInputError(None, "--llm-url and --llm-model go together")
-    llm = LLMConfig(url=llm_url, model=llm_model, api_key_env=llm_key_env) if llm_url else None
+    llm = None
+    if llm_url:  # refused here, before any work, when report text or the key would go where they must not
+        try:
+            llm = LLMConfig(url=llm_url, model=llm_model, api_key_env=llm_key_env, allow_remote=llm_allow_remote)
+            check_endpoint(llm)
+        except LLMEndpointError:
+            raise
+        except ValueError as err:
+            raise BadInputError(None, str(err)) from None
+    ws = open_workspace(workspace)
     cfg = InterpretConfig(
         sae=sae,
         activations=activations,

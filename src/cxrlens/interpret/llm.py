@@ -10,6 +10,20 @@ description of what group A shares and group B lacks — 1–3 report-style sent
 is read from the environment variable ``LLMConfig.api_key_env`` (default ``OPENAI_API_KEY``) and sent as
 ``Authorization: Bearer …`` when set; local servers need none.
 
+**Where report text and the key may go** (:func:`check_endpoint`; refused with :class:`LLMEndpointError` before any
+request is made — never a silent fallback, never the key in a message):
+
+- a *loopback* endpoint (host ``localhost``, an address in 127.0.0.0/8, ``::1``) is always allowed, http or https,
+  with or without key, and is reached directly (``*_proxy`` variables are ignored for it);
+- any other host receives the report texts of the prompt, which for MIMIC-CXR (PhysioNet credentialed data use
+  agreement) means sharing the data with a third party: it needs ``LLMConfig.allow_remote=True``
+  (``--llm-allow-remote``), the user's acknowledgement that report text leaves the machine;
+- the key is never sent over plain http to a non-loopback host: such a config is refused while the key variable is
+  set (unset it, or point ``api_key_env`` at an empty variable, to call a key-less server on the network).
+
+URLs with ``user:password@`` are refused, and redirects are not followed (a redirect would carry the
+``Authorization`` header to a host that was never checked).
+
 **Failures.** One request is retried up to ``retries`` times, waiting ``backoff_s · 2^attempt`` (or the server's
 ``Retry-After``, capped at ``timeout_s``), on connection errors, timeouts, HTTP 5xx and 429. Other 4xx (bad model
 name, bad key …) and a malformed answer (not JSON, no ``choices[0].message.content``, empty text) fail at once:
@@ -36,11 +50,13 @@ consistent finding", the row follows the extractive convention for it: confidenc
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from http.client import HTTPException
@@ -50,15 +66,19 @@ import pandas as pd
 
 from cxrlens.console import progress, warn_line
 from cxrlens.data.reports import split_sentences
+from cxrlens.errors import CxrlensError
 from cxrlens.interpret.describe import NO_CONSISTENT_FINDING
 
 __all__ = [
     "LLMConfig",
+    "LLMEndpointError",
     "LLMError",
     "build_messages",
     "chat_completion",
+    "check_endpoint",
     "contrast_reports",
     "describe_features_llm",
+    "is_loopback_host",
     "parse_description",
 ]
 
@@ -82,6 +102,8 @@ class LLMConfig:
         max_chars_per_report: each report is cut to this many characters (at a word boundary) in the prompt.
         min_reports: features with fewer top-activating reports than this are not sent (extractive row kept).
         breaker_after: consecutive failed features after which the endpoint is no longer called.
+        allow_remote: allow a non-loopback endpoint, acknowledging that report text leaves this machine (for
+            MIMIC-CXR only with a server that its data use agreement allows: not a third-party service).
     """
 
     url: str
@@ -96,10 +118,16 @@ class LLMConfig:
     max_chars_per_report: int = 600
     min_reports: int = 4
     breaker_after: int = 3
+    allow_remote: bool = False
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://[^/\s]+", self.url):
             raise ValueError(f"LLM url must start with http:// or https:// and name a host, got {self.url!r}")
+        problem = _url_problem(self.endpoint)
+        if problem is None:
+            problem = _policy_problem(self, key_set=False)
+        if problem is not None:
+            raise LLMEndpointError(problem)
         if not self.model.strip():
             raise ValueError("LLM model name is empty")
         if self.retries < 0 or self.timeout_s <= 0 or self.breaker_after < 1:
@@ -111,9 +139,107 @@ class LLMConfig:
         url = self.url.rstrip("/")
         return url if url.endswith("/chat/completions") else url + "/chat/completions"
 
+    @property
+    def host(self) -> str:
+        """The endpoint's host name or address (lower case, IPv6 without brackets)."""
+        return urllib.parse.urlsplit(self.endpoint).hostname or ""
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the endpoint is on this machine (:func:`is_loopback_host`)."""
+        return is_loopback_host(self.host)
+
 
 class LLMError(RuntimeError):
     """A chat request that failed for good; the message is one line naming the cause."""
+
+
+class LLMEndpointError(CxrlensError, ValueError):
+    """An endpoint the describer refuses to call (see the module docstring); raised before any request is made.
+
+    Not an :class:`LLMError`: the describer does not fall back on it, the command stops with this one line.
+    """
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, addresses in 127.0.0.0/8, ``::1`` (and IPv4-mapped loopback); no DNS lookup.
+
+    Anything else — other names, ``0.0.0.0``, abbreviated addresses such as ``127.1`` — counts as remote.
+    """
+    h = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+    if h == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(h)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def _url_problem(endpoint: str) -> str | None:
+    """Why ``endpoint`` cannot be checked reliably (credentials in it, urllib reading another host), or None."""
+    if any(c.isspace() or not c.isprintable() for c in endpoint):
+        return "LLM url must not contain whitespace or control characters"
+    parts = urllib.parse.urlsplit(endpoint)
+    if "@" in parts.netloc:
+        return "LLM url must not contain user:password@ (put an API key in the variable named by --llm-key-env)"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "LLM url has an invalid port"
+    if not parts.hostname or urllib.request.Request(endpoint).host.lower() != parts.netloc.lower():
+        return "LLM url names no host that can be checked"
+    return None
+
+
+def _api_key(cfg: LLMConfig) -> str:
+    return os.environ.get(cfg.api_key_env, "").strip() if cfg.api_key_env else ""
+
+
+def _policy_problem(cfg: LLMConfig, *, key_set: bool) -> str | None:
+    """The one-line reason to refuse ``cfg`` (key set or not), or None; never contains the key itself."""
+    if cfg.is_loopback:
+        return None
+    problems = []
+    if key_set and urllib.parse.urlsplit(cfg.endpoint).scheme != "https":
+        problems.append(
+            f"refusing to send the API key in ${cfg.api_key_env} over plain http to {cfg.host}, which is not this "
+            "machine: use https or a loopback endpoint (127.0.0.1, ::1, localhost), or unset the variable"
+        )
+    if not cfg.allow_remote:
+        problems.append(
+            f"LLM endpoint {cfg.host} is not on this machine and would receive report text; for MIMIC-CXR the "
+            "PhysioNet data use agreement forbids sharing it with third-party services. Use a local server "
+            "(e.g. http://127.0.0.1:8000/v1), or pass --llm-allow-remote (LLMConfig.allow_remote=True) to "
+            "acknowledge that report text leaves this machine"
+        )
+    return "; ".join(problems) or None
+
+
+def check_endpoint(cfg: LLMConfig) -> None:
+    """Refuse ``cfg`` as the module docstring says, reading the key variable now.
+
+    Raises:
+        LLMEndpointError: one line naming the host and what to do; the key's value is never part of it.
+    """
+    problem = _url_problem(cfg.endpoint) or _policy_problem(cfg, key_set=bool(_api_key(cfg)))
+    if problem is not None:
+        raise LLMEndpointError(problem)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answered as errors: following one would send the headers (the key) to an unchecked host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl) -> None:  # type: ignore[override]
+        return None
+
+
+def _opener(cfg: LLMConfig) -> urllib.request.OpenerDirector:
+    """Direct connection to loopback endpoints (a ``*_proxy`` variable must not route them off the machine)."""
+    proxies = urllib.request.ProxyHandler({} if cfg.is_loopback else None)
+    return urllib.request.build_opener(proxies, _NoRedirect())
 
 
 _SYSTEM = (
@@ -180,6 +306,7 @@ def chat_completion(messages: list[dict], cfg: LLMConfig, *, retries: int | None
     ``retries`` overrides ``cfg.retries`` (the describer passes 0 while failures are running).
 
     Raises:
+        LLMEndpointError: before any request, when :func:`check_endpoint` refuses the endpoint.
         LLMError: after the last attempt, on a non-retryable HTTP status, or on a malformed answer.
     """
     body = json.dumps(
@@ -190,17 +317,19 @@ def chat_completion(messages: list[dict], cfg: LLMConfig, *, retries: int | None
             "max_tokens": cfg.max_tokens,
         }
     ).encode("utf-8")
+    check_endpoint(cfg)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    key = os.environ.get(cfg.api_key_env, "").strip() if cfg.api_key_env else ""
+    key = _api_key(cfg)
     if key:
         headers["Authorization"] = f"Bearer {key}"
+    opener = _opener(cfg)
     retries = cfg.retries if retries is None else retries
     last = "no attempt made"
     for attempt in range(retries + 1):
         wait = cfg.backoff_s * 2**attempt
         try:
             request = urllib.request.Request(cfg.endpoint, data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(request, timeout=cfg.timeout_s) as response:
+            with opener.open(request, timeout=cfg.timeout_s) as response:
                 raw = response.read()
             return _content(raw)
         except urllib.error.HTTPError as err:
@@ -209,6 +338,8 @@ def chat_completion(messages: list[dict], cfg: LLMConfig, *, retries: int | None
             except (OSError, HTTPException):
                 detail = ""
             last = f"HTTP {err.code}" + (f" {detail}" if detail else "")
+            if 300 <= err.code < 400:
+                last = f"HTTP {err.code} (redirect not followed)"
             if err.code != 429 and err.code < 500:
                 raise LLMError(last) from None
             after = _retry_after(err)
@@ -323,7 +454,18 @@ def describe_features_llm(
         The columns of ``describe_features`` plus ``describer``: ``"llm:<model>"`` for rows the LLM described,
         ``"extractive (llm failed: <reason>)"`` for fallbacks, ``"extractive (llm not asked: …)"`` for features
         with fewer than ``cfg.min_reports`` top reports. Statistics columns: see the module docstring.
+
+    Raises:
+        LLMEndpointError: before any request, when :func:`check_endpoint` refuses the endpoint (no fallback).
     """
+    check_endpoint(cfg)
+    if not cfg.is_loopback:
+        plain = urllib.parse.urlsplit(cfg.endpoint).scheme != "https"
+        warn_line(
+            f"LLM describer: report text is sent to {cfg.host}"
+            + (" over plain http (unencrypted)" if plain else "")
+            + " (allowed by allow_remote / --llm-allow-remote)"
+        )
     features = [int(f) for f in features]
     if not (len(features) == len(top_reports) == len(random_reports)):
         raise ValueError(
