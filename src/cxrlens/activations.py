@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 
 from cxrlens.errors import BadInputError
+from cxrlens.parallel import WorkerPoolError, pool_context, stall_timeout_s
 from cxrlens.workspace import (
     MANIFEST,
     Manifest,
@@ -364,6 +365,9 @@ def _extract_shards(
         worker_init_fn=_worker_init if num_workers else None,
         prefetch_factor=4 if num_workers else None,
         persistent_workers=False,
+        # spawned, never forked from this threaded parent (cxrlens.parallel); a batch not ready in time = stuck
+        multiprocessing_context=pool_context() if num_workers else None,
+        timeout=stall_timeout_s() if num_workers else 0,
     )
     out_dtype = STORE_DTYPES[cfg.dtype]
     dev = torch.device(device)
@@ -390,7 +394,7 @@ def _extract_shards(
     with progress_fn(disable=not show_progress) as bar:
         task = bar.add_task("extract", total=total_todo)
         with torch.inference_mode(), autocast:
-            for positions, batch_BCHW, batch_errors in loader:
+            for positions, batch_BCHW, batch_errors in _guarded(loader, num_workers):
                 first = positions[0] if positions else batch_errors[0][0]
                 k = first // per_shard
                 errors += batch_errors
@@ -410,6 +414,38 @@ def _extract_shards(
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, advance=len(positions) + len(batch_errors), description=f"extract {rate:,.1f} img/s")
     return seen
+
+
+def _guarded(loader: torch.utils.data.DataLoader, num_workers: int) -> Iterator[Any]:
+    """Iterate ``loader``; decoding workers that died or stopped answering become one :class:`WorkerPoolError`,
+    after the workers are shut down (killed if they do not stop)."""
+    if not num_workers:
+        yield from loader
+        return
+    it = iter(loader)
+    try:
+        while True:
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as exc:  # torch raises RuntimeError for a dead worker and for a batch timeout
+                text = str(exc)
+                if "DataLoader worker" not in text and "DataLoader timed out" not in text:
+                    raise
+                # with a timeout set, torch reports a dead worker as a timeout: look at the workers themselves
+                codes = sorted({w.exitcode for w in getattr(it, "_workers", [])} - {None})
+                died = "exited unexpectedly" in text or bool(codes)
+                problem = "a decoding worker died" if died else "decoding workers stopped answering"
+                cause = f"exit codes {codes}" if codes else text.splitlines()[0]
+                raise WorkerPoolError(
+                    "extract: decoding images", f"{problem} ({cause})", "rerun with --workers 0"
+                ) from None
+            yield item
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)  # torch's own clean-up (joins, then terminates)
+        if shutdown is not None:
+            shutdown()
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], *, first_image: int) -> Path:

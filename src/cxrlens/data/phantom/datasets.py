@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +221,7 @@ def _render_one(job: tuple[str, dict[str, Any], int, int, str]) -> tuple[str, fl
 
 
 def _worker_init() -> None:
+    """Runs once in each (spawned, hence thread-free) rendering worker: one OpenCV thread per process."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -230,8 +230,13 @@ def _worker_init() -> None:
 def render_rows(factors: pd.DataFrame, size: int, out_dir: Path, workers: int | None = None) -> dict[str, float]:
     """Render every row of ``factors`` (needs ``image_id``, ``seed`` and the flat spec columns) into
     ``out_dir/images`` and ``out_dir/masks`` with a process pool and a progress bar; returns image_id → drawn CTR.
+
+    The pool's workers are spawned, never forked (:mod:`cxrlens.parallel`): a fork of this threaded parent
+    deadlocked in ``cv2.setNumThreads``. A worker that dies or hangs ends the build with
+    :class:`~cxrlens.parallel.WorkerPoolError`.
     """
     from cxrlens.console import progress
+    from cxrlens.parallel import imap_processes
 
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -242,19 +247,20 @@ def render_rows(factors: pd.DataFrame, size: int, out_dir: Path, workers: int | 
     with progress() as bar:
         task = bar.add_task(f"rendering {len(jobs):,} phantoms", total=len(jobs))
         if workers <= 1:
-            _worker_init()
-            for job in jobs:
-                image_id, c = _render_one(job)
-                ctr[image_id] = c
-                bar.advance(task)
+            results: Iterable[tuple[str, float]] = map(_render_one, jobs)
         else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-                for image_id, c in pool.map(_render_one, jobs, chunksize=32):
-                    ctr[image_id] = c
-                    bar.advance(task)
+            results = imap_processes(
+                _render_one,
+                jobs,
+                stage=f"rendering {len(jobs):,} phantoms into {out_dir}",
+                workers=workers,
+                initializer=_worker_init,
+                chunksize=32,
+                hint="rerun with --workers 1 to render in the main process",
+            )
+        for image_id, c in results:
+            ctr[image_id] = c
+            bar.advance(task)
     return ctr
 
 
