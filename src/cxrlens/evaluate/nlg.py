@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from collections.abc import Sequence
 
 __all__ = ["NLG_METRICS", "nlg_scores", "tokenize_report"]
+
+_METEOR_TIMEOUT_S = 120.0  # + 50 ms per report: java answers ~1,500 reports in a few seconds
 
 NLG_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "METEOR", "CIDEr-D")
 _NON_WORD = re.compile(r"[^a-z0-9.]+")
@@ -41,14 +44,27 @@ def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float
     from pycocoevalcap.meteor.meteor import Meteor
 
     scorer = None
+    watchdog = None
     try:
         scorer = Meteor()
+        # the scorer reads java's answers with blocking readline(): a java that stops answering would wait forever,
+        # so a watchdog kills it after a generous deadline and the readline then fails (→ "unavailable")
+        deadline = _METEOR_TIMEOUT_S + 0.05 * len(gts)
+        watchdog = threading.Timer(deadline, scorer.meteor_p.kill)
+        watchdog.daemon = True
+        watchdog.start()
         score, _ = scorer.compute_score(gts, res)
         return float(score), "ok (METEOR 1.5, -l en -norm)"
-    except (OSError, ValueError) as exc:  # java crashed or printed something that is not a score
+    except (OSError, ValueError) as exc:  # java crashed, was killed, or printed something that is not a score
+        if watchdog is not None and not watchdog.is_alive():
+            return None, f"unavailable: METEOR gave no answer within {deadline:.0f} s (java killed)"
         return None, f"unavailable: METEOR failed ({type(exc).__name__}: {exc})"
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         if scorer is not None:
+            if scorer.lock.locked():  # compute_score failed while holding it; the scorer's __del__ would block on it
+                scorer.lock.release()
             proc = scorer.meteor_p
             proc.stdin.close()
             proc.kill()
