@@ -13,9 +13,12 @@ Roofline: cxrlens's useful FLOP/s (dense encoder ``2BDL`` + the sparse parts ``â
 fraction of a plain ``torch.matmul`` of the encoder's shapes measured in the same run.
 
 Ablation: every switch of the hybrid flipped alone (and all off = the gated SAE's loss) on synthetic data with a
-planted dictionary, reporting FVE, L0, dead fraction, dictionary recovery and a label-probe AUC (labels = presence
-of 14 planted features; the same logistic probe on codes vs raw activations). The CPU may be shared with other
-processes: the timings printed are for this run only, and the JSON records the load average.
+planted dictionary, reporting FVE, L0, dead fraction, dictionary recovery, a label-probe AUC (labels = presence
+of 14 planted features; the same logistic probe on codes vs raw activations) and the median atom and encoder-row
+norms (where a scale artefact would show). Decoder-side sparsity off is run with unit-norm atoms, the only way the
+objective stays scale-invariant (``SAEConfig`` refuses it with free atoms; see ``cxrlens/sae/hybrid.py``), so that
+row and the unit-norm row are the same objective and must agree. The CPU may be shared with other processes: the
+timings printed are for this run only, and the JSON records the load average.
 """
 
 from __future__ import annotations
@@ -199,7 +202,7 @@ def bench_speed(quick: bool) -> dict:
 
 ABLATION = {
     "hybrid (all switches on)": {},
-    "- decoder-side sparsity": {"hybrid_decoder_sparsity": False},
+    "- decoder-side sparsity (unit-norm atoms)": {"hybrid_decoder_sparsity": False, "hybrid_free_decoder": False},
     "- free decoder (unit-norm atoms)": {"hybrid_free_decoder": False},
     "sparsity measure l1 (not tanh)": {"hybrid_sparsity_norm": "l1"},
     "sparsity measure l0-STE (not tanh)": {"hybrid_sparsity_norm": "l0"},
@@ -251,13 +254,16 @@ def bench_ablation(quick: bool) -> list[dict]:
                 "recovery": float(max_cosine(sae.W_dec.detach(), data.dictionary).mean()),
                 "probe_auc_codes": probe["mean_auc_codes"],
                 "probe_auc_raw": probe["mean_auc_raw"],
+                "atom_norm_median": float(sae.W_dec.detach().norm(dim=1).median()),
+                "enc_norm_median": float(sae.W_enc.detach().norm(dim=1).median()),
                 "seconds": time.perf_counter() - t0,
             }
         )
         r = rows[-1]
         print(
-            f"  {name:38s} FVE {r['fve']:.3f}  L0 {r['l0']:6.2f}  dead {r['dead_frac']:.3f}  "
-            f"recovery {r['recovery']:.3f}  AUC codes {r['probe_auc_codes']:.3f} / raw {r['probe_auc_raw']:.3f}",
+            f"  {name:42s} FVE {r['fve']:.3f}  L0 {r['l0']:6.2f}  dead {r['dead_frac']:.3f}  "
+            f"recovery {r['recovery']:.3f}  AUC codes {r['probe_auc_codes']:.3f} / raw {r['probe_auc_raw']:.3f}  "
+            f"|W_dec| {r['atom_norm_median']:.3f}  |W_enc| {r['enc_norm_median']:.3f}",
             flush=True,
         )
     return rows

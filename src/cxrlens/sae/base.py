@@ -19,6 +19,24 @@ lives in the model (so checkpoints resume exactly) and is updated by :meth:`SAE.
 **Decoder norms.** Families whose method requires unit-norm atoms set ``unit_norm_decoder = True``; the trainer
 then removes the gradient component parallel to each atom before the step and renormalises after it
 (:meth:`SAE.project_decoder`).
+
+**Scale invariance.** Scaling latent i's encoder row and every term in its pre-activation units (``b_enc,i``; the
+gated ``b_mag,i``; the JumpReLU threshold; BatchTopK's global threshold) by ``1/c`` and its atom ``W_dec,i`` by
+``c`` leaves the support and the reconstruction unchanged. No objective here may be lowered by that move, or
+training would buy sparsity by shrinking codes and growing atoms. How each family holds to it:
+
+============================  =====================================================  =========================
+family                        sparsity term under the rescaling                      atoms
+============================  =====================================================  =========================
+relu                          ``λ Σ codes_i · ‖W_dec,i‖``: invariant                 free
+topk, batchtopk, matryoshka   none; only a common c is a symmetry (the selection     unit norm
+                              compares latents), and it leaves every term unchanged
+jumprelu                      ``λ Σ H(z_i − θ_i)``: invariant (θ scales with z)      unit norm (fixes ε's units)
+gated                         ``λ Σ ReLU(π_gate)_i · sg(‖W_dec,i‖)``: invariant      unit norm
+hybrid                        switched measure of ``ReLU(π_gate)_i · ‖W_dec,i‖``     free or unit (switch)
+============================  =====================================================  =========================
+
+``tests/sae/test_invariance.py`` checks it for every family and every valid switch combination of the hybrid.
 """
 
 from __future__ import annotations
@@ -47,7 +65,8 @@ class SAEConfig:
         jump_bandwidth: rectangle-kernel width ε of the JumpReLU straight-through estimators;
             jump_threshold_init: initial JumpReLU threshold (normalised units).
         matryoshka_prefixes: nested prefix sizes (ascending, last = n_latents; empty = L/16, L/4, L).
-        hybrid_*: the SAE-Rad switches, see :mod:`cxrlens.sae.hybrid`.
+        hybrid_*: the SAE-Rad switches, see :mod:`cxrlens.sae.hybrid`. ``hybrid_decoder_sparsity=False`` needs
+            ``hybrid_free_decoder=False`` (a penalty on the gate alone with free atoms can be lowered by rescaling).
     """
 
     arch: str = "topk"
@@ -79,6 +98,13 @@ class SAEConfig:
             raise ValueError("matryoshka_prefixes must be strictly ascending and end at n_latents")
         if self.hybrid_sparsity_norm not in ("l1", "tanh", "l0"):
             raise ValueError("hybrid_sparsity_norm must be l1, tanh or l0")
+        if self.hybrid_tanh_scale <= 0:
+            raise ValueError("hybrid_tanh_scale must be > 0")
+        if self.arch == "hybrid" and self.hybrid_free_decoder and not self.hybrid_decoder_sparsity:
+            raise ValueError(
+                "hybrid_decoder_sparsity=false needs hybrid_free_decoder=false: a penalty on the gate alone with free "
+                "atoms is lowered by shrinking the encoder and growing the atoms (same reconstruction, same L0)"
+            )
 
 
 class _SparseEncode(torch.autograd.Function):

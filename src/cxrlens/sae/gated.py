@@ -7,9 +7,18 @@ Two paths share the encoder directions:
   ``π_mag = W_mag (x − b_dec) + b_mag``, ``f_mag = ReLU(π_mag)`` decides *how much*;
 
 ``codes = f_gate ⊙ f_mag``, ``x̂ = codes W_dec + b_dec``. Here ``W_gate = W_enc`` and ``b_gate = b_enc``. The loss is
-``‖x − x̂‖² + λ ‖ReLU(π_gate)‖₁ + ‖x − x̂_frozen(ReLU(π_gate))‖²``: the L1 penalty touches only the gate, and the
-auxiliary reconstruction through a *frozen* (detached) copy of the decoder gives the gate path a gradient to
-reconstruct with (H blocks it from the main term). Atoms are unit-norm, as in the paper.
+``‖x − x̂‖² + λ Σ_i ReLU(π_gate)_i · sg(‖W_dec,i‖) + ‖x − x̂_frozen(ReLU(π_gate))‖²`` (sg: stop-gradient): the L1
+penalty touches only the gate, and the auxiliary reconstruction through a *frozen* (detached) copy of the decoder
+gives the gate path a gradient to reconstruct with (H blocks it from the main term). Atoms are unit-norm, as in the
+paper: the trainer removes the gradient along each atom and renormalises after every step.
+
+**Scale invariance.** Scaling latent i's ``W_gate`` row, ``b_gate,i`` and ``b_mag,i`` by ``1/c`` and its atom by
+``c`` changes neither the support nor any reconstruction, but divides ``ReLU(π_gate)_i`` by ``c``: a bare L1 penalty
+could be lowered that way, which the unit-norm constraint forbids in training. The penalty also carries the atom
+norm as a frozen factor, so the objective is invariant everywhere, not only on the unit sphere (a loaded or edited
+model with other norms reports an honest penalty). On unit atoms the factor is 1, so the paper's loss, its
+gradients and the training run are unchanged; frozen, it matches the frozen decoder of the auxiliary term (the
+gated authors' advice: the decoder live in both or frozen in both).
 
 :class:`GatedSAE` exposes hooks (:meth:`_sparsity`, :meth:`_aux_decoder`) that :mod:`cxrlens.sae.hybrid` switches.
 """
@@ -46,8 +55,11 @@ class GatedSAE(SAE):
 
     # hooks -----------------------------------------------------------------
     def _sparsity(self, gate_acts: torch.Tensor, pi_gate: torch.Tensor) -> torch.Tensor:
-        """Per-batch sparsity measure of the gate (before the coefficient): ‖ReLU(π_gate)‖₁ averaged over tokens."""
-        return gate_acts.sum(-1).mean()
+        """Sparsity measure (before the coefficient) of gate_acts = ReLU(π_gate): (B, L), mean over tokens.
+
+        ``Σ_i ReLU(π_gate)_i · ‖W_dec,i‖`` with the norm frozen (= the paper's L1 on unit atoms).
+        """
+        return (gate_acts * self.decoder_norms().detach()).sum(-1).mean()
 
     def _aux_decoder(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.W_dec.detach(), self.b_dec.detach()

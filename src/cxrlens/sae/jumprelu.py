@@ -9,6 +9,12 @@ through straight-through estimators built on the rectangle kernel ``K(u) = 1[|u|
 
 These equal the exact derivatives of the kernel-smoothed functions (``H`` convolved with ``K_ε``), which is what
 the tests check numerically. Atoms are kept unit-norm, as in the paper.
+
+**Scale invariance.** Scaling latent i's encoder row and ``b_enc,i`` by ``1/c``, its threshold by ``1/c``
+(``log_threshold − log c``) and its atom by ``c`` leaves the support, the reconstruction and the L0 penalty unchanged:
+the objective cannot be lowered by moving scale between code and atom, with or without a constraint. The unit-norm
+atoms are kept for another reason: the bandwidth ε is in pre-activation units, and fixing the atoms' scale fixes
+what ε means (a free decoder would let it drift).
 """
 
 from __future__ import annotations

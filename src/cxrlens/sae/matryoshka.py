@@ -3,7 +3,9 @@
 The latents are ordered; for every prefix size ``m`` in ``cfg.matryoshka_prefixes`` (default ``L/16, L/4, L``) the
 reconstruction from latents ``< m`` alone must also be good. The loss is the sum of the prefixes' squared errors,
 so early latents learn general, frequent directions and later ones refine them. Selection is per-token TopK (the
-variant with BatchTopK selection differs only in :meth:`_select`), decoded sparsely prefix by prefix.
+variant with BatchTopK selection differs only in :meth:`_select`), decoded sparsely prefix by prefix. Like TopK it
+has no sparsity penalty, unit-norm atoms, and a loss (every prefix's error) unchanged by a common rescaling of
+encoder and atoms.
 """
 
 from __future__ import annotations

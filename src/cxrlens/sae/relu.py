@@ -2,7 +2,9 @@
 
 ``codes = ReLU(W_enc (x − b_dec) + b_enc)``, ``x̂ = codes W_dec + b_dec`` and
 ``loss = ‖x − x̂‖² + λ Σ_i codes_i ‖W_dec,i‖``. Weighting by the atom norm makes the penalty invariant to moving
-scale between a code and its atom, so the atoms need no unit-norm constraint (and get none).
+scale between a code and its atom (encoder row and ``b_enc,i`` × 1/c, atom × c: same support, same reconstruction,
+same penalty), so the atoms need no unit-norm constraint (and get none); the norm is live in the penalty, so the
+training signal has no component along that rescaling either.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@
   rest of its batch.
 * **AuxK**: latents silent for ``cfg.dead_tokens`` training tokens are dead; the ``aux_k`` largest dead
   pre-activations must reconstruct the residual ``e = x − x̂`` (detached): ``aux = aux_coeff · ‖e − ê‖²``.
+* **Scale invariance**: there is no sparsity penalty to game. The selection compares pre-activations across
+  latents, so rescaling latents by different factors changes which ones win (it is not a reparametrisation); a
+  common factor (encoder and ``b_enc`` × 1/c, BatchTopK's θ × 1/c, atoms × c) keeps the support, the reconstruction
+  and every loss term. Atoms are unit-norm, as in both papers.
 
 Speed (the point of this module on a CPU): the encoder pre-activations are one dense matmul computed without
 autograd; only the selected ``B · k`` entries are re-attached to the graph (:func:`sparse_encode`, whose backward is
