@@ -78,3 +78,15 @@ def test_sae_train_bad_options_are_one_line_errors(ws):
         with pytest.raises(SystemExit) as exc:
             main(["sae", "train", "-w", str(ws.root), "--activations", "acts", "--steps", "2", *args])
         assert exc.value.code == 2
+
+
+def test_a_changed_objective_version_retrains_instead_of_reusing(ws, monkeypatch):
+    """An SAE trained under an older objective (same config) must not be silently reused."""
+    import cxrlens.sae.run as sae_run
+
+    args = ("--arch", "topk", "--latents", "32", "--k", "4", "--run", "objective")
+    assert _train(ws, *args).exit_code == 0
+    assert "reusing" in _train(ws, *args).output
+    monkeypatch.setattr(sae_run, "OBJECTIVE_VERSION", sae_run.OBJECTIVE_VERSION + 1)
+    again = _train(ws, *args)
+    assert again.exit_code == 0 and "reusing" not in again.output

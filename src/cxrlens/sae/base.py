@@ -48,7 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SAE", "SAEConfig", "gather_decode", "sparse_encode"]
+__all__ = ["OBJECTIVE_VERSION", "SAE", "SAEConfig", "gather_decode", "sparse_encode"]
+
+# Bumped whenever a family's training objective changes without a config change (2: every sparsity penalty made
+# invariant to the encoder-down / decoder-up rescaling). Folded into the training stage's skip hash, so an SAE
+# trained under an older objective is retrained rather than silently reused.
+OBJECTIVE_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cxrlens.errors import BadInputError
+from cxrlens.sae.base import OBJECTIVE_VERSION
 from cxrlens.sae.io import save_sae
 from cxrlens.sae.metrics import evaluate_sae, write_metrics
 from cxrlens.sae.train import TrainConfig, train
@@ -129,7 +130,10 @@ def train_sae_run(
     cfg = dataclasses.replace(cfg, stream=stream)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     final = ws.sae(run)
-    upstream = {f"activations/{cfg.activations}": artefact_identity(store.path)}
+    upstream = {
+        f"activations/{cfg.activations}": artefact_identity(store.path),
+        "sae objective": f"v{OBJECTIVE_VERSION}",  # a changed objective retrains, never reuses
+    }
     job_hash = stage_hash(cfg, upstream)
     if not force and is_current(final, job_hash):
         return run_stage(final, stage="sae.train", config=cfg, build=lambda tmp: None, upstream=upstream)
