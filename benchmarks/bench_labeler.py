@@ -1,4 +1,12 @@
-"""Benchmark of the CheXpert-14 labeler on IU X-ray: agreement with MeSH major tags, and speed on one core.
+"""Benchmark of the CheXpert-14 labeler: a MIMIC-style gold set, IU X-ray MeSH agreement, and speed on one core.
+
+Part 1, MIMIC-style gold set (``tests/data/labeler_gold_mimic_style.csv``, 413 sentences written before reading the
+rules, CheXpert conventions; every third row held out, see docs/labeler.md): per-label precision/recall/F1 and support
+under both uncertain conventions — ``u=pos`` (-1 → 1, U-Ones) and ``u=neg`` (-1 → 0, U-Zeros), not mentioned → 0 —
+on all rows, on the dev rows and on the held-out rows; the recall of uncertain mentions (gold -1 predicted -1); and
+the share of fully correct rows of the first gold set (``tests/data/labeler_gold.csv``).
+
+Part 2, IU X-ray:
 
 Reference: the MeSH *major* tags that NLM indexers assigned to each IU X-ray report (independent of this labeler),
 mapped to CheXpert names with :data:`MESH_TO_CHEXPERT` below ("normal" → No Finding). A label counts as present in
@@ -16,7 +24,7 @@ on the same chunks of the same texts, alternating with it: medspaCy's default pi
 sentence splitter, TargetMatcher with the same finding phrases, default ConText rules), whose MeSH agreement is
 scored the same way. CPU-seconds are the fairer figure on a shared machine (wall time includes waiting for the core).
 
-    python benchmarks/bench_labeler.py [--quick]
+    python benchmarks/bench_labeler.py [--quick] [--gold-only]
 """
 
 from __future__ import annotations
@@ -32,11 +40,14 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.data.iu_xray import IUXrayImportConfig, load_iu_xray
-from cxrlens.data.labeler import label_reports, report_text
+from cxrlens.data.labeler import LabelerConfig, label_reports, report_text
 from cxrlens.data.labeler_phrases import FINDING_PHRASES
 from cxrlens.data.schema import CHEXPERT_LABELS
 
 RESULTS = Path(__file__).parent / "results" / "labeler.json"
+GOLD_DIR = Path(__file__).parents[1] / "tests" / "data"
+MIMIC_GOLD = GOLD_DIR / "labeler_gold_mimic_style.csv"
+IU_GOLD = GOLD_DIR / "labeler_gold.csv"
 
 # MeSH major heading (first component, lower case) → CheXpert label. A tuple value restricts the mapping to tags
 # that also carry one of the listed sub-terms ("Cardiac Shadow/enlarged" is cardiomegaly, "Cardiac Shadow" alone
@@ -98,6 +109,103 @@ def scores(pred_NL: np.ndarray, ref_NL: np.ndarray) -> list[dict]:
     return rows
 
 
+def read_gold(path: Path = MIMIC_GOLD) -> pd.DataFrame:
+    """The MIMIC-style gold set (``#`` lines are its provenance header)."""
+    return pd.read_csv(path, comment="#")
+
+
+def binarise(values: np.ndarray, uncertain: str) -> np.ndarray:
+    """CheXpert values → bool: 1 → True; -1 → True for ``"pos"`` (U-Ones), False for ``"neg"``; 0/NaN → False."""
+    return (values == 1) | ((values == -1) if uncertain == "pos" else False)
+
+
+def gold_scores(gold: pd.DataFrame, pred: pd.DataFrame, uncertain: str) -> list[dict]:
+    """Per-label precision/recall/F1/support of predicted against gold values (all 14 labels), one convention."""
+    rows = []
+    for name in CHEXPERT_LABELS:
+        g = binarise(gold[name].to_numpy(dtype=float), uncertain)
+        p = binarise(pred[name].to_numpy(dtype=float), uncertain)
+        tp, fp, fn = int((p & g).sum()), int((p & ~g).sum()), int((~p & g).sum())
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        rows.append({"label": name, "support": int(g.sum()), "precision": prec, "recall": rec, "f1": f1})
+    return rows
+
+
+def uncertain_recall(gold: pd.DataFrame, pred: pd.DataFrame) -> dict:
+    """Of the gold -1 cells (all labels pooled), the share predicted -1, and where the rest went."""
+    g = gold[list(CHEXPERT_LABELS)].to_numpy(dtype=float)
+    p = pred[list(CHEXPERT_LABELS)].to_numpy(dtype=float)
+    m = g == -1
+    n = int(m.sum())
+    got = p[m]
+    return {
+        "n": n,
+        "recall": float((got == -1).sum() / n) if n else float("nan"),
+        "as_positive": int((got == 1).sum()),
+        "as_negative": int((got == 0).sum()),
+        "as_missing": int(np.isnan(got).sum()),
+        "precision": float((g[p == -1] == -1).mean()) if (p == -1).any() else float("nan"),
+    }
+
+
+def gold_report(gold: pd.DataFrame, pred: pd.DataFrame) -> dict:
+    """Scores of one labelling of the gold set: all rows, dev rows, held-out rows; both conventions."""
+    out = {}
+    for part, mask in (
+        ("all", np.ones(len(gold), bool)),
+        ("dev", (gold["split"] == "dev").to_numpy()),
+        ("heldout", (gold["split"] == "heldout").to_numpy()),
+    ):
+        g, p = gold[mask].reset_index(drop=True), pred[mask].reset_index(drop=True)
+        entry: dict = {"n_sentences": int(mask.sum())}
+        for conv in ("pos", "neg"):
+            rows = gold_scores(g, p, conv)
+            entry[f"u={conv}"] = {
+                "per_label": rows,
+                "macro_f1": float(np.mean([r["f1"] for r in rows if r["support"]])),
+            }
+        entry["uncertain"] = uncertain_recall(g, p)
+        vals_g = g[list(CHEXPERT_LABELS)].to_numpy(dtype=float)
+        vals_p = p[list(CHEXPERT_LABELS)].to_numpy(dtype=float)
+        same = (vals_g == vals_p) | (np.isnan(vals_g) & np.isnan(vals_p))
+        entry["rows_fully_correct"] = float(same.all(axis=1).mean())
+        out[part] = entry
+    return out
+
+
+def iu_gold_rows_correct() -> float:
+    """Share of rows of the first gold set (IU-style, written with the rules) whose 14 labels all match."""
+    g = pd.read_csv(IU_GOLD)
+    p = label_reports(g["text"].tolist())
+    a, b = g[list(CHEXPERT_LABELS)].to_numpy(dtype=float), p.to_numpy(dtype=float)
+    return float(((a == b) | (np.isnan(a) & np.isnan(b))).all(axis=1).mean())
+
+
+def print_gold(res: dict) -> None:
+    """The gold-set table: per label, support and P/R/F1 under u=pos, F1 under u=neg; all / held-out."""
+    a, h = res["all"], res["heldout"]
+    print(f"MIMIC-style gold set: {a['n_sentences']} sentences ({res['dev']['n_sentences']} dev, "
+          f"{h['n_sentences']} held out)\n")  # fmt: skip
+    print(f"{'':28s} |            all sentences             |   held out (F1)")
+    print(f"{'label':28s} | {'n pos':>5s} {'P':>5s} {'R':>5s} {'F1':>5s} | {'n neg':>5s} {'F1':>5s} | "
+          f"{'u=pos':>5s} {'u=neg':>5s}")  # fmt: skip
+    for rp, rn, hp, hn in zip(a["u=pos"]["per_label"], a["u=neg"]["per_label"], h["u=pos"]["per_label"],
+                              h["u=neg"]["per_label"], strict=True):  # fmt: skip
+        print(f"{rp['label']:28s} | {rp['support']:5d} {rp['precision']:5.3f} {rp['recall']:5.3f} {rp['f1']:5.3f} | "
+              f"{rn['support']:5d} {rn['f1']:5.3f} | {hp['f1']:5.3f} {hn['f1']:5.3f}")  # fmt: skip
+    print(f"{'macro-F1':28s} | {'':17s} {a['u=pos']['macro_f1']:5.3f} | {'':5s} {a['u=neg']['macro_f1']:5.3f} | "
+          f"{h['u=pos']['macro_f1']:5.3f} {h['u=neg']['macro_f1']:5.3f}")  # fmt: skip
+    for part in ("all", "dev", "heldout"):
+        u = res[part]["uncertain"]
+        print(
+            f"uncertain mentions ({part}): {u['n']} gold -1, recall {u['recall']:.3f} "
+            f"(else {u['as_positive']} → 1, {u['as_negative']} → 0, {u['as_missing']} → not mentioned); "
+            f"precision of -1 {u['precision']:.3f}; rows fully correct {res[part]['rows_fully_correct']:.3f}"
+        )
+
+
 def peer_pipeline():
     """medspaCy's default pipeline (``medspacy.load()``) with the labeler's finding phrases as TargetRules."""
     import loguru
@@ -136,7 +244,21 @@ def timed(fn, *args):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="first 600 reports only")
+    ap.add_argument("--gold-only", action="store_true", help="gold sets only (no IU X-ray, no timing); prints")
     args = ap.parse_args()
+    gold = read_gold()
+    gold_res: dict = {}
+    for mode, config in (("default", None), ("strict_chexpert", LabelerConfig.strict_chexpert())):
+        gold_res[mode] = gold_report(gold, label_reports(gold["text"].tolist(), config))
+        print(f"[LabelerConfig{'()' if config is None else '.strict_chexpert()'}] ", end="")
+        print_gold(gold_res[mode])
+        print()
+    gold_res["iu_gold_rows_fully_correct"] = iu_gold_rows_correct()
+    print(
+        f"first gold set (IU style, {IU_GOLD.name}): rows fully correct {gold_res['iu_gold_rows_fully_correct']:.3f}\n"
+    )
+    if args.gold_only:
+        return
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     reports = load_iu_xray(IUXrayImportConfig(label_reports=False)).reports  # labelled below, timed
@@ -169,6 +291,7 @@ def main() -> None:
     peer = peer_labels(peer_docs)
 
     out: dict = {"n_reports": len(texts), "quick": args.quick, "python": platform.python_version(), "variants": {}}
+    out["mimic_style_gold"] = gold_res
     for name, labels in (("cxrlens", ours), ("medspacy-default", peer)):
         vals = labels[MAPPED].to_numpy()
         for variant, pred in (("positive", vals == 1), ("positive+uncertain", (vals == 1) | (vals == -1))):

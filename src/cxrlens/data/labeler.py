@@ -15,12 +15,17 @@
    "clear of", "resolved", "removed", "is not seen" …; uncertainty "possible", "may represent", "cannot be
    excluded", "questionable", "versus" …; hypothetical "evaluate for" read as uncertain; pseudo-negations "no change
    in", "not significantly changed", "not well seen" that state presence; terminators "but", "however", "there is").
-   A mention with both a negation and an uncertainty cue is uncertain (CheXpert's order).
+   A mention with both a negation and an uncertainty cue is uncertain (CheXpert's order). Scopes end at terminators
+   ("but", "after", "status post", "malposition" …); forward hedges also at ", and" / ", with".
 5. **Aggregation** per report and label: the strongest mention wins, positive > uncertain > negative. A positive or
    uncertain CHF / heart-failure mention adds an uncertain Cardiomegaly mention (as CheXpert's labeler does).
    **No Finding** follows CheXpert's rule: ``1`` when no finding other than Support Devices — including the
    abnormalities outside the 14 labels (emphysema, granuloma, scoliosis …) — is positive or uncertain, else ``NaN``.
    An empty text gives all ``NaN`` (CheXpert would give No Finding = 1; nothing was read, so nothing is claimed).
+
+Four readings where CheXpert's labeler differs from the IU X-ray MeSH tags (vascular congestion, "no new X", "stable
+heart size", Lung Opacity as a parent) are :class:`LabelerConfig` switches, off by default;
+:meth:`LabelerConfig.strict_chexpert` turns them on (docs/labeler.md, "Conventions").
 
 The spaCy/ConText objects are built once per process (lazily, cached); texts are processed with ``Tokenizer.pipe``.
 """
@@ -63,6 +68,8 @@ _IGNORE = "_ignore"
 _ANATOMY = "_anatomy:"
 _SPAN_GROUP = "cxrlens_mentions"
 _CHF = frozenset({"chf", "congestive heart failure", "heart failure", "cardiac failure"})
+_CONGESTION = frozenset(P.UNCERTAIN_FINDING_PHRASES["Edema"])
+_OPACITY_CHILDREN = ("Edema", "Consolidation", "Pneumonia", "Atelectasis", "Lung Lesion")
 
 NEGATION_CUES: tuple[str, ...] = tuple(r[0] for r in P.MODIFIER_RULES if r[2] == "NEGATED_EXISTENCE")
 """Names (literals) of the negation rules of the ConText rule set; ``align.negation`` reads them as cue words."""
@@ -77,13 +84,38 @@ class LabelerConfig:
         sections: read only findings/impression when section headers exist (else the whole text).
         hypothetical_as_uncertain: "evaluate for X", "rule out X", "if X" → uncertain (else such mentions are dropped).
         chf_implies_cardiomegaly: a positive/uncertain CHF mention adds an uncertain Cardiomegaly (CheXpert's rule).
+        congestion_uncertain: an unhedged "vascular congestion", "pulmonary congestion", "cephalization" … is an
+            uncertain Edema mention (CheXpert's labeler) instead of a positive one (IU X-ray's MeSH indexers and the
+            first gold set read congestion as edema).
+        no_new_uncertain: "no new consolidation" is uncertain, not negative (CheXpert's labeler: the old one may
+            still be there).
+        unchanged_size_uncertain: a heart / mediastinum size said to be stable, unchanged, similar to prior or hard
+            to assess, with no size word in the sentence, is uncertain (CheXpert's labeler) instead of unlabelled.
+        opacity_hierarchy: Lung Opacity as the parent of Edema, Consolidation, Pneumonia, Atelectasis and Lung
+            Lesion: a positive or uncertain child also counts as a Lung Opacity mention (a negated child does not),
+            as in CheXpert's annotation guidelines. CheXpert's labeler and the IU X-ray MeSH tags keep Lung Opacity
+            to explicit opacities.
         batch_size: sentences per ``Tokenizer.pipe`` batch.
+
+    The four switches are off by default (the readings that agree with IU X-ray's MeSH tags and the first gold
+    set); :meth:`strict_chexpert` turns them on, the conventions of the MIMIC-style gold set.
     """
 
     sections: bool = True
     hypothetical_as_uncertain: bool = True
     chf_implies_cardiomegaly: bool = True
+    congestion_uncertain: bool = False
+    no_new_uncertain: bool = False
+    unchanged_size_uncertain: bool = False
+    opacity_hierarchy: bool = False
     batch_size: int = 1024
+
+    @classmethod
+    def strict_chexpert(cls, **kw) -> LabelerConfig:
+        """CheXpert's conventions throughout: congestion, "no new X" and "stable heart size" uncertain, Lung Opacity
+        as a parent."""
+        strict = {"congestion_uncertain": True, "no_new_uncertain": True, "unchanged_size_uncertain": True}
+        return cls(**{**strict, "opacity_hierarchy": True, **kw})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,12 +275,19 @@ class _Pipeline:
         rules = {}
         for lit, pat, cat, d, ms in P.MODIFIER_RULES:
             for phrase in expand_pattern(pat):  # literal phrases: spaCy's PhraseMatcher is far faster than Matcher
-                stop = {"CLAUSE"} if lit == "is normal" else None
+                # "is normal" (backward) and "versus" end at a clause break; forward hedges at ", and" / ", with"
+                if lit in ("is normal", "versus"):
+                    stop = {"CLAUSE", "HEDGE_BREAK"}
+                elif cat in ("POSSIBLE_EXISTENCE", "NO_NEW") and d == "FORWARD":
+                    stop = {"HEDGE_BREAK"}
+                else:
+                    stop = None
                 rules.setdefault(phrase, ConTextRule(phrase, cat, direction=d, max_scope=ms, terminated_by=stop))
         self.context.add(list(rules.values()))
         self.normal = re.compile("|".join(P.NORMAL_SIZE), re.IGNORECASE)
         self.borderline = re.compile("|".join(P.BORDERLINE_SIZE), re.IGNORECASE)
         self.abnormal = re.compile("|".join(P.ABNORMAL_SIZE), re.IGNORECASE)
+        self.unknown = re.compile("|".join(P.UNKNOWN_SIZE), re.IGNORECASE)
         self.hedge = re.compile(
             r"\b(?:possibl\w*|probabl\w*|may|might|could|questionabl\w*|likely|suspect\w*|suggest\w*|equivocal|"
             r"versus|vs|perhaps|cannot be excluded|not excluded)\b",
@@ -281,7 +320,7 @@ class _Pipeline:
         out = []
         for label in span.label_.split("|"):
             if label.startswith(_ANATOMY):
-                value = self._anatomy_value(sentence, span.start_char, span.end_char)
+                value = self._anatomy_value(sentence, span.start_char, span.end_char, config.unchanged_size_uncertain)
                 if value is not None:
                     out.append(Mention(label[len(_ANATOMY) :], value, span.text, sentence, ("size qualifier",)))
                 continue
@@ -289,6 +328,8 @@ class _Pipeline:
             cues = []
             for mod in span._.modifiers:
                 cat = mod.category
+                if cat == "NO_NEW":  # "no new consolidation": CheXpert reads uncertain, the first gold set negative
+                    cat = "POSSIBLE_EXISTENCE" if config.no_new_uncertain else "NEGATED_EXISTENCE"
                 if cat == "NEGATED_EXISTENCE":
                     negated = True
                 elif cat == "POSSIBLE_EXISTENCE" or (cat == "HYPOTHETICAL" and config.hypothetical_as_uncertain):
@@ -303,17 +344,22 @@ class _Pipeline:
             if cues == ["hypothetical"]:
                 continue
             value = -1 if uncertain else 0 if negated else 1
+            if value == 1 and config.congestion_uncertain and label == "Edema" and _lower(span.text) in _CONGESTION:
+                value = -1
+                cues.append("congestion rule")
             out.append(Mention(label, value, span.text, sentence, tuple(cues)))
             if config.chf_implies_cardiomegaly and label == "Edema" and value != 0 and span.text.lower() in _CHF:
                 out.append(Mention("Cardiomegaly", -1, span.text, sentence, ("CHF rule",)))
         return out
 
-    def _anatomy_value(self, sentence: str, start: int, end: int) -> int | None:
+    def _anatomy_value(self, sentence: str, start: int, end: int, unknown_uncertain: bool = False) -> int | None:
         """Size reading of a heart/mediastinum mention (1, 0, -1, or None when the sentence gives no size).
 
         The qualifier is looked for in the mention's clause; when that clause has none, in the clauses that
         continue a list the mention opens ("The heart, hila and mediastinum are normal": forward over "," / "and"
         until a clause with a verb) and in a clause joined by "and" just before it ("Normal heart and mediastinum").
+        With ``unknown_uncertain``, a sentence with no size word but "stable", "unchanged", "similar", "difficult to
+        assess" … in those clauses gives -1.
         """
         cuts = list(_CLAUSE_END.finditer(sentence))
         spans = [(0, cuts[0].start() if cuts else len(sentence), "")]
@@ -335,6 +381,13 @@ class _Pipeline:
             value = self._size_value(sentence[a:b], start - a)
             if value is not None:
                 return value
+        # no size word: "stable cardiomediastinal silhouette", "heart size is difficult to assess" → uncertain
+        if not unknown_uncertain or any(rx.search(sentence) for rx in (self.normal, self.abnormal, self.borderline)):
+            return None
+        for k in order:
+            a, b, _ = spans[k]
+            if self.unknown.search(sentence[a:b]):
+                return -1
         return None
 
     def _size_value(self, clause: str, at: int) -> int | None:
@@ -350,6 +403,10 @@ class _Pipeline:
         if best is None:
             return None
         return -1 if best[1] == 1 and self.hedge.search(clause) else best[1]
+
+
+def _lower(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 @functools.lru_cache(maxsize=1)
@@ -378,7 +435,7 @@ def report_mentions(texts: Sequence[str], config: LabelerConfig | None = None) -
     return out
 
 
-def _aggregate(mentions: list[Mention], has_text: bool) -> list[float]:
+def _aggregate(mentions: list[Mention], has_text: bool, opacity_hierarchy: bool = False) -> list[float]:
     best: dict[str, int] = {}
     rank = {1: 3, -1: 2, 0: 1}
     other_found = False
@@ -386,8 +443,12 @@ def _aggregate(mentions: list[Mention], has_text: bool) -> list[float]:
         if m.label == _OTHER:
             other_found = other_found or m.value != 0
             continue
-        if m.label not in best or rank[m.value] > rank[best[m.label]]:
-            best[m.label] = m.value
+        labels = [m.label]
+        if opacity_hierarchy and m.label in _OPACITY_CHILDREN and m.value != 0:
+            labels.append("Lung Opacity")
+        for label in labels:
+            if label not in best or rank[m.value] > rank[best[label]]:
+                best[label] = m.value
     row = [float(best[k]) if k in best else np.nan for k in FINDINGS]
     finding = other_found or any(best.get(k, 0) != 0 for k in _NOT_NO_FINDING)
     no_finding = np.nan if (finding or not has_text) else 1.0
@@ -409,7 +470,8 @@ def label_reports(texts: Sequence[str] | pd.Series, config: LabelerConfig | None
     items = list(texts)
     mentions = report_mentions(items, config)
     has_text = [isinstance(t, str) and bool(t.strip()) for t in items]
-    rows = [_aggregate(m, h) for m, h in zip(mentions, has_text, strict=True)]
+    hierarchy = (config or LabelerConfig()).opacity_hierarchy
+    rows = [_aggregate(m, h, hierarchy) for m, h in zip(mentions, has_text, strict=True)]
     values = np.array(rows, dtype=np.float32).reshape(len(items), len(CHEXPERT_LABELS))
     return pd.DataFrame(values, columns=list(CHEXPERT_LABELS), index=index)
 

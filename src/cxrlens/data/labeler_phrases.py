@@ -27,6 +27,8 @@ __all__ = [
     "MODIFIER_RULES",
     "NORMAL_SIZE",
     "OTHER_PHRASES",
+    "UNCERTAIN_FINDING_PHRASES",
+    "UNKNOWN_SIZE",
 ]
 
 # ----------------------------------------------------------------------------------------------- finding mentions
@@ -186,6 +188,9 @@ FINDING_PHRASES: dict[str, tuple[str, ...]] = {
         "penumonia",
         "infection",
         "infectious process",
+        "infectious in etiology",
+        "infectious in origin",
+        "infectious in nature",
         "infectious etiology",
         "infectious infiltrate",
         "pneumonitis",
@@ -331,6 +336,11 @@ FINDING_PHRASES: dict[str, tuple[str, ...]] = {
         "pacer leads",
         "pacing leads",
         "pacing wires",
+        "pacing wire",
+        "pacer wire",
+        "pacer wires",
+        "epicardial wires",
+        "epicardial pacing wires",
         "aicd",
         "icd",
         "defibrillator",
@@ -350,11 +360,21 @@ FINDING_PHRASES: dict[str, tuple[str, ...]] = {
         "iabp",
         "intra-aortic balloon pump",
         "prosthetic valve",
+        "prosthetic aortic valve",
+        "prosthetic mitral valve",
+        "prosthetic heart valve",
+        "aortic valve replacement",
+        "mitral valve replacement",
+        "cordis",
+        "introducer sheath",
+        "arthroplasty",
         "valve replacement",
         "stent",
         "stents",
         "sternotomy wires",
         "sternal wires",
+        "sternal wire",
+        "sternotomy wire",
         "hardware",
         "fixation hardware",
         "support devices",
@@ -364,6 +384,27 @@ FINDING_PHRASES: dict[str, tuple[str, ...]] = {
         "lines",
         "tube",
         "tubes",
+    ),
+}
+
+# Finding phrases whose unmodified mention is uncertain, not positive (CheXpert: vascular congestion, pulmonary
+# congestion, vascular prominence are hedged signs of edema); ``LabelerConfig(congestion_uncertain=False)`` turns
+# it off.
+UNCERTAIN_FINDING_PHRASES: dict[str, tuple[str, ...]] = {
+    "Edema": (
+        "vascular congestion",
+        "pulmonary vascular congestion",
+        "pulmonary venous congestion",
+        "pulmonary congestion",
+        "venous congestion",
+        "vascular engorgement",
+        "pulmonary vascular engorgement",
+        "vascular prominence",
+        "pulmonary vascular prominence",
+        "central vascular prominence",
+        "prominent pulmonary vasculature",
+        "cephalization",
+        "vascular congestive changes",
     ),
 }
 
@@ -399,6 +440,7 @@ ANATOMY_PHRASES: dict[str, tuple[str, ...]] = {
         "cardiomediastinal contour",
         "cardiomediastinal contours",
         "cardiomediastinum",
+        "cardiomediastinal",
         "cardio mediastinal silhouette",
         "cardiomediastinal shadow",
         "cardiac and mediastinal contour",
@@ -424,6 +466,21 @@ BORDERLINE_SIZE: tuple[str, ...] = (
     r"\btop[- ]normal\b",
     r"\bhigh[- ]normal\b",
     r"\bupper range of normal\b",
+)
+# Statements that a heart / mediastinum size is unchanged or cannot be judged, with no size word in the sentence:
+# uncertain (-1), CheXpert's rule ("stable cardiomediastinal silhouette", "heart size is similar to prior"); only
+# with LabelerConfig(unchanged_size_uncertain=True), else such a mention gives no label.
+UNKNOWN_SIZE: tuple[str, ...] = (
+    r"\bstable\b",
+    r"\bstably\b",
+    r"\bunchanged\b",
+    r"\bsimilar\b",
+    r"\bnot (?:\w+ )?changed\b",
+    r"\bno (?:\w+ )?change\b",
+    r"\bdifficult to (?:assess|evaluate|see)\b",
+    r"\b(?:not well|poorly|incompletely) (?:assessed|evaluated|seen|visualized)\b",
+    r"\bcannot be (?:assessed|evaluated)\b",
+    r"\bobscured\b",
 )
 ABNORMAL_SIZE: tuple[str, ...] = (
     r"\benlarg\w*",
@@ -627,7 +684,9 @@ IGNORE: tuple[str, ...] = (
 
 # ---------------------------------------------------------------------------------------------- ConText modifiers
 # (literal or token pattern, category, direction, max_scope). Categories: NEGATED_EXISTENCE, POSSIBLE_EXISTENCE,
-# HYPOTHETICAL (read as uncertain), PSEUDO (a look-alike of a cue that modifies nothing), TERMINATE (ends scopes).
+# HYPOTHETICAL (read as uncertain), NO_NEW ("no new X": negated, or uncertain with LabelerConfig(no_new_uncertain=
+# True)), PSEUDO (a look-alike of a cue that modifies nothing), TERMINATE (ends scopes), CLAUSE and HEDGE_BREAK
+# (end the scope of "is normal", of "versus" and of forward hedges only).
 _BE = ["is", "are", "was", "were", "be", "been", "being", "remains", "remain"]
 _SEEN = [
     "seen",
@@ -679,6 +738,20 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
     ("rather than", "rather than", "NEGATED_EXISTENCE", "FORWARD", None),
     ("resolved", "resolved", "NEGATED_EXISTENCE", "BIDIRECTIONAL", None),
     ("cleared", [{"LOWER": {"IN": ["cleared", "clearing"]}}], "NEGATED_EXISTENCE", "BACKWARD", None),
+    (
+        "clearing of",
+        [{"LOWER": {"IN": ["clearing", "clearance"]}}, {"LOWER": "of"}],
+        "NEGATED_EXISTENCE",
+        "FORWARD",
+        None,
+    ),
+    (
+        "no apparent",
+        [{"LOWER": {"IN": ["no", "without"]}}, {"LOWER": "apparent"}],
+        "NEGATED_EXISTENCE",
+        "FORWARD",
+        None,
+    ),
     # --- negation, backward: "pneumothorax is not seen", "the ETT has been removed", "effusion is absent"
     (
         "not seen",
@@ -688,7 +761,8 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
         None,
     ),
     ("no longer", [{"LOWER": "no"}, {"LOWER": "longer"}], "NEGATED_EXISTENCE", "BACKWARD", None),
-    ("removed", [{"LOWER": {"IN": ["removed", "withdrawn", "discontinued"]}}], "NEGATED_EXISTENCE", "BACKWARD", None),
+    # "withdrawn" is not here: in CXR reports a withdrawn tube is pulled back, still in place
+    ("removed", [{"LOWER": {"IN": ["removed", "discontinued"]}}], "NEGATED_EXISTENCE", "BACKWARD", None),
     ("absent", "absent", "NEGATED_EXISTENCE", "BACKWARD", None),
     (
         "ruled out",
@@ -861,7 +935,18 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
         "FORWARD",
         None,
     ),
-    ("versus", [{"LOWER": {"IN": ["versus", "vs", "vs.", "v."]}}], "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", 2),
+    ("versus", [{"LOWER": {"IN": ["versus", "vs", "vs.", "v."]}}], "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", 3),
+    # CheXpert's pre-negation uncertainty: "no new consolidation" does not say the old one is gone → uncertain (the
+    # longer cue wins over the plain "no", so the mention is not also negated); read as a negation unless
+    # LabelerConfig(no_new_uncertain=True)
+    ("no new", [{"LOWER": {"IN": ["no", "without"]}}, {"LOWER": "new"}], "NO_NEW", "FORWARD", None),
+    (
+        "correlation for",
+        [{"LOWER": {"IN": ["correlation", "correlate", "correlated"]}}, {"LOWER": "for"}],
+        "POSSIBLE_EXISTENCE",
+        "FORWARD",
+        None,
+    ),
     ("and/or", "and/or", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", 3),
     # --- uncertainty, backward: "effusion cannot be excluded", "atelectasis is likely", "pneumonia not excluded"
     (
@@ -1067,6 +1152,9 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
     # scope: medspaCy's overlap test misses a scope that lies strictly inside another, so a sentence-wide scope
     # would fail to cut a modifier whose scope was already narrowed.
     ("clause break", [{"LOWER": {"IN": [",", ";", "and", "with"]}}], "CLAUSE", "PSEUDO", 1),
+    # --- hedge breaks: end the scope of forward hedges (and of "is normal"): "opacity, possibly atelectasis, and a
+    # small effusion", "concerning for pneumonia, with a small effusion"
+    ("hedge break", [{"LOWER": ","}, {"LOWER": {"IN": ["and", "with"]}}], "HEDGE_BREAK", "PSEUDO", 1),
     # --- scope terminators: "no pneumothorax, but a small effusion"
     (
         "but",
@@ -1095,6 +1183,16 @@ MODIFIER_RULES: tuple[tuple[str, str | list[dict], str, str, int | None], ...] =
         1,
     ),
     ("apart from", [{"LOWER": {"IN": ["apart", "aside"]}}, {"LOWER": "from"}], "TERMINATE", "TERMINATE", 1),
+    # "no pneumothorax after right IJ line placement", "possible malposition of the enteric tube" (the hedge is about
+    # the position, the tube is there)
+    (
+        "after",
+        [{"LOWER": {"IN": ["after", "following", "malposition", "malpositioned", "malpositioning"]}}],
+        "TERMINATE",
+        "TERMINATE",
+        1,
+    ),
+    ("status post", "status post", "TERMINATE", "TERMINATE", 1),
     (
         "there is",
         [{"LOWER": "there"}, {"LOWER": {"IN": ["is", "are", "has", "have"]}}, {"LOWER": "been", "OP": "?"}],
