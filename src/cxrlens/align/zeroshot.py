@@ -10,8 +10,10 @@ with a positive/negative prompt pair the same way).
 are negative; uncertain ``-1`` images are left out of that finding's AUC. A finding is scored when the test split
 has at least ``min_positives`` positives and as many negatives.
 
-**Confidence intervals**: percentile bootstrap over test images (``n_boot`` resamples, seeded); resamples with one
-class only are redrawn.
+**Confidence intervals**: percentile cluster bootstrap (:mod:`cxrlens.evaluate.bootstrap`, ``n_boot`` resamples,
+seeded): given the images' study (or patient) ids, whole studies are resampled with their images kept together
+(images of a study share one report, hence one label row); without them, images. Resamples with one class only are
+redrawn. The table says which unit was resampled and how many (``ci_unit``, ``ci_units``).
 
 **Negation check** (:func:`negation_check`): the prompt pairs differ mainly by a negation cue, so a text encoder that
 ignores negation embeds them alike and the score collapses. Per finding it reports the cosine between the positive
@@ -32,6 +34,7 @@ import torch
 
 from cxrlens.data.schema import binarise_labels
 from cxrlens.errors import BadInputError
+from cxrlens.evaluate.bootstrap import cluster_bootstrap, weighted_auc
 
 __all__ = [
     "PROMPTS",
@@ -145,31 +148,38 @@ def auc(y_true: np.ndarray, score: np.ndarray) -> float:
 
 
 def bootstrap_auc(
-    y_true: np.ndarray, score: np.ndarray, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+    y_true: np.ndarray,
+    score: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    unit: str = "study",
 ) -> tuple[float, float, float]:
-    """(AUC, lower, upper): point estimate and percentile bootstrap ``1 − alpha`` interval over resampled items."""
+    """(AUC, lower, upper): point estimate and cluster-bootstrap percentile ``1 − alpha`` interval.
+
+    Args:
+        y_true, score: (N,) labels and scores.
+        groups: (N,) study (or patient) id of each image: whole groups are resampled, their images kept together;
+            ``None`` = images resampled one by one.
+        unit: what ``groups`` are (``study`` or ``patient``); ignored when ``groups`` is None (unit ``image``).
+    """
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(score, dtype=np.float64)
     point = auc(y, s)
     if n_boot == 0:
         return point, float("nan"), float("nan")
-    from scipy.stats import rankdata
-
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    stats = np.zeros(0)
-    while len(stats) < n_boot:  # vectorised: rank every resample at once, drop one-class resamples, redraw
-        idx = rng.integers(0, n, (n_boot, n))
-        yb = y[idx]
-        n_pos = yb.sum(1)
-        ok = (n_pos > 0) & (n_pos < n)
-        ranks = rankdata(s[idx[ok]], axis=1)
-        n_pos = n_pos[ok]
-        u = (ranks * yb[ok]).sum(1) - n_pos * (n_pos + 1) / 2
-        stats = np.concatenate([stats, u / (n_pos * (n - n_pos))])
-    stats = stats[:n_boot]
-    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return point, float(lo), float(hi)
+    res = cluster_bootstrap(
+        lambda w: weighted_auc(y, s, w),
+        len(y),
+        groups=groups,
+        unit=unit if groups is not None else None,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+    )
+    return point, res.low, res.high
 
 
 # ----------------------------------------------------------------------------------------------------------- scores
@@ -203,9 +213,15 @@ def zero_shot_scores(image_NE: torch.Tensor, ensembles: dict[str, tuple[torch.Te
 
 
 def _evaluate(
-    labels: pd.DataFrame, scores: pd.DataFrame, cfg: ZeroShotConfig, column: str = "auc"
+    labels: pd.DataFrame,
+    scores: pd.DataFrame,
+    cfg: ZeroShotConfig,
+    column: str = "auc",
+    groups: np.ndarray | None = None,
+    unit: str = "study",
 ) -> list[dict[str, Any]]:
     rows = []
+    ci_unit = unit if groups is not None else "image"
     for finding in scores.columns:
         y = binarise_labels(labels[finding], uncertain="ignore") if finding in labels.columns else None
         if y is None:
@@ -213,8 +229,12 @@ def _evaluate(
         keep = ~np.isnan(y)
         n_pos, n_neg = int(y[keep].sum()), int((y[keep] == 0).sum())
         rec: dict[str, Any] = {"finding": finding, "n_pos": n_pos, "n_neg": n_neg, "n_uncertain": int((~keep).sum())}
+        g = None if groups is None else groups[keep]
+        rec.update({"ci_unit": ci_unit, "ci_units": int(keep.sum()) if g is None else len(set(g.tolist()))})
         if n_pos >= cfg.min_positives and n_neg >= cfg.min_positives:
-            point, lo, hi = bootstrap_auc(y[keep], scores[finding].to_numpy()[keep], n_boot=cfg.n_boot, seed=cfg.seed)
+            point, lo, hi = bootstrap_auc(
+                y[keep], scores[finding].to_numpy()[keep], n_boot=cfg.n_boot, seed=cfg.seed, groups=g, unit=unit
+            )
             rec.update({column: point, "ci_low": lo, "ci_high": hi})
         else:
             rec.update({column: np.nan, "ci_low": np.nan, "ci_high": np.nan})
@@ -229,16 +249,26 @@ def zero_shot(
     project: Callable[[torch.Tensor], torch.Tensor] | None,
     cfg: ZeroShotConfig,
     prompts: dict[str, tuple[Sequence[str], Sequence[str]]] | None = None,
+    *,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    unit: str = "study",
 ) -> pd.DataFrame:
     """Per-finding zero-shot AUC with bootstrap CI on the given images (rows of ``image_NE`` = rows of ``labels``).
 
-    Returns columns ``finding, n_pos, n_neg, n_uncertain, auc, ci_low, ci_high`` (AUC NaN when too few cases).
+    ``groups``: (N,) study (``unit="study"``) or patient ids of the images, so the interval resamples whole studies
+    (see the module docstring); ``None`` resamples images (``ci_unit`` then says ``image``).
+
+    Returns columns ``finding, n_pos, n_neg, n_uncertain, ci_unit, ci_units, auc, ci_low, ci_high`` (AUC NaN when
+    too few cases; ``ci_units`` = distinct units among the finding's scored images).
     """
     if len(image_NE) != len(labels):
         raise BadInputError(None, f"{len(image_NE)} image embeddings but {len(labels)} label rows")
+    g = None if groups is None else np.asarray([str(x) for x in groups], dtype=object)
+    if g is not None and len(g) != len(labels):
+        raise BadInputError(None, f"{len(g)} group ids but {len(labels)} label rows")
     chosen = prompts or {f: PROMPTS[f] for f in (cfg.findings or tuple(PROMPTS))}
     ens = prompt_embeddings(chosen, embed, project)
-    return pd.DataFrame(_evaluate(labels, zero_shot_scores(image_NE, ens), cfg))
+    return pd.DataFrame(_evaluate(labels, zero_shot_scores(image_NE, ens), cfg, groups=g, unit=unit))
 
 
 def negation_check(

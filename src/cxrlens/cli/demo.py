@@ -142,16 +142,20 @@ def print_sae_summary(result) -> None:
 
 
 def write_summary(ws, run: str, interp, table, metrics) -> Path:
-    """``reports/<run>/summary.md``: what ran, the metrics table with baselines, three example reports."""
+    """``reports/<run>/summary.md``: what ran, the metrics table with baselines, the study-level intervals and gaps,
+    the named macro variant, three example reports (a leaky evaluation is marked at the top)."""
+    from cxrlens.cli.evaluate import bootstrap_note, leak_line
     from cxrlens.report.render import render_text
     from cxrlens.report.run import read_reports
     from cxrlens.report.showcase import pick_studies
     from cxrlens.workspace import atomic_write_text
 
     m = interp.manifest
-    lines = [
-        f"# cxrlens demo — {run}",
-        "",
+    leak = leak_line(metrics)
+    lines = [f"# cxrlens demo — {run}", ""]
+    if leak:
+        lines += [f"> **{leak}**", ""]
+    lines += [
         f"SAE `{m.config['sae']}` on `{m.extra['activations']}` ({m.extra['stream']}); "
         f"{m.rows['features']:,} features, {m.rows['described']:,} described.",
         "",
@@ -159,8 +163,15 @@ def write_summary(ws, run: str, interp, table, metrics) -> Path:
         "",
         _markdown(table),
         "",
+        *metric_notes(metrics),
+        "",
         f"METEOR: {metrics.get('meteor_status', 'n/a')}",
         "",
+        "## Study-level 95 % intervals",
+        "",
+        bootstrap_note(metrics) + ".",
+        "",
+        *interval_tables(metrics),
         "## Example reports",
         "",
     ]
@@ -178,6 +189,60 @@ def write_summary(ws, run: str, interp, table, metrics) -> Path:
             "",
         ]
     return atomic_write_text(ws.reports(run) / "summary.md", "\n".join(lines))
+
+
+def metric_notes(metrics: dict) -> list[str]:
+    """Markdown bullets that say what the less obvious rows of the metrics table are."""
+    from cxrlens.evaluate.clinical import variant_name
+    from cxrlens.evaluate.run import AGREEMENT
+
+    clin = {r["variant"]: r for r in metrics["systems"].get("cxrlens", {}).get("clinical", [])}
+    ref_labels = clin.get(variant_name("f1", "macro-ref", "14", "positive"), {}).get("n_labels")
+    notes = [
+        f"- Macro F1 quoted: `{metrics.get('macro_quoted', 'n/a')}` — scikit-learn's "
+        '`f1_score(average="macro", zero_division=0)` over all 14 labels, the same labels for every system'
+        + (f"; {ref_labels} of the 14 have a reference positive here." if ref_labels is not None else "."),
+        "- `hallucination / report, all reports` counts empty reports as clean; `hallucination / non-empty report` "
+        "leaves them out; `empty reports (share)` says how many there are.",
+    ]
+    if metrics.get("grounding"):
+        notes.append(
+            f"- Row `{AGREEMENT}`: the reference text scored against the phantom drawn from the labeler's reading of "
+            "that same text — agreement between the labeler-derived render and the labeler, high largely by "
+            "construction; **not** a ceiling for generated reports (docs/sae-rad.md)."
+        )
+    return notes
+
+
+def interval_tables(metrics: dict) -> list[str]:
+    """Markdown: each system's value with its interval, then every gap (cxrlens − baseline) with its interval (metrics
+    by their short names, as in the metrics table; ``metrics.json`` keeps the full variant names)."""
+
+    def ci(c) -> str:
+        return "–" if not c else f"[{c[0]:.3f}, {c[1]:.3f}]"
+
+    def num(v) -> str:
+        return "–" if v is None or v != v else f"{v:.3f}"
+
+    out: list[str] = []
+    intervals = metrics.get("intervals") or []
+    if intervals:
+        out += ["| metric | system | value | 95 % CI |", "|---|---|---:|---:|"]
+        out += [
+            f"| {r.get('label', r['metric'])} | {r['system']} | {num(r['value'])} | {ci(r['ci95'])} |"
+            for r in intervals
+        ]
+        out.append("")
+    gaps = metrics.get("gap_table") or []
+    if gaps:
+        out += ["| metric | cxrlens − | gap | 95 % CI |", "|---|---|---:|---:|"]
+        for r in gaps:
+            gap = "–" if r["gap"] is None else f"{r['gap']:+.3f}"
+            c = "–" if not r["ci95"] else f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
+            better = ", lower is better" if r.get("lower_is_better") else ""
+            out.append(f"| {r.get('label', r['metric'])}{better} | {r['baseline']} | {gap} | {c} |")
+        out.append("")
+    return out
 
 
 def _markdown(table) -> str:

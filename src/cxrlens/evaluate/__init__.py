@@ -1,4 +1,5 @@
-"""Report evaluation: NLG metrics, clinical label F1, phantom grounding, baselines and the evaluation stage."""
+"""Report evaluation: NLG metrics, clinical label F1, phantom grounding, baselines, the cluster bootstrap and the
+evaluation stage."""
 
 from cxrlens.evaluate.baselines import (
     BASELINES,
@@ -9,7 +10,18 @@ from cxrlens.evaluate.baselines import (
     random_reports,
     report_plain_text,
 )
-from cxrlens.evaluate.clinical import FIVE_FINDINGS, clinical_scores, clinical_scores_from_text, per_label_scores
+from cxrlens.evaluate.bootstrap import UNITS, BootstrapResult, bootstrap_weights, cluster_bootstrap, weighted_auc
+from cxrlens.evaluate.clinical import (
+    AVERAGES,
+    FIVE_FINDINGS,
+    clinical_scores,
+    clinical_scores_from_text,
+    macro_over_all_labels,
+    macro_over_reference_positive,
+    micro_scores,
+    per_label_scores,
+    variant_name,
+)
 from cxrlens.evaluate.grounding import (
     GROUNDING_LABELS,
     GroundingResult,
@@ -20,23 +32,51 @@ from cxrlens.evaluate.grounding import (
     rendered_labels,
 )
 from cxrlens.evaluate.nlg import NLG_METRICS, nlg_scores, tokenize_report
-from cxrlens.evaluate.run import HEADLINE, EvaluateConfig, evaluate_reports, headline_table, read_reports_jsonl
+from cxrlens.evaluate.run import (
+    AGREEMENT,
+    GAP_METRICS,
+    HEADLINE,
+    MACRO_QUOTED,
+    EvaluateConfig,
+    LeakCheck,
+    LeakyEvaluationError,
+    evaluate_reports,
+    gap_table,
+    headline_table,
+    leak_check,
+    read_reports_jsonl,
+)
 
 __all__ = [
+    "AGREEMENT",
+    "AVERAGES",
     "BASELINES",
     "FIVE_FINDINGS",
+    "GAP_METRICS",
     "GROUNDING_LABELS",
     "HEADLINE",
+    "MACRO_QUOTED",
     "NLG_METRICS",
+    "UNITS",
+    "BootstrapResult",
     "EvaluateConfig",
     "GroundingResult",
+    "LeakCheck",
+    "LeakyEvaluationError",
+    "bootstrap_weights",
     "clinical_scores",
     "clinical_scores_from_text",
+    "cluster_bootstrap",
     "constant_reports",
     "evaluate_reports",
     "excluded_labels",
+    "gap_table",
     "grounding_scores",
     "headline_table",
+    "leak_check",
+    "macro_over_all_labels",
+    "macro_over_reference_positive",
+    "micro_scores",
     "most_common_report",
     "nearest_neighbours",
     "nlg_scores",
@@ -49,4 +89,6 @@ __all__ = [
     "rendered_labels",
     "report_plain_text",
     "tokenize_report",
+    "variant_name",
+    "weighted_auc",
 ]

@@ -29,7 +29,10 @@ labels); ``per label`` gives each label's own.
 * ``per mention`` = over every claiming labeler mention (one per matched phrase, so a finding repeated in findings
   and impression counts twice) of a non-excluded label, the fraction whose label is not rendered in that image;
 * ``per report`` = fraction of **all** evaluated reports with ≥ 1 hallucinated finding (reports that claim nothing
-  count as not hallucinating; ``n`` says how many reports claimed anything).
+  — empty ones included — count as not hallucinating, so a system that says nothing looks clean);
+* ``per non-empty report`` = the same over the reports whose text is not empty (white space only counts as empty),
+  beside it; ``empty reports · fraction of reports`` is its own row, and ``reports claiming a finding`` says how many
+  reports claimed anything.
 
 **Side / zone accuracy.** Unit: a generated *sentence* with a claiming mention of a label that is rendered (one unit
 per sentence and label). The truth is the set of sides (zones) of the rendered kinds of that label, ``none``
@@ -327,7 +330,10 @@ def grounding_scores(
         add("grounding f1", f"per label · {r.label}", 2 * r.tp, 2 * r.tp + r.fp + r.fn)
     add("hallucination rate", "per finding", fp.sum(), tp.sum() + fp.sum())
     add("hallucination rate", "per mention", mention_halluc, mention_total)
+    empty = np.array([not str(t).strip() for t in texts], dtype=bool)
     add("hallucination rate", "per report", halluc_report.sum(), n)
+    add("hallucination rate", "per non-empty report", halluc_report[~empty].sum(), (~empty).sum())
+    add("empty reports", "fraction of reports", empty.sum(), n)
     add("reports claiming a finding", "fraction of reports", (claimed & ~excl).any(1).sum(), n)
     add("excluded claims", "claimed but unrendered · fraction of claims", ex.sum(), claimed.sum())
 

@@ -11,13 +11,26 @@ is scored on the **same** images against the **same** ``reference_text``:
 * NLG (:func:`cxrlens.evaluate.nlg.nlg_scores`): BLEU-1..4, ROUGE-L, METEOR (or ``None`` + ``meteor_status``),
   CIDEr-D;
 * clinical (:func:`cxrlens.evaluate.clinical.clinical_scores`): every variant (5 / 14 labels × uncertain→positive /
-  negative × micro / macro × P / R / F1), generated and reference texts labelled by the same labeler;
+  negative × micro / macro-ref / macro-all × P / R / F1), generated and reference texts labelled by the same
+  labeler; the macro variant quoted in summaries is :data:`MACRO_QUOTED` (macro over all 14 labels,
+  zero_division=0);
+* empty reports: per system, how many generated texts are empty (``empty_reports``);
 * phantom grounding (:func:`cxrlens.evaluate.grounding.grounding_scores`) when the dataset has ``factors.parquet``,
-  for uncertain→positive and →negative; the reference text is scored the same way (system ``reference``) — the
-  ceiling that labeler–renderer disagreement leaves;
-* **gaps**: cxrlens minus each baseline on :data:`HEADLINE` (clinical F1, micro over the 5 CheXpert competition
-  labels, uncertain → positive, not mentioned → negative), with a paired bootstrap 95 % interval (reports resampled
-  with replacement, ``bootstrap`` resamples seeded by ``seed``; percentile interval).
+  for uncertain→positive and →negative (hallucination per report over all reports *and* over non-empty reports).
+  The reference text is scored the same way as row :data:`AGREEMENT` (``reference-render agreement``): the
+  phantom was drawn from the labeler's reading of that very text, so the row measures how far the labeler and
+  the renderer agree with each other (tags the renderer could not draw, mention-level vs report-level reading),
+  **not** a ceiling a perfect report could reach;
+* **gaps**: cxrlens minus each baseline on :data:`GAP_METRICS` (headline clinical F1 micro-5, the quoted macro-14,
+  and on phantoms grounding F1 micro-13 and hallucination per finding), each with a paired **cluster** bootstrap
+  95 % interval (:mod:`cxrlens.evaluate.bootstrap`: ``bootstrap_unit`` studies — or patients — resampled with
+  replacement, all images of a drawn unit kept; ``bootstrap`` resamples seeded by ``seed``; percentile interval),
+  and each system's own value with its interval (``intervals``).
+
+**Leak guard**: the report run's ``interpret`` run used its dataset's ``describe_split`` (descriptions written from
+those reports) and ``calibrate_split`` (report thresholds). Evaluating a report run on either split of the same
+dataset is refused (:class:`LeakyEvaluationError`, one line naming the run, the split and ``--allow-leaky``) unless
+``allow_leaky`` is set; the outputs then carry ``leaky: true`` and which split was used for what (``leak``).
 
 Bad lines of ``reports.jsonl`` (not JSON, missing/non-string ``image_id`` / ``generated_text`` /
 ``reference_text``, empty reference, duplicate ``image_id``, image not in the dataset) are skipped, each printed as
@@ -27,11 +40,13 @@ or stream skips the nearest baseline with a warning (recorded under ``baselines.
 Files written (``run_stage``: atomic, reused while the job hash — config + SHA-256 of ``reports.jsonl`` and of the
 dataset's and store's manifests — is unchanged):
 
-* ``metrics.json`` — ``systems.<name>.{nlg, clinical, grounding}``, ``baselines`` (definition + details),
-  ``gaps``, ``meteor_status``, ``n_reports``, ``skipped_lines``;
-* ``metrics.parquet`` — long table ``system, metric, variant, value``;
+* ``metrics.json`` — ``systems.<name>.{nlg, clinical, grounding, empty_reports}``, ``baselines`` (definition +
+  details), ``bootstrap`` (unit, number of units and images, resamples), ``gaps`` (headline), ``gap_table`` (every
+  gap metric × baseline), ``intervals`` (each system's value with its interval), ``leaky``, ``leak``,
+  ``leak_check``, ``meteor_status``, ``n_reports``, ``skipped_lines``;
+* ``metrics.parquet`` — long table ``system, metric, variant, value, leaky``;
 * ``per_report.parquet`` — one row per (system, image): texts, clinical TP/FP/FN, labels claimed, grounding lists,
-  the training study a baseline copied (and, for nearest, the neighbour image and its cosine similarity).
+  the training study a baseline copied (and, for nearest, the neighbour image and its cosine similarity), ``leaky``.
 """
 
 from __future__ import annotations
@@ -54,7 +69,8 @@ from cxrlens.evaluate.baselines import (
     random_reports,
     report_plain_text,
 )
-from cxrlens.evaluate.clinical import FIVE_FINDINGS
+from cxrlens.evaluate.bootstrap import BootstrapResult, cluster_bootstrap, units_phrase
+from cxrlens.evaluate.clinical import FIVE_FINDINGS, variant_name
 from cxrlens.workspace import (
     StageResult,
     Workspace,
@@ -65,11 +81,57 @@ from cxrlens.workspace import (
     run_stage,
 )
 
-__all__ = ["HEADLINE", "EvaluateConfig", "evaluate_reports", "headline_table", "read_reports_jsonl"]
+__all__ = [
+    "AGREEMENT",
+    "BOOTSTRAP_UNITS",
+    "GAP_METRICS",
+    "HEADLINE",
+    "MACRO_QUOTED",
+    "EvaluateConfig",
+    "LeakCheck",
+    "LeakyEvaluationError",
+    "evaluate_reports",
+    "gap_table",
+    "headline_table",
+    "leak_check",
+    "read_reports_jsonl",
+]
 
-HEADLINE = "f1 micro · CheXpert-5 · uncertain=positive"
+HEADLINE = variant_name("f1", "micro", "5", "positive")
 """The headline clinical variant (as named by ``clinical_scores``): F1, micro over the 5 competition labels,
 uncertain → positive, not mentioned → negative."""
+MACRO_QUOTED = variant_name("f1", "macro-all", "14", "positive")
+"""The macro variant quoted in summaries: F1 macro over all 14 labels, zero_division=0 (= scikit-learn's
+``f1_score(average="macro", zero_division=0)``): the same fixed 14 labels for every system and every resample."""
+AGREEMENT = "reference-render agreement"
+"""Row of the reference text scored against the phantom truth drawn from the labeler's reading of it."""
+BOOTSTRAP_UNITS = ("study", "patient")
+GAP_METRICS: tuple[tuple[str, str, str, bool, str], ...] = (
+    ("clinical", f"clinical {HEADLINE}", "micro_f1", False, "clinical F1 micro-5 (u=pos)"),
+    (
+        "clinical",
+        f"clinical {MACRO_QUOTED}",
+        "macro_f1",
+        False,
+        "clinical F1 macro-14 over all labels, zero_division=0 (u=pos)",
+    ),
+    (
+        "grounding",
+        "grounding f1 micro · 13 drawable labels · uncertain=positive",
+        "micro_f1",
+        False,
+        "grounding F1 micro-13 (u=pos)",
+    ),
+    (
+        "grounding",
+        "hallucination rate per finding · uncertain=positive",
+        "fp_share",
+        True,
+        "hallucination / finding (u=pos)",
+    ),
+)
+"""(family, metric name, statistic, lower is better, short label as in :func:`headline_table`) of every gap with a
+bootstrap interval; grounding ones only on phantom datasets."""
 EVALUATION_DIR = "evaluation"
 _MAX_WARNINGS = 10
 _DEFINITIONS = {
@@ -90,7 +152,11 @@ class EvaluateConfig:
         baselines: any of ``constant``, ``random``, ``nearest`` (evaluated in the same run).
         seed: seed of the random baseline and of the bootstrap.
         meteor: compute METEOR (Java) — off only to save time; the status then says ``not requested``.
-        bootstrap: paired bootstrap resamples for the gap intervals (0 = no interval).
+        bootstrap: paired bootstrap resamples for the intervals (0 = no interval).
+        bootstrap_unit: what the bootstrap resamples — ``study`` (images of a study, which share one reference
+            report, kept together) or ``patient`` (all studies of a patient kept together).
+        allow_leaky: evaluate even a split that the interpretation used (describe or calibrate split); the outputs
+            are then marked ``leaky``. Off: such a run is refused.
     """
 
     reports: str
@@ -98,6 +164,8 @@ class EvaluateConfig:
     seed: int = 0
     meteor: bool = True
     bootstrap: int = 1000
+    bootstrap_unit: str = "study"
+    allow_leaky: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "baselines", tuple(self.baselines))
@@ -108,6 +176,80 @@ class EvaluateConfig:
             raise BadInputError(None, f"baseline listed twice: {', '.join(self.baselines)}")
         if self.bootstrap < 0:
             raise BadInputError(None, f"bootstrap must be ≥ 0, got {self.bootstrap}")
+        if self.bootstrap_unit not in BOOTSTRAP_UNITS:
+            raise BadInputError(
+                None, f"bootstrap_unit must be one of {', '.join(BOOTSTRAP_UNITS)}, got {self.bootstrap_unit!r}"
+            )
+
+
+class LeakyEvaluationError(BadInputError):
+    """Refusal to score a split that the interpretation behind the report run used (see the module docstring)."""
+
+
+_SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakCheck:
+    """What :func:`leak_check` found.
+
+    Attributes:
+        leaky: the evaluated split(s) include a split the interpretation used.
+        splits: those splits; uses: split → what the interpretation used it for.
+        interpretation: the interpretation run named by the report run ("" = none).
+        checked: one sentence saying what was compared (or why nothing could be).
+    """
+
+    leaky: bool
+    splits: tuple[str, ...] = ()
+    uses: tuple[tuple[str, str], ...] = ()
+    interpretation: str = ""
+    checked: str = ""
+
+    def why(self) -> str:
+        """``"val for report-threshold calibration (calibrate_split)"``-style summary of the overlap."""
+        return "; ".join(f"{s} for {u}" for s, u in self.uses)
+
+
+def _expand(split: str) -> set[str]:
+    return set(_SPLITS) if split == "all" else {split}
+
+
+def leak_check(ws: Workspace, run_cfg: dict[str, Any]) -> LeakCheck:
+    """Compare the splits a report run covers with the splits its interpretation used (describe / calibrate).
+
+    ``run_cfg`` is the report run's manifest config (``interpret``, ``dataset``, ``split``). No interpretation named,
+    or its manifest unreadable → not leaky, with ``checked`` saying why nothing was compared. An interpretation of
+    another dataset never leaks into this one.
+    """
+    interp = run_cfg.get("interpret")
+    if not isinstance(interp, str) or not interp:
+        return LeakCheck(False, checked="not checked: the report run names no interpretation")
+    manifest = read_manifest(ws.interpret(interp))
+    if manifest is None:
+        return LeakCheck(
+            False, interpretation=interp, checked=f"not checked: interpretation {interp!r} has no readable manifest"
+        )
+    icfg, extra = manifest.config, manifest.extra
+    i_dataset = str(extra.get("dataset") or "")
+    r_dataset = str(run_cfg.get("dataset") or "")
+    r_split = str(run_cfg.get("split") or "all")
+    if i_dataset and r_dataset and i_dataset != r_dataset:
+        checked = f"interpretation {interp!r} is on dataset {i_dataset!r}, the reports on {r_dataset!r}: no overlap"
+        return LeakCheck(False, interpretation=interp, checked=checked)
+    purposes = (
+        (str(icfg.get("describe_split", "train")), "feature descriptions and statistics (describe_split)"),
+        (str(icfg.get("calibrate_split", "val")), "report-threshold calibration (calibrate_split)"),
+    )
+    used: dict[str, list[str]] = {}
+    for split, purpose in purposes:
+        for s in sorted(_expand(split)):
+            used.setdefault(s, []).append(purpose)
+    overlap = sorted(_expand(r_split) & set(used))
+    desc = ", ".join(f"{s} for {' and '.join(u)}" for s, u in sorted(used.items()))
+    checked = f"report split {r_split!r} vs interpretation {interp!r}, which used {desc}"
+    uses = tuple((s, " and ".join(used[s])) for s in overlap)
+    return LeakCheck(bool(overlap), tuple(overlap), uses, interp, checked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +260,7 @@ class _EvaluateJob:
     reports_sha256: str
     dataset_manifest_sha256: str
     activations_manifest_sha256: str
-    format: int = 1
+    format: int = 2
 
 
 # ------------------------------------------------------------------------------------------------------- inputs
@@ -293,35 +435,58 @@ def _label_cache(texts: list[str]) -> pd.DataFrame:
     return labels
 
 
-def _counts(gen: pd.DataFrame, ref: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, ...]:
-    """Per-report TP/FP/FN over ``cols`` (uncertain → positive, not mentioned → negative)."""
+def _label_matrix(gen: pd.DataFrame, ref: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """Per image and label TP / FP / FN indicators, each (n, len(cols)) int64 (uncertain → positive, not mentioned
+    → negative)."""
     from cxrlens.data.schema import binarise_labels
 
     g = binarise_labels(gen[list(cols)], "positive") == 1.0
     r = binarise_labels(ref[list(cols)], "positive") == 1.0
-    return (g & r).sum(1), (g & ~r).sum(1), (~g & r).sum(1)
+    return tuple(x.astype(np.int64) for x in (g & r, g & ~r, ~g & r))
 
 
-def _micro_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
-    den = 2 * tp.sum() + fp.sum() + fn.sum()
-    return float(2 * tp.sum() / den) if den else float("nan")
+def _ratio_BN(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.full_like(num, empty), where=den > 0)
 
 
-def _gap_interval(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], n_boot: int, seed: int) -> list[float] | None:
-    """Paired percentile bootstrap 95 % interval of micro-F1(a) − micro-F1(b) over resampled reports."""
-    if n_boot == 0 or len(a[0]) == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    n = len(a[0])
-    diffs = np.empty(n_boot)
-    for k in range(n_boot):
-        w = np.bincount(rng.integers(n, size=n), minlength=n)
-        fa = [(x * w).sum() for x in a]
-        fb = [(x * w).sum() for x in b]
-        da, db = 2 * fa[0] + fa[1] + fa[2], 2 * fb[0] + fb[1] + fb[2]
-        diffs[k] = (2 * fa[0] / da if da else 0.0) - (2 * fb[0] / db if db else 0.0)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return [float(lo), float(hi)]
+def _statistic(kind: str, counts: tuple[np.ndarray, ...], weights_BN: np.ndarray) -> np.ndarray:
+    """(B,) value of a gap metric on weighted images, from per-image counts (each (n,) or (n, L)).
+
+    ``micro_f1``: 2·TP / (2·TP + FP + FN) of the weighted sums (0 when nothing is positive anywhere);
+    ``macro_f1``: per-label F1 of the weighted sums, 0/0 → 0, averaged over all labels; ``fp_share``:
+    FP / (TP + FP) (NaN when nothing is claimed: the resample is redrawn).
+    """
+    w = np.asarray(weights_BN, dtype=np.float64)
+    sums = [w @ np.asarray(c, dtype=np.float64) for c in counts]
+    if kind == "micro_f1":
+        tp, fp, fn = sums
+        return _ratio_BN(2 * tp, 2 * tp + fp + fn, 0.0)
+    if kind == "macro_f1":
+        tp, fp, fn = sums
+        return _ratio_BN(2 * tp, 2 * tp + fp + fn, 0.0).mean(axis=1)
+    if kind == "fp_share":
+        tp, fp = sums[:2]
+        return _ratio_BN(fp, tp + fp, np.nan)
+    raise ValueError(f"unknown statistic {kind!r}")
+
+
+def _interval(
+    kind: str,
+    a: tuple[np.ndarray, ...],
+    b: tuple[np.ndarray, ...] | None,
+    groups: np.ndarray,
+    config: EvaluateConfig,
+) -> BootstrapResult:
+    """Cluster-bootstrap interval of metric ``kind`` of system ``a`` (``b`` None) or of the paired gap a − b."""
+
+    def stat(w: np.ndarray) -> np.ndarray:
+        value = _statistic(kind, a, w)
+        return value if b is None else value - _statistic(kind, b, w)
+
+    return cluster_bootstrap(
+        stat, len(groups), groups=groups, unit=config.bootstrap_unit, n_boot=config.bootstrap, seed=config.seed
+    )
 
 
 def _jsonable(x: Any) -> Any:
@@ -341,6 +506,15 @@ def _jsonable(x: Any) -> Any:
 def evaluate_reports(ws: Workspace, config: EvaluateConfig, force: bool = False) -> StageResult:
     """Evaluate a report run against the baselines; writes ``reports/<run>/evaluation/`` (see module docstring)."""
     run_dir, run_cfg, dataset_dir = _resolve(ws, config)
+    leak = leak_check(ws, run_cfg)
+    if leak.leaky and not config.allow_leaky:
+        split = str(run_cfg.get("split") or "all")
+        raise LeakyEvaluationError(
+            None,
+            f"refusing to evaluate report run {config.reports!r} on split {split!r}: interpretation "
+            f"{leak.interpretation!r} used {leak.why()}, so the scores would be leaky; evaluate a held-out split, "
+            "or pass --allow-leaky to score it anyway (marked leaky)",
+        )
     jsonl = run_dir / "reports.jsonl"
     store_dir = ws.activations(run_cfg["activations"]) if isinstance(run_cfg.get("activations"), str) else None
     job = _EvaluateJob(
@@ -351,13 +525,19 @@ def evaluate_reports(ws: Workspace, config: EvaluateConfig, force: bool = False)
     )
 
     def build(tmp: Path) -> dict[str, Any]:
-        return _build(ws, config, run_dir, run_cfg, dataset_dir, tmp)
+        return _build(ws, config, run_dir, run_cfg, dataset_dir, tmp, leak)
 
     return run_stage(run_dir / EVALUATION_DIR, stage="evaluate.reports", config=job, build=build, force=force)
 
 
 def _build(
-    ws: Workspace, config: EvaluateConfig, run_dir: Path, run_cfg: dict[str, Any], dataset_dir: Path, tmp: Path
+    ws: Workspace,
+    config: EvaluateConfig,
+    run_dir: Path,
+    run_cfg: dict[str, Any],
+    dataset_dir: Path,
+    tmp: Path,
+    leak: LeakCheck,
 ) -> dict[str, Any]:
     from cxrlens.evaluate.clinical import clinical_scores
     from cxrlens.evaluate.nlg import nlg_scores
@@ -386,6 +566,17 @@ def _build(
     )
     n = len(evaluated)
     refs = evaluated["reference_text"].tolist()
+    unit_column = "study_id" if config.bootstrap_unit == "study" else "patient_id"
+    if unit_column == "study_id":
+        groups = evaluated["study_id"].astype(str).to_numpy()
+    else:
+        groups = by_image.loc[evaluated["image_id"], "patient_id"].astype(str).to_numpy()
+    if (pd.Series(groups).str.strip().isin(["", "nan", "None"])).any():
+        raise BadInputError(
+            dataset_dir / "studies.parquet",
+            f"some evaluated images have no {unit_column}; the {config.bootstrap_unit}-level bootstrap needs one each",
+        )
+    n_units = len(set(groups.tolist()))
 
     # ------------------------------------------------------------------ systems
     systems: dict[str, pd.DataFrame] = {
@@ -442,17 +633,18 @@ def _build(
     metrics_systems: dict[str, Any] = {}
     long_rows: list[dict[str, Any]] = []
     per_report: list[pd.DataFrame] = []
-    counts5: dict[str, tuple[np.ndarray, ...]] = {}
+    sufficient: dict[str, dict[str, tuple[np.ndarray, ...]]] = {}  # system → gap metric → per-image counts
     meteor_status = "not computed"
-    names = [*systems, *(["reference"] if factors is not None else [])]
+    names = [*systems, *([AGREEMENT] if factors is not None else [])]
     with progress(transient=True) as bar:
         task = bar.add_task("evaluate", total=len(names))
         for name in names:
             bar.update(task, description=f"evaluate {name}")
-            texts = refs if name == "reference" else systems[name]["text"].tolist()
-            entry: dict[str, Any] = {}
+            texts = refs if name == AGREEMENT else systems[name]["text"].tolist()
+            n_empty = sum(1 for t in texts if not t.strip())
+            entry: dict[str, Any] = {"empty_reports": {"n": n_empty, "fraction": n_empty / n}}
             gen_labels = labels.loc[texts].reset_index(drop=True)
-            if name != "reference":
+            if name != AGREEMENT:
                 nlg = nlg_scores(texts, refs, meteor=config.meteor)
                 meteor_status = str(nlg.pop("meteor_status"))
                 entry["nlg"] = nlg
@@ -465,7 +657,12 @@ def _build(
                     long_rows.append(
                         {"system": name, "metric": f"clinical {r.metric}", "variant": r.variant, "value": r.value}
                     )
-                counts5[name] = _counts(gen_labels, ref_labels, FIVE_FINDINGS)
+                m5 = _label_matrix(gen_labels, ref_labels, FIVE_FINDINGS)
+                m14 = _label_matrix(gen_labels, ref_labels, CHEXPERT_LABELS)
+                sufficient[name] = {
+                    GAP_METRICS[0][1]: tuple(x.sum(1) for x in m5),
+                    GAP_METRICS[1][1]: m14,
+                }
             frame = pd.DataFrame(
                 {
                     "system": name,
@@ -476,9 +673,9 @@ def _build(
                     "reference_text": refs,
                 }
             )
-            if name != "reference":
-                tp5, fp5, fn5 = counts5[name]
-                tp14, fp14, fn14 = _counts(gen_labels, ref_labels, CHEXPERT_LABELS)
+            if name != AGREEMENT:
+                tp5, fp5, fn5 = sufficient[name][GAP_METRICS[0][1]]
+                tp14, fp14, fn14 = (x.sum(1) for x in sufficient[name][GAP_METRICS[1][1]])
                 frame = frame.assign(tp5=tp5, fp5=fp5, fn5=fn5, tp14=tp14, fp14=fp14, fn14=fn14)
                 for col in ("source_study", "neighbour_image_id", "neighbour_similarity"):
                     if col in systems[name]:
@@ -492,6 +689,11 @@ def _build(
                     g = grounding_scores(texts, factors, uncertain=unc, mentions=ms, excluded=excluded)
                     grounding += g.summary.to_dict("records")
                     if unc == "positive":
+                        if name != AGREEMENT:
+                            pr = g.per_report
+                            tp_g, fp_g, fn_g = (pr[c].to_numpy(np.int64) for c in ("n_tp", "n_fp", "n_fn"))
+                            sufficient[name][GAP_METRICS[2][1]] = (tp_g, fp_g, fn_g)
+                            sufficient[name][GAP_METRICS[3][1]] = (tp_g, fp_g)
                         frame = frame.assign(
                             grounding_claimed=g.per_report["claimed"],
                             grounding_hallucinated=g.per_report["hallucinated"],
@@ -508,20 +710,73 @@ def _build(
             per_report.append(frame)
             bar.advance(task)
 
-    # ------------------------------------------------------------------ gaps
-    head = {name: _micro_f1(*c) for name, c in counts5.items()}
-    gaps = {"metric": f"clinical {HEADLINE}", "cxrlens": head["cxrlens"], "vs": {}}
-    for k, name in enumerate(b for b in config.baselines if b in counts5):
-        gaps["vs"][name] = {
-            "baseline": head[name],
-            "gap": head["cxrlens"] - head[name],
-            "ci95": _gap_interval(counts5["cxrlens"], counts5[name], config.bootstrap, config.seed + k),
-            "bootstrap": config.bootstrap,
-        }
-    for name, g in gaps["vs"].items():
+    # ------------------------------------------------------------------ gaps and intervals (cluster bootstrap)
+    gap_rows: list[dict[str, Any]] = []
+    intervals: list[dict[str, Any]] = []
+    compared = [b for b in config.baselines if b in sufficient]
+    with progress(transient=True) as bar:
+        task = bar.add_task(f"bootstrap ({config.bootstrap_unit}s)", total=len(GAP_METRICS) * (1 + len(sufficient)))
+        for _family, metric, kind, lower, label in GAP_METRICS:
+            if metric not in sufficient["cxrlens"]:
+                continue
+            for name in sufficient:
+                res = _interval(kind, sufficient[name][metric], None, groups, config)
+                intervals.append(
+                    {"metric": metric, "label": label, "system": name, "value": res.estimate, "ci95": res.ci()}
+                )
+                bar.advance(task)
+            for name in compared:
+                res = _interval(kind, sufficient["cxrlens"][metric], sufficient[name][metric], groups, config)
+                gap_rows.append(
+                    {
+                        "metric": metric,
+                        "label": label,
+                        "lower_is_better": lower,
+                        "baseline": name,
+                        "cxrlens": float(_statistic(kind, sufficient["cxrlens"][metric], np.ones((1, n)))[0]),
+                        "baseline_value": float(_statistic(kind, sufficient[name][metric], np.ones((1, n)))[0]),
+                        "gap": res.estimate,
+                        "ci95": res.ci(),
+                        "p_le_0": res.p_le_0,
+                        "bootstrap": res.n_boot,
+                    }
+                )
+                bar.advance(task)
+    head_metric = GAP_METRICS[0][1]
+    head_rows = [r for r in gap_rows if r["metric"] == head_metric]
+    gaps = {
+        "metric": head_metric,
+        "cxrlens": float(_statistic("micro_f1", sufficient["cxrlens"][head_metric], np.ones((1, n)))[0]),
+        "bootstrap_unit": config.bootstrap_unit,
+        "n_units": n_units,
+        "vs": {
+            r["baseline"]: {
+                "baseline": r["baseline_value"],
+                "gap": r["gap"],
+                "ci95": r["ci95"],
+                "p_le_0": r["p_le_0"],
+                "bootstrap": r["bootstrap"],
+                "bootstrap_unit": config.bootstrap_unit,
+                "n_units": n_units,
+            }
+            for r in head_rows
+        },
+    }
+    for r in gap_rows:
         long_rows.append(
-            {"system": "cxrlens", "metric": f"gap vs {name}", "variant": f"clinical {HEADLINE}", "value": g["gap"]}
+            {"system": "cxrlens", "metric": f"gap vs {r['baseline']}", "variant": r["metric"], "value": r["gap"]}
         )
+    leak_record = (
+        {
+            "splits": list(leak.splits),
+            "uses": dict(leak.uses),
+            "interpretation": leak.interpretation,
+            "why": f"evaluated split(s) {', '.join(leak.splits)} used by interpretation {leak.interpretation!r} "
+            f"({leak.why()}); scored anyway because allow_leaky (--allow-leaky) was set",
+        }
+        if leak.leaky
+        else None
+    )
 
     metrics = {
         "report_run": config.reports,
@@ -529,28 +784,54 @@ def _build(
         "n_reports": n,
         "skipped_lines": skipped,
         "meteor_status": meteor_status,
+        "leaky": leak.leaky,
+        "leak": leak_record,
+        "leak_check": leak.checked,
         "headline_metric": f"clinical {HEADLINE}",
+        "macro_quoted": f"clinical {MACRO_QUOTED}",
         "systems": metrics_systems,
         "baselines": baselines,
+        "bootstrap": {
+            "unit": config.bootstrap_unit,
+            "n_units": n_units,
+            "n_images": n,
+            "resamples": config.bootstrap,
+            "seed": config.seed,
+            "interval": "percentile 95 %, paired (same resampled units for both systems of a gap)",
+            "method": f"cluster bootstrap: {units_phrase(n_units, config.bootstrap_unit)} drawn with replacement "
+            f"per resample, every image of a drawn {config.bootstrap_unit} kept",
+        },
         "gaps": gaps,
+        "gap_table": gap_rows,
+        "intervals": intervals,
         "grounding": None
         if factors is None
         else {
             "truth": f"datasets/{run_cfg['dataset']}/factors.parquet",
             "excluded_cells": int(excluded.to_numpy().sum()),
-            "reference": "system 'reference' = the reference text scored against the rendered truth (the ceiling)",
+            "agreement_row": f"system {AGREEMENT!r} = the reference text scored against the phantom drawn from the "
+            "labeler's reading of that same text: agreement between the labeler-derived render and the labeler, "
+            "high largely by construction, not a ceiling for generated reports",
         },
     }
     atomic_write_json(tmp / "metrics.json", _jsonable(metrics))
     long = pd.DataFrame(long_rows, columns=["system", "metric", "variant", "value"])
     long["value"] = pd.to_numeric(long["value"], errors="coerce").astype("float64")
+    long["leaky"] = leak.leaky
     atomic_write_parquet(tmp / "metrics.parquet", long)
-    atomic_write_parquet(tmp / "per_report.parquet", pd.concat(per_report, ignore_index=True))
+    atomic_write_parquet(tmp / "per_report.parquet", pd.concat(per_report, ignore_index=True).assign(leaky=leak.leaky))
     return {
         "inputs": {str(run_dir / "reports.jsonl"): file_sha256(run_dir / "reports.jsonl")},
         "rows": {"reports": n, "systems": len(systems)},
         "skipped": skipped,
-        "extra": {"headline": gaps, "meteor_status": meteor_status},
+        "extra": {
+            "headline": gaps,
+            "meteor_status": meteor_status,
+            "leaky": leak.leaky,
+            "leak": leak_record,
+            "bootstrap_unit": config.bootstrap_unit,
+            "bootstrap_units": n_units,
+        },
     }
 
 
@@ -562,10 +843,21 @@ _HEADLINE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("CIDEr-D", "nlg", "CIDEr-D"),
     ("clinical F1 micro-5 (u=pos)", "clinical", HEADLINE),
     ("clinical F1 micro-14 (u=pos)", "clinical", "f1 micro · CheXpert-14 · uncertain=positive"),
-    ("clinical F1 macro-14 (u=pos)", "clinical", "f1 macro · CheXpert-14 · uncertain=positive"),
+    (
+        "clinical F1 macro-14 over labels with a reference positive (u=pos)",
+        "clinical",
+        variant_name("f1", "macro-ref", "14", "positive"),
+    ),
+    ("clinical F1 macro-14 over all labels, zero_division=0 (u=pos)", "clinical", MACRO_QUOTED),
+    ("empty reports (share)", "system", "empty_reports"),
     ("grounding F1 micro-13 (u=pos)", "grounding", "grounding f1|micro · 13 drawable labels · uncertain=positive"),
     ("hallucination / finding (u=pos)", "grounding", "hallucination rate|per finding · uncertain=positive"),
-    ("hallucination / report (u=pos)", "grounding", "hallucination rate|per report · uncertain=positive"),
+    ("hallucination / report, all reports (u=pos)", "grounding", "hallucination rate|per report · uncertain=positive"),
+    (
+        "hallucination / non-empty report (u=pos)",
+        "grounding",
+        "hallucination rate|per non-empty report · uncertain=positive",
+    ),
     ("side accuracy", "grounding", "side accuracy|sentences stating it · uncertain=positive"),
     ("zone accuracy", "grounding", "zone accuracy|sentences stating it · uncertain=positive"),
 )
@@ -573,7 +865,7 @@ _HEADLINE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 def headline_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Systems × key metrics from a ``metrics.json`` dict (rows in the order cxrlens, constant, random, nearest,
-    reference — the last only on phantoms).
+    :data:`AGREEMENT` — the last only on phantoms, and not a ceiling: see the module docstring).
 
     Columns name their variant (``u=pos``: uncertain → positive; ``micro-5``: micro over the 5 competition labels;
     grounding columns only on phantom datasets). Missing values (METEOR unavailable, NLG of ``reference``) are NaN.
@@ -587,12 +879,48 @@ def headline_table(metrics: dict[str, Any]) -> pd.DataFrame:
         for col, family, key in _HEADLINE_COLUMNS:
             if family == "grounding" and not has_grounding:
                 continue
-            src = {"nlg": s.get("nlg", {}), "clinical": clin, "grounding": grd}[family]
+            empty = {"empty_reports": (s.get("empty_reports") or {}).get("fraction")}
+            src = {"nlg": s.get("nlg", {}), "clinical": clin, "grounding": grd, "system": empty}[family]
             value = src.get(key)
             row[col] = float(value) if value is not None else float("nan")
         rows[name] = row
-    order = ["cxrlens", *BASELINES, "reference"]
+    order = ["cxrlens", *BASELINES, AGREEMENT]
     names = sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k))
     table = pd.DataFrame.from_dict({k: rows[k] for k in names}, orient="index")
     table.index.name = "system"
     return table
+
+
+def gap_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Every gap of a ``metrics.json`` dict: columns ``metric, label, baseline, cxrlens, baseline_value, gap, ci_low,
+    ci_high, p_le_0, lower_is_better`` (``metric`` the full variant name, ``label`` its short form as in
+    :func:`headline_table`; CI NaN when no interval was computed). The unit the interval resampled is in
+    ``metrics["bootstrap"]``."""
+    cols = [
+        "metric",
+        "label",
+        "baseline",
+        "cxrlens",
+        "baseline_value",
+        "gap",
+        "ci_low",
+        "ci_high",
+        "p_le_0",
+        "lower_is_better",
+    ]
+    rows = []
+    for r in metrics.get("gap_table", []):
+        ci = r.get("ci95") or [float("nan"), float("nan")]
+        rows.append(
+            {
+                **{k: r.get(k) for k in ("metric", "baseline", "cxrlens", "baseline_value", "gap", "p_le_0")},
+                "label": r.get("label") or r.get("metric"),
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "lower_is_better": bool(r.get("lower_is_better")),
+            }
+        )
+    out = pd.DataFrame(rows, columns=cols)
+    for c in ("cxrlens", "baseline_value", "gap", "ci_low", "ci_high", "p_le_0"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+    return out

@@ -271,7 +271,7 @@ def train_run(
             }
         if "cls" in probs:  # the ablation: is LT-ViT's mean AUC higher than the CLS ViT's beyond resampling noise?
             metrics["lt_minus_cls_mean_auc"] = paired_bootstrap_auc(
-                probs["label-tokens"], probs["cls"], targets, seed=cfg.train.seed
+                probs["label-tokens"], probs["cls"], targets, seed=cfg.train.seed, groups=_study_ids(ws, cfg, ev.ids)
             )
         atomic_write_parquet(tmp / "auc.parquet", pd.DataFrame(auc_rows))
         atomic_write_parquet(tmp / "losses.parquet", pd.DataFrame(loss_rows))
@@ -281,6 +281,15 @@ def train_run(
     result = run_stage(ws.analysis(run), stage="lt-vit.train", config=cfg, build=build, force=force)
     shutil.rmtree(resume, ignore_errors=True)
     return result
+
+
+def _study_ids(ws: Workspace, cfg: LTRunConfig, image_ids: list[str]) -> list[str]:
+    """Study id of each evaluated image: the bootstrap resamples studies, whose images share one report's labels."""
+    from cxrlens.data.store import read_studies
+
+    st = read_studies(ws, cfg.dataset).drop_duplicates("image_id")
+    study_of = dict(zip(st["image_id"].astype(str), st["study_id"].astype(str), strict=True))
+    return [study_of[str(i)] for i in image_ids]
 
 
 def _same_init(lt: LTViT, cls_cfg: LTViTConfig) -> LTViT:

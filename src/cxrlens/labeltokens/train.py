@@ -369,49 +369,51 @@ def paired_bootstrap_auc(
     *,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict[str, float]:
-    """Paired bootstrap (images resampled with replacement, same resample for both models) of the difference in
-    mean per-label AUC, ``A − B``, over labels with both classes among the known targets.
+    groups: Any = None,
+    unit: str = "study",
+) -> dict[str, Any]:
+    """Paired cluster bootstrap of the difference in mean per-label AUC, ``A − B``, over labels with both classes
+    among the known targets (:mod:`cxrlens.evaluate.bootstrap`).
+
+    One resample draws whole units — the images' studies (``groups`` = (N,) study ids, ``unit="study"``) or patients
+    — with replacement and keeps every image of a drawn unit; the same resample serves both models and every label.
+    ``groups=None`` resamples images one by one (unit ``image``). Resamples on which a label has one class only are
+    redrawn.
 
     Returns ``{"diff": observed difference, "lo": 2.5 %, "hi": 97.5 % percentile, "p_le_0": fraction of resamples
-    with a difference ≤ 0, "n_boot": resamples that had both classes for every label}``.
+    with a difference ≤ 0, "n_boot": resamples the interval rests on, "bootstrap_unit": what was resampled,
+    "n_units": how many of them}``.
     """
-    from scipy.stats import rankdata
+    from cxrlens.evaluate.bootstrap import cluster_bootstrap, weighted_auc
 
-    rng = np.random.default_rng(seed)
     cols = []
     for j in range(targets_NL.shape[1]):
         t = targets_NL[:, j]
-        known = ~torch.isnan(t)
-        y = t[known].numpy()
+        known = (~torch.isnan(t)).numpy()
+        y = t.numpy()[known]
         if len(np.unique(y)) == 2:
-            cols.append((y, probs_a_NL[known, j].numpy(), probs_b_NL[known, j].numpy()))
+            cols.append((known, y, probs_a_NL[:, j].numpy()[known], probs_b_NL[:, j].numpy()[known]))
+    n = int(targets_NL.shape[0])
     if not cols:
-        return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "p_le_0": float("nan"), "n_boot": 0}
+        nan = float("nan")
+        return {"diff": nan, "lo": nan, "hi": nan, "p_le_0": nan, "n_boot": 0, "bootstrap_unit": unit, "n_units": 0}
 
-    def auc(y_BN: np.ndarray, s_BN: np.ndarray) -> np.ndarray:  # rank-sum AUC per row (ties averaged)
-        r = rankdata(s_BN, axis=1)
-        pos = y_BN.sum(1)
-        neg = y_BN.shape[1] - pos
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return ((r * y_BN).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
+    def stat(w_BN: np.ndarray) -> np.ndarray:
+        total = np.zeros(len(w_BN))
+        for known, y, a, b in cols:
+            w = w_BN[:, known]
+            total += weighted_auc(y, a, w) - weighted_auc(y, b, w)  # NaN (→ redrawn) where a label lost a class
+        return total / len(cols)
 
-    obs = np.mean([auc(y[None], a[None])[0] - auc(y[None], b[None])[0] for y, a, b in cols])
-    diffs = np.zeros(n_boot)
-    valid = np.ones(n_boot, bool)
-    for y, a, b in cols:
-        idx = rng.integers(0, len(y), size=(n_boot, len(y)))
-        yb = y[idx]
-        d = auc(yb, a[idx]) - auc(yb, b[idx])
-        valid &= np.isfinite(d)
-        diffs += np.nan_to_num(d)
-    diffs = diffs[valid] / len(cols)
+    res = cluster_bootstrap(stat, n, groups=groups, unit=unit if groups is not None else None, n_boot=n_boot, seed=seed)
     return {
-        "diff": float(obs),
-        "lo": float(np.percentile(diffs, 2.5)),
-        "hi": float(np.percentile(diffs, 97.5)),
-        "p_le_0": float((diffs <= 0).mean()),
-        "n_boot": int(valid.sum()),
+        "diff": res.estimate,
+        "lo": res.low,
+        "hi": res.high,
+        "p_le_0": res.p_le_0,
+        "n_boot": res.n_boot,
+        "bootstrap_unit": res.unit,
+        "n_units": res.n_units,
     }
 
 
