@@ -141,3 +141,18 @@ def test_unreadable_and_missing_files_are_one_line(tmp_path: Path, cli) -> None:
     pd.DataFrame({"report": ["No effusion."]}).to_csv(good, index=False)
     _one_line_error(cli("label", str(good), "--out", str(tmp_path / "labels.json")), "labels.json", ".csv or")
     assert not out.exists()
+
+
+def test_conventions_switch_reads_congestion_as_chexpert_does(tmp_path: Path, cli) -> None:
+    src = tmp_path / "r.csv"
+    pd.DataFrame({"report": ["Mild pulmonary vascular congestion. Patchy consolidation at the left base."]}).to_csv(
+        src, index=False
+    )
+    iu, chx = tmp_path / "iu.csv", tmp_path / "chx.csv"
+    assert cli("label", str(src), "--out", str(iu)).returncode == 0
+    assert cli("label", str(src), "--out", str(chx), "--conventions", "chexpert").returncode == 0
+    a, b = pd.read_csv(iu).iloc[0], pd.read_csv(chx).iloc[0]
+    assert a["Edema"] == 1 and b["Edema"] == -1  # congestion: edema (MeSH) vs uncertain edema (CheXpert)
+    assert pd.isna(a["Lung Opacity"]) and b["Lung Opacity"] == 1  # opacity as parent of consolidation
+    bad = cli("label", str(src), "--out", str(chx), "--conventions", "mimic")
+    assert bad.returncode == 2 and "--conventions must be 'iu' or 'chexpert'" in bad.stderr

@@ -21,6 +21,11 @@ def label(
     sections: bool = typer.Option(
         True, help="Read only FINDINGS/IMPRESSION when the report has section headers (--no-sections: whole text)."
     ),
+    conventions: str = typer.Option(
+        "iu",
+        help="'iu': the readings that agree with IU X-ray's MeSH tags; 'chexpert': CheXpert's labeler conventions "
+        "(congestion, 'no new X', 'stable heart size' uncertain; Lung Opacity as parent) — docs/labeler.md.",
+    ),
 ) -> None:
     """Label reports with the 14 CheXpert observations (1 positive, 0 negative, -1 uncertain, empty = not mentioned)."""
     from cxrlens.data.labeler import LabelerConfig, label_reports, read_report_texts
@@ -35,7 +40,10 @@ def label(
         warn_line(f"{err} — skipped")
     if table.empty:
         raise BadInputError(reports, f"no report to label ({len(errors)} skipped)")
-    labels = label_reports(table["text"].tolist(), LabelerConfig(sections=sections))
+    if conventions not in ("iu", "chexpert"):
+        raise BadInputError(None, f"--conventions must be 'iu' or 'chexpert', got {conventions!r}")
+    config = LabelerConfig.strict_chexpert(sections=sections) if conventions == "chexpert" else LabelerConfig(sections)
+    labels = label_reports(table["text"].tolist(), config)
     result = labels.copy()
     result.insert(0, table.columns[0], table.iloc[:, 0].to_numpy())
     if suffix == ".parquet":
