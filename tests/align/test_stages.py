@@ -162,6 +162,7 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     zs = pd.read_parquet(ws.analysis("al-zeroshot") / "zeroshot.parquet").set_index("finding")
     eff = zs.loc["Pleural Effusion"]
     assert eff.n_pos > 5 and eff.ci_low <= eff.auc <= eff.ci_high and 0 <= eff.auc <= 1
+    assert eff.ci_unit == "study"  # the CI resamples studies (their images together), not images
     neg = pd.read_parquet(ws.analysis("al-zeroshot") / "negation.parquet")
     assert {"raw_cos", "proj_cos", "auc_neg"} <= set(neg.columns)
 

@@ -124,7 +124,8 @@ def run_zero_shot(
     def build(tmp: Path) -> dict[str, Any]:
         img = ctx.run.image_emb_NE[torch.from_numpy(rows)]
         labels = ctx.labels.iloc[rows].reset_index(drop=True)
-        table = zero_shot(img, labels, ctx.cache.get, ctx.project, cfg)
+        studies = ctx.run.images["study_id"].astype(str).to_numpy()[rows]  # CIs resample studies, not images
+        table = zero_shot(img, labels, ctx.cache.get, ctx.project, cfg, groups=studies)
         neg = negation_check(img, labels, ctx.cache.get, ctx.project, cfg)
         atomic_write_parquet(tmp / "zeroshot.parquet", table)
         atomic_write_parquet(tmp / "negation.parquet", neg)

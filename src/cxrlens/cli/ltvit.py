@@ -103,7 +103,8 @@ def train_cmd(
     if boot:
         console.print(
             f"LT-ViT − CLS ViT, mean AUC: {boot['diff']:+.3f} (paired bootstrap 95 % CI {boot['lo']:+.3f} … "
-            f"{boot['hi']:+.3f}; {boot['n_boot']} resamples of the {eval_split} images, "
+            f"{boot['hi']:+.3f}; {boot['n_boot']} resamples of the {boot.get('n_units', '?')} "
+            f"{boot.get('bootstrap_unit', 'image')} units of the {eval_split} split, "
             f"P(diff ≤ 0) = {boot['p_le_0']:.3f})"
         )
     print_stage_result(result, f"lt-vit run {run}")
