@@ -31,6 +31,24 @@ __all__ = [
     "UNKNOWN_SIZE",
 ]
 
+# Signs of vascular congestion: an Edema mention (IU X-ray's MeSH reading), or an uncertain one under CheXpert's
+# conventions (UNCERTAIN_FINDING_PHRASES below).
+_CONGESTION_PHRASES: tuple[str, ...] = (
+    "vascular congestion",
+    "pulmonary vascular congestion",
+    "pulmonary venous congestion",
+    "pulmonary congestion",
+    "venous congestion",
+    "vascular engorgement",
+    "pulmonary vascular engorgement",
+    "vascular prominence",
+    "pulmonary vascular prominence",
+    "central vascular prominence",
+    "prominent pulmonary vasculature",
+    "cephalization",
+    "vascular congestive changes",
+)
+
 # ----------------------------------------------------------------------------------------------- finding mentions
 FINDING_PHRASES: dict[str, tuple[str, ...]] = {
     "Enlarged Cardiomediastinum": (
@@ -144,22 +162,10 @@ FINDING_PHRASES: dict[str, tuple[str, ...]] = {
         "congestive heart failure",
         "heart failure",
         "cardiac failure",
-        "vascular congestion",
-        "pulmonary vascular congestion",
-        "pulmonary venous congestion",
-        "pulmonary congestion",
-        "venous congestion",
-        "vascular engorgement",
-        "pulmonary vascular engorgement",
+        *_CONGESTION_PHRASES,
         "fluid overload",
         "volume overload",
-        "cephalization",
-        "vascular prominence",
-        "pulmonary vascular prominence",
-        "central vascular prominence",
-        "prominent pulmonary vasculature",
         "pulmonary venous hypertension",
-        "vascular congestive changes",
         "kerley b lines",
         "kerley lines",
         "b lines",
@@ -391,21 +397,7 @@ FINDING_PHRASES: dict[str, tuple[str, ...]] = {
 # congestion, vascular prominence are hedged signs of edema); ``LabelerConfig(congestion_uncertain=False)`` turns
 # it off.
 UNCERTAIN_FINDING_PHRASES: dict[str, tuple[str, ...]] = {
-    "Edema": (
-        "vascular congestion",
-        "pulmonary vascular congestion",
-        "pulmonary venous congestion",
-        "pulmonary congestion",
-        "venous congestion",
-        "vascular engorgement",
-        "pulmonary vascular engorgement",
-        "vascular prominence",
-        "pulmonary vascular prominence",
-        "central vascular prominence",
-        "prominent pulmonary vasculature",
-        "cephalization",
-        "vascular congestive changes",
-    ),
+    "Edema": _CONGESTION_PHRASES,
 }
 
 # Heart and mediastinum words that need a size qualifier in the same clause (see module docstring).
