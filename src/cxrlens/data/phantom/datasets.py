@@ -252,7 +252,7 @@ def render_rows(factors: pd.DataFrame, size: int, out_dir: Path, workers: int | 
             results = imap_processes(
                 _render_one,
                 jobs,
-                stage=f"rendering {len(jobs):,} phantoms into {out_dir}",
+                stage=f"rendering {len(jobs):,} phantoms",  # the progress bar's words (out_dir is a temp build dir)
                 workers=workers,
                 initializer=_worker_init,
                 chunksize=32,
