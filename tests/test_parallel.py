@@ -134,7 +134,7 @@ def test_stall_timeout_from_environment(monkeypatch):
 # ------------------------------------------------------------------------------------------- stress, fresh processes
 # The parent first starts what the demo's parent runs at that point: OpenCV's and torch's thread pools busy, and
 # rich's live-refresh thread. With the old pool (fork + cv2.setNumThreads(1) in the initializer) this parent made
-# the children abort ("terminate called without an active exception") or hang in 10 of 10 tries. Then the
+# the children abort ("terminate called without an active exception") or hang in 11 of 11 tries. Then the
 # parallel path runs. Each run is a fresh interpreter with a hard timeout.
 _THREADED_PARENT = """
 import threading, time, numpy as np, cv2, torch
