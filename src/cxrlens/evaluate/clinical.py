@@ -44,6 +44,7 @@ __all__ = [
     "macro_over_reference_positive",
     "micro_scores",
     "per_label_scores",
+    "ratio",
     "variant_name",
 ]
 
@@ -90,10 +91,10 @@ def _label_counts(generated_NL: np.ndarray, reference_NL: np.ndarray) -> tuple[n
     return (g & r).sum(0), (g & ~r).sum(0), (~g & r).sum(0), r.sum(0)
 
 
-def _zero_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den per label, 0 where den is 0 (scikit-learn's ``zero_division=0``)."""
+def ratio(num: np.ndarray, den: np.ndarray, empty: float = 0.0) -> np.ndarray:
+    """Elementwise ``num / den`` as float64, ``empty`` where ``den`` is 0 (0 = scikit-learn's ``zero_division=0``)."""
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return np.divide(num, den, out=np.full_like(num, empty), where=den > 0)
 
 
 def _macro(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, keep: np.ndarray) -> dict[str, float]:
@@ -101,9 +102,9 @@ def _macro(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, keep: np.ndarray) -> 
     if n == 0:
         return {"precision": np.nan, "recall": np.nan, "f1": np.nan, "n_labels": 0}
     return {
-        "precision": float(_zero_div(tp, tp + fp)[keep].mean()),
-        "recall": float(_zero_div(tp, tp + fn)[keep].mean()),
-        "f1": float(_zero_div(2 * tp, 2 * tp + fp + fn)[keep].mean()),
+        "precision": float(ratio(tp, tp + fp)[keep].mean()),
+        "recall": float(ratio(tp, tp + fn)[keep].mean()),
+        "f1": float(ratio(2 * tp, 2 * tp + fp + fn)[keep].mean()),
         "n_labels": n,
     }
 

@@ -70,7 +70,7 @@ from cxrlens.evaluate.baselines import (
     report_plain_text,
 )
 from cxrlens.evaluate.bootstrap import BootstrapResult, cluster_bootstrap, units_phrase
-from cxrlens.evaluate.clinical import FIVE_FINDINGS, variant_name
+from cxrlens.evaluate.clinical import FIVE_FINDINGS, ratio, variant_name
 from cxrlens.workspace import (
     StageResult,
     Workspace,
@@ -445,11 +445,6 @@ def _label_matrix(gen: pd.DataFrame, ref: pd.DataFrame, cols: tuple[str, ...]) -
     return tuple(x.astype(np.int64) for x in (g & r, g & ~r, ~g & r))
 
 
-def _ratio_BN(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    return np.divide(num, den, out=np.full_like(num, empty), where=den > 0)
-
-
 def _statistic(kind: str, counts: tuple[np.ndarray, ...], weights_BN: np.ndarray) -> np.ndarray:
     """(B,) value of a gap metric on weighted images, from per-image counts (each (n,) or (n, L)).
 
@@ -461,13 +456,13 @@ def _statistic(kind: str, counts: tuple[np.ndarray, ...], weights_BN: np.ndarray
     sums = [w @ np.asarray(c, dtype=np.float64) for c in counts]
     if kind == "micro_f1":
         tp, fp, fn = sums
-        return _ratio_BN(2 * tp, 2 * tp + fp + fn, 0.0)
+        return ratio(2 * tp, 2 * tp + fp + fn, 0.0)
     if kind == "macro_f1":
         tp, fp, fn = sums
-        return _ratio_BN(2 * tp, 2 * tp + fp + fn, 0.0).mean(axis=1)
+        return ratio(2 * tp, 2 * tp + fp + fn, 0.0).mean(axis=1)
     if kind == "fp_share":
         tp, fp = sums[:2]
-        return _ratio_BN(fp, tp + fp, np.nan)
+        return ratio(fp, tp + fp, np.nan)
     raise ValueError(f"unknown statistic {kind!r}")
 
 
