@@ -396,7 +396,8 @@ def paired_bootstrap_auc(
     n = int(targets_NL.shape[0])
     if not cols:
         nan = float("nan")
-        return {"diff": nan, "lo": nan, "hi": nan, "p_le_0": nan, "n_boot": 0, "bootstrap_unit": unit, "n_units": 0}
+        named = unit if groups is not None else "image"
+        return {"diff": nan, "lo": nan, "hi": nan, "p_le_0": nan, "n_boot": 0, "bootstrap_unit": named, "n_units": 0}
 
     def stat(w_BN: np.ndarray) -> np.ndarray:
         total = np.zeros(len(w_BN))
