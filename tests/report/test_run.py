@@ -8,6 +8,7 @@ import pytest
 
 from cxrlens.errors import BadInputError
 from cxrlens.interpret.run import InterpretConfig, interpret_run
+from cxrlens.report.compile import CompileConfig
 from cxrlens.report.run import ReportConfig, ReportModel, read_reports, report_dataset
 from cxrlens.workspace import Workspace, read_manifest
 from tests.interpret.planted import SAE_RUN, build_planted, hash_embed
@@ -18,12 +19,15 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Report
     ws = Workspace(tmp_path_factory.mktemp("planted-report"))
     build_planted(ws)
     interpret_run(ws, InterpretConfig(sae=SAE_RUN), embed=hash_embed, show_progress=False)
-    return ws, ReportModel.load(ws, SAE_RUN, embed=hash_embed)
+    return ws, ReportModel.load(ws, SAE_RUN, embed=hash_embed, config=FEATURES)
+
+
+FEATURES = CompileConfig(compiler="features")  # SAE-Rad's rule; the readout compiler has its own test below
 
 
 def test_reports_for_the_test_split_with_evidence(planted) -> None:
     ws, model = planted
-    result = report_dataset(ws, ReportConfig(interpret=SAE_RUN), model=model, show_progress=False)
+    result = report_dataset(ws, ReportConfig(interpret=SAE_RUN, compile=FEATURES), model=model, show_progress=False)
     df = read_reports(ws, result.path.name)
     n_test = int((pd.read_parquet(ws.activations("planted") / "index.parquet")["split"] == "test").sum())
     assert len(df) == n_test == result.manifest.rows["reports"]
@@ -46,11 +50,38 @@ def test_reports_for_the_test_split_with_evidence(planted) -> None:
             texts = {model.bank.texts[i] for ev in s["evidence"] for i in model.bank.feature_sentences[ev["feature"]]}
             assert s["text"] in texts
     assert n_sentences > len(df)  # most reports say something
-    assert report_dataset(ws, ReportConfig(interpret=SAE_RUN), model=model, show_progress=False).reused
+    assert report_dataset(
+        ws, ReportConfig(interpret=SAE_RUN, compile=FEATURES), model=model, show_progress=False
+    ).reused
+
+
+def test_readout_reports_state_what_the_readout_decides_with_features_as_evidence(planted) -> None:
+    from cxrlens.data.labeler import label_reports
+
+    ws, _ = planted
+    model = ReportModel.load(ws, SAE_RUN, embed=hash_embed)
+    assert model.readout is not None and model.config.compiler == "readout"
+    result = report_dataset(ws, ReportConfig(interpret=SAE_RUN), model=model, show_progress=False, run="ro")
+    df = read_reports(ws, "ro")
+    index = pd.read_parquet(ws.activations("planted") / "index.parquet")
+    W, labels = model.readout.weights_LF, list(model.readout.labels)
+    n_present = 0
+    for row in df.itertuples():
+        for s in row.report["findings"]:
+            j = labels.index(s["finding"])
+            present = s["score"] >= 0 and s["text"] not in {w[1] for w in model.readout.sentences().values()}
+            for ev in s["evidence"]:  # evidence of a present finding pushes it up; of an absent one, down
+                assert ev["contribution"] > 0 and np.sign(W[j, ev["feature"]]) == (1 if present else -1)
+            if present:
+                n_present += 1
+                assert s["evidence"], s
+                # the sentence states its finding (the labeler reads it present or uncertain)
+                assert label_reports([s["text"]])[s["finding"]].iloc[0] in (1.0, -1.0), s["text"]
+    assert n_present > 0.2 * len(df) and result.manifest.rows["reports"] == int((index["split"] == "test").sum())
 
 
 def test_compile_respects_thresholds_and_max_features(planted) -> None:
-    _, model = planted
+    _, model = planted  # the features compiler
     codes = np.zeros(len(model.thresholds), np.float32)
     assert model.compile(codes).findings == []  # nothing active → nothing said
     finite = np.isfinite(model.thresholds)

@@ -93,6 +93,28 @@ def find_cxrlens_backbone(name: str, workspace: Workspace | None = None) -> Path
     )
 
 
+def write_random_vit(workspace: Workspace, name: str, *, like: str = "default", seed: int = 0) -> Path:
+    """``backbones/<name>``: the architecture of ``cxrlens:<like>`` at **random initialisation** (seed), with its
+    image processor — the random-backbone control (``cxrlens:<name>`` then loads it like any in-project ViT).
+    Rewritten only when missing, so the weights of a control never change under a workspace."""
+    import json
+
+    out = workspace.backbone(name)
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    src = find_cxrlens_backbone(like, workspace)
+    manifest = json.loads((src / "manifest.json").read_text()) if (src / "manifest.json").is_file() else {}
+    arch = ViTArch(**manifest.get("config", {}).get("arch", {}))
+    model, processor = build_vit(arch, seed=seed)
+    tmp = out.parent / f".{name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "manifest.json").write_text(json.dumps({"config": {"arch": dataclasses.asdict(arch)}, "random_init": seed}))
+    tmp.replace(out)
+    return out
+
+
 class CxrlensViT(HFBackbone):
     """The in-project ViT loaded from its directory (see :func:`find_cxrlens_backbone`)."""
 

@@ -374,9 +374,12 @@ def _nearest(
         info = store.info(stream)
     except BadInputError as exc:
         return {"skipped": str(exc)}, None
-    if info.tokens_per_image != 1:
-        why = f"stream {stream!r} has {info.tokens_per_image} tokens per image; need one row per image"
-        return {"skipped": why}, None
+    if info.tokens_per_image != 1:  # a patch-token model: retrieve on the store's image-level stream instead
+        image_level = [n for n in store.stream_names if store.info(n).tokens_per_image == 1]
+        if not image_level:
+            why = f"stream {stream!r} has {info.tokens_per_image} tokens per image and the store no image-level one"
+            return {"skipped": why}, None
+        stream = "final/cls" if "final/cls" in image_level else image_level[0]
     try:
         index = store.index
         row_of = dict(zip(index["image_id"].astype(str), index["row"].astype(np.int64), strict=True))

@@ -33,8 +33,10 @@ from cxrlens.data.reports import split_sentences
 
 __all__ = [
     "NO_CONSISTENT_FINDING",
+    "AnchorConfig",
     "DescribeConfig",
     "SentenceIndex",
+    "anchor_descriptions",
     "build_sentence_index",
     "describe_features",
 ]
@@ -86,12 +88,14 @@ class SentenceIndex:
         cluster: (n_sentences,) int cluster id of each sentence.
         report_clusters: per report, the sorted array of cluster ids it contains.
         counts: (n_sentences,) how often each sentence occurs in the corpus.
+        signature: (n_sentences, s) each sentence's finding signature (NaN = not mentioned), as clustered.
     """
 
     sentences: np.ndarray
     cluster: np.ndarray
     report_clusters: list[np.ndarray]
     counts: np.ndarray
+    signature: np.ndarray | None = None
 
     @property
     def n_clusters(self) -> int:
@@ -150,7 +154,8 @@ def build_sentence_index(
         n_clusters += 1
     where = {s: c for s, c in zip(sentences, cluster, strict=True)}
     report_clusters = [np.unique(np.array([where[s] for s in sents], dtype=np.int64)) for sents in per_report]
-    return SentenceIndex(sentences, cluster, report_clusters, np.array([counts[s] for s in sentences]))
+    raw_sig = np.where(sig == -9.0, np.nan, sig).astype(np.float32)
+    return SentenceIndex(sentences, cluster, report_clusters, np.array([counts[s] for s in sentences]), raw_sig)
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
@@ -273,3 +278,106 @@ def _representative(index: SentenceIndex, cluster: int) -> str:
     """The cluster's sentence most frequent in the corpus (the cluster leader, by construction)."""
     members = np.flatnonzero(index.cluster == cluster)
     return str(index.sentences[members[np.argmax(index.counts[members])]])
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorConfig:
+    """Config of the label-anchored describer (:func:`anchor_descriptions`).
+
+    Attributes:
+        top_k: top-activating studies per feature.
+        min_support: least fraction of the top studies whose report states the finding.
+        min_log_odds: least log-odds ratio of the finding in the top studies against all other studies.
+        alpha: false-discovery rate (BH over every feature × finding tested, one-sided Fisher).
+        max_findings: at most this many findings name one feature.
+    """
+
+    top_k: int = 32
+    min_support: float = 0.5
+    min_log_odds: float = 1.0
+    alpha: float = 0.05
+    max_findings: int = 2
+
+
+def anchor_descriptions(
+    codes_NF: np.ndarray,
+    targets_NL: np.ndarray,
+    label_names: Sequence[str],
+    index: SentenceIndex,
+    signature_names: Sequence[str],
+    config: AnchorConfig | None = None,
+) -> pd.DataFrame:
+    """Describe features by the findings their top studies' reports state, in those reports' own words.
+
+    For each feature, the findings (columns of ``targets_NL``: (n_studies, L) {0, 1}, uncertain → 1) stated by at
+    least ``min_support`` of its ``top_k`` top-activating studies, with log-odds ≥ ``min_log_odds`` against every
+    other study and a BH-adjusted one-sided Fisher p ≤ ``alpha``, name it (best log-odds first, at most
+    ``max_findings``). Each named finding is written as the sentence cluster that states it (signature 1 or −1 for
+    that finding in ``index.signature``, whose columns are ``signature_names``) in the most top reports — so side,
+    size and severity words come in when the top reports share them. Rows of features with no such finding have
+    empty ``sentences`` (the caller falls back to another describer). Columns as :func:`describe_features`, plus
+    ``findings`` (list of names).
+    """
+    from scipy.stats import fisher_exact
+
+    cfg = config or AnchorConfig()
+    if index.signature is None:
+        raise ValueError("the sentence index carries no signatures; rebuild it with build_sentence_index")
+    codes_NF, Y = np.asarray(codes_NF), np.asarray(targets_NL).astype(bool)
+    n = len(codes_NF)
+    sig_col = {name: i for i, name in enumerate(signature_names)}
+    cluster_states = {}  # finding → (n_clusters,) bool: the cluster's leader states the finding
+    for j, name in enumerate(label_names):
+        states = np.zeros(index.n_clusters, bool)
+        if name in sig_col:
+            col = index.signature[:, sig_col[name]]
+            states[index.cluster[(col == 1.0) | (col == -1.0)]] = True
+        cluster_states[j] = states
+    total = Y.sum(0)
+    recs, tests = [], []
+    for f in range(codes_NF.shape[1]):
+        act = codes_NF[:, f]
+        active = np.flatnonzero(act > 0)
+        top = active[np.argsort(-act[active], kind="stable")[: cfg.top_k]]
+        recs.append({"feature": f, "n_active": len(active), "top_rows": top.tolist()})
+        k = len(top)
+        if k < 4:
+            continue
+        a = Y[top].sum(0)
+        b, m = total - a, n - k
+        lo = np.log((a + 0.5) / (k - a + 0.5)) - np.log((b + 0.5) / (m - b + 0.5))
+        for j in np.flatnonzero((a / k >= cfg.min_support) & (lo >= cfg.min_log_odds)):
+            p = fisher_exact([[a[j], k - a[j]], [b[j], m - b[j]]], alternative="greater").pvalue
+            tests.append((f, int(j), float(p), float(lo[j]), a[j] / k, b[j] / max(m, 1)))
+    q = _bh(np.array([t[2] for t in tests]))
+    named: dict[int, list] = {}
+    for t, qq in zip(tests, q, strict=True):
+        if qq <= cfg.alpha:
+            named.setdefault(t[0], []).append((*t[1:], qq))
+    for rec in recs:
+        found = sorted(named.get(rec["feature"], []), key=lambda t: -t[2])[: cfg.max_findings]
+        sentences, findings = [], []
+        for j, *_ in found:
+            counts = _presence(index, np.asarray(rec["top_rows"]))
+            counts = np.where(cluster_states[j], counts, 0)
+            if counts.max() == 0:
+                continue
+            sentences.append(_representative(index, int(np.argmax(counts))))
+            findings.append(str(label_names[j]))
+        if not sentences:
+            rec.update(description=NO_CONSISTENT_FINDING, sentences=[], findings=[], confidence=0.0, log_odds=np.nan,
+                       support=np.nan, background=np.nan, p_value=np.nan, p_adjusted=np.nan)  # fmt: skip
+            continue
+        best = found[0]
+        rec.update(
+            description=" ".join(dict.fromkeys(sentences)),
+            sentences=list(dict.fromkeys(sentences)),
+            findings=findings,
+            confidence=float(max(0.0, best[3] - best[4])),
+            log_odds=best[2],
+            support=best[3],
+            background=best[4],
+            p_value=best[1],
+            p_adjusted=best[5],
+        )
+    return pd.DataFrame(recs)

@@ -34,8 +34,9 @@ import torch
 
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.errors import BadInputError
-from cxrlens.interpret.describe import DescribeConfig
+from cxrlens.interpret.describe import AnchorConfig, DescribeConfig
 from cxrlens.interpret.llm import LLMConfig
+from cxrlens.interpret.readout import ReadoutConfig
 from cxrlens.workspace import (
     StageResult,
     Workspace,
@@ -46,15 +47,18 @@ from cxrlens.workspace import (
 )
 
 __all__ = [
+    "ImageCodes",
     "InterpretConfig",
     "SAEContext",
     "by_study",
     "encode_codes",
+    "image_codes",
     "image_reports",
     "interpret_run",
     "load_sae_context",
     "phantom_truth",
     "read_interpretation",
+    "token_code_maps",
 ]
 
 SPLITS = ("train", "val", "test", "all")
@@ -78,6 +82,10 @@ class InterpretConfig:
             the run's ``descriptions.parquet`` (per-feature fallback to the extractive one, marked); the extractive
             descriptions are then also kept in ``descriptions_extractive.parquet`` for the robustness comparison.
         score: score every description on the ``calibrate_split`` (:mod:`cxrlens.interpret.scoring`).
+        anchor: the label-anchored describer (:func:`~cxrlens.interpret.describe.anchor_descriptions`), tried
+            first for every feature; None = extractive descriptions only.
+        readout: the finding readout (:mod:`cxrlens.interpret.readout`) fitted on ``describe_split``, chosen on
+            ``calibrate_split`` → ``readout.safetensors`` / ``readout.parquet``.
         heatmap_features: patch-level heatmaps (:func:`~cxrlens.interpret.heatmaps.feature_heatmaps`) on every top
             image of this many described features (most frequent first; 0 = none) → ``heatmaps.safetensors`` and
             ``figures/features.png``; skipped (and said so in the manifest) when the store records no backbone.
@@ -95,6 +103,8 @@ class InterpretConfig:
     llm: LLMConfig | None = None
     score: bool = True
     heatmap_features: int = 64
+    anchor: AnchorConfig | None = field(default_factory=AnchorConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -113,7 +123,8 @@ class SAEContext:
 
     Attributes:
         sae: the model (eval mode, CPU); store: :class:`~cxrlens.activations.ActivationStore`;
-        stream: ``"<layer>/<token>"``; dataset: dataset name; backbone: backbone spec of the store;
+        stream: ``"<layer>/<token>"`` (one token per image — CLS, mean — or the patch tokens, see
+        :func:`image_codes`); dataset: dataset name; backbone: backbone spec of the store;
         index: (n_images,) table ``image_row, study_id, image_id, split`` of the store's images.
     """
 
@@ -125,6 +136,10 @@ class SAEContext:
     dataset: str
     backbone: str
     index: pd.DataFrame
+
+    @property
+    def tokens_per_image(self) -> int:
+        return int(self.store.info(self.stream).tokens_per_image)
 
     @property
     def layer(self) -> str:
@@ -152,8 +167,6 @@ def load_sae_context(ws: Workspace, sae_run: str, activations: str = "") -> SAEC
     store = ActivationStore(ws.activations(activations))
     if stream not in store.stream_names:
         raise BadInputError(store.path, f"stream {stream!r} of SAE {sae_run!r} is not in the store")
-    if store.info(stream).tokens_per_image != 1:
-        raise BadInputError(store.path, f"stream {stream!r} has several tokens per image; interpret needs CLS/mean")
     sae = load_sae(sae_dir)
     if store.info(stream).dim != sae.cfg.d_in:
         raise BadInputError(
@@ -174,6 +187,52 @@ def encode_codes(sae: Any, acts_ND: torch.Tensor, batch_size: int = 4096) -> np.
     """(N, n_latents) float32 SAE codes of activations ``acts_ND: (N, D)``."""
     out = [sae.encode(acts_ND[i : i + batch_size].float()).numpy() for i in range(0, len(acts_ND), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, sae.cfg.n_latents), np.float32)
+
+
+@dataclass(frozen=True)
+class ImageCodes:
+    """Image-level SAE codes of a store's images.
+
+    Attributes:
+        codes_NF: (N, F) float32 — the SAE code of the image's token for one-token streams (CLS, mean); for patch
+            streams the **maximum over the image's patch tokens** (a feature is as active as its strongest patch).
+        peak_NF: (N, F) int16 token index (row-major on ``grid``) of that maximum; None for one-token streams.
+        grid: (h, w) patch grid of a patch stream, else None.
+    """
+
+    codes_NF: np.ndarray
+    peak_NF: np.ndarray | None
+    grid: tuple[int, int] | None
+
+
+@torch.no_grad()
+def image_codes(
+    sae: Any, store: Any, stream: str, image_rows: np.ndarray | None = None, batch_images: int = 256
+) -> ImageCodes:
+    """SAE codes per image of ``stream`` for ``image_rows`` (default: every image), see :class:`ImageCodes`."""
+    n_img = len(store)
+    rows = np.arange(n_img) if image_rows is None else np.asarray(image_rows, np.int64)
+    T = int(store.info(stream).tokens_per_image)
+    if T == 1:
+        acts = store.read(stream) if image_rows is None else store.get(stream, rows)
+        return ImageCodes(encode_codes(sae, acts), None, None)
+    codes = np.zeros((len(rows), sae.cfg.n_latents), np.float32)
+    peak = np.zeros((len(rows), sae.cfg.n_latents), np.int16)
+    for s in range(0, len(rows), batch_images):
+        img = rows[s : s + batch_images]
+        tok = (img[:, None] * T + np.arange(T)[None, :]).reshape(-1)
+        c = torch.from_numpy(encode_codes(sae, store.get(stream, tok))).reshape(len(img), T, -1)
+        v, a = c.max(1)
+        codes[s : s + len(img)], peak[s : s + len(img)] = v.numpy(), a.numpy().astype(np.int16)
+    grid = tuple(int(g) for g in store.grid) if store.grid is not None else (T, 1)
+    return ImageCodes(codes, peak, grid)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def token_code_maps(sae: Any, store: Any, stream: str, image_row: int) -> np.ndarray:
+    """(T, F) SAE codes of every token of one image of a patch stream (row-major on the store's grid)."""
+    T = int(store.info(stream).tokens_per_image)
+    return encode_codes(sae, store.get(stream, np.arange(image_row * T, (image_row + 1) * T)))
 
 
 def image_reports(studies: pd.DataFrame, image_ids: Any) -> list[str]:
@@ -254,9 +313,10 @@ def interpret_run(
     """
     from cxrlens.console import progress
     from cxrlens.data.store import read_studies
-    from cxrlens.interpret.describe import build_sentence_index, describe_features
+    from cxrlens.interpret.describe import anchor_descriptions, build_sentence_index, describe_features
     from cxrlens.interpret.features import auc_matrix, binarise_labels, confound_check, feature_stats, top_images
     from cxrlens.interpret.llm import contrast_reports, describe_features_llm
+    from cxrlens.interpret.readout import READOUT_LABELS, finding_sentences, fit_readout, label_targets
     from cxrlens.interpret.scoring import score_descriptions, summarise_scores
     from cxrlens.report.compile import calibrate_thresholds
 
@@ -269,8 +329,8 @@ def interpret_run(
     def build(tmp: Path) -> dict[str, Any]:
         with progress(disable=not show_progress) as bar:
             task = bar.add_task("interpret: encode", total=7)
-            acts = ctx.store.read(ctx.stream)
-            codes = encode_codes(ctx.sae, acts)
+            encoded = image_codes(ctx.sae, ctx.store, ctx.stream)
+            codes = encoded.codes_NF
             bar.advance(task)
 
             d_rows, c_rows = _rows(ctx.index, cfg.describe_split), _rows(ctx.index, cfg.calibrate_split)
@@ -309,7 +369,20 @@ def interpret_run(
             table["top_image_ids"] = [[str(d_ids[r]) for r in row if r >= 0] for row in top]
             table["top_activations"] = [[float(codes_d[r, f]) for r in row if r >= 0] for f, row in enumerate(top)]
             table["random_image_ids"] = [[str(d_ids[r]) for r in row if r >= 0] for row in rnd]
+            if encoded.peak_NF is not None:
+                table = table.join(_feature_places(encoded.peak_NF[d_rows], top, encoded.grid))
             bar.advance(task)
+
+            bar.update(task, description="interpret: finding readout")
+            readout = fit_readout(
+                codes_d,
+                label_targets(labels[present].reset_index(drop=True), READOUT_LABELS),
+                codes[c_rows],
+                label_targets(_labels_of(studies, ids[c_rows]), READOUT_LABELS),
+                READOUT_LABELS,
+                cfg.readout,
+                exclude=table.loc[table["verdict"] == "confounded", "feature"].astype(int).tolist(),
+            )
 
             bar.update(task, description="interpret: sentence index")
             study_codes, first = by_study(codes_d, ctx.index["study_id"].to_numpy()[d_rows])
@@ -322,6 +395,10 @@ def interpret_run(
             bar.update(task, description="interpret: describe")
             extractive = describe_features(study_codes, index, cfg.describe)
             extractive["describer"] = "extractive"
+            if cfg.anchor is not None:  # label-anchored first; the extractive description where it names nothing
+                targets = label_targets(_labels_of(studies, s_ids), READOUT_LABELS)
+                anchored = anchor_descriptions(study_codes, targets, READOUT_LABELS, index, CHEXPERT_LABELS, cfg.anchor)
+                extractive = _merge_describers(anchored, extractive)
             desc = extractive
             if cfg.llm is not None:
                 bar.update(task, description="interpret: LLM describer")
@@ -374,6 +451,10 @@ def interpret_run(
             from safetensors.numpy import save
 
             atomic_write_bytes(tmp / "thresholds.safetensors", save({"thresholds": thresholds.astype(np.float32)}))
+            words = finding_sentences(index, READOUT_LABELS, CHEXPERT_LABELS)
+            for col in ("positive_sentence", "negative_sentence"):
+                readout.table[col] = words[col].to_numpy()
+            readout.save(tmp)
             (tmp / "figures").mkdir(exist_ok=True)
             _overview_figure(table, desc, tmp / "figures" / "overview.png")
             bar.advance(task)
@@ -393,6 +474,12 @@ def interpret_run(
                 "describers": {str(k): int(v) for k, v in desc["describer"].value_counts().items()},
                 "description_scores": score_summary,
                 "heatmaps": heatmap_info,
+                "tokens_per_image": ctx.tokens_per_image,
+                "grid": list(encoded.grid) if encoded.grid else None,
+                "readout": {
+                    "kept": [str(x) for x in readout.table.loc[readout.table["kept"], "label"]],
+                    "dropped": {str(r.label): str(r.reason) for r in readout.table.itertuples() if not r.kept},
+                },
             },
         }
 
@@ -402,6 +489,48 @@ def interpret_run(
         f"datasets/{ctx.dataset}": artefact_identity(ws.dataset(ctx.dataset)),
     }
     return run_stage(out_dir, stage="interpret", config=cfg, build=build, force=force, upstream=upstream)
+
+
+def _labels_of(studies: pd.DataFrame, image_ids: Any) -> pd.DataFrame:
+    """The CheXpert label columns of ``image_ids`` (one row per id, in order)."""
+    table = studies.drop_duplicates("image_id").set_index("image_id").reindex(list(image_ids))
+    return table[[c for c in CHEXPERT_LABELS if c in table.columns]].reset_index(drop=True)
+
+
+def _merge_describers(anchored: pd.DataFrame, extractive: pd.DataFrame) -> pd.DataFrame:
+    """Per feature the label-anchored description when it names a finding, else the extractive one."""
+    anchored = anchored.set_index("feature")
+    out = extractive.set_index("feature").copy()
+    out["findings"] = [[] for _ in range(len(out))]
+    named = anchored.index[anchored["sentences"].map(len) > 0]
+    cols = ["description", "sentences", "confidence", "log_odds", "support", "background", "p_value", "p_adjusted"]
+    for col in [*cols, "top_rows"]:
+        out[col] = out[col].astype(object)
+    for f in named:
+        for col in [*cols, "findings", "top_rows"]:
+            out.at[f, col] = anchored.at[f, col]
+        out.at[f, "describer"] = "label-anchored"
+    return out.reset_index()
+
+
+def _feature_places(peak_NF: np.ndarray, top: np.ndarray, grid: tuple[int, int] | None) -> pd.DataFrame:
+    """Where each feature fires on its top images (patch streams): mean peak ``peak_y``/``peak_x`` in [0, 1]
+    (image rows/columns), the image ``side`` where most peaks fall (``image-left`` / ``image-right`` / ``both``,
+    two thirds needed) and the vertical ``third`` (upper / middle / lower)."""
+    h, w = grid or (1, 1)
+    ys, xs, sides, thirds = [], [], [], []
+    for f, rows in enumerate(top):
+        rows = rows[rows >= 0]
+        if len(rows) == 0:
+            ys.append(np.nan), xs.append(np.nan), sides.append(""), thirds.append("")
+            continue
+        y, x = np.divmod(peak_NF[rows, f].astype(int), w)
+        yf, xf = (y + 0.5) / h, (x + 0.5) / w
+        ys.append(float(yf.mean())), xs.append(float(xf.mean()))
+        left = float((xf < 0.5).mean())
+        sides.append("image-left" if left >= 2 / 3 else "image-right" if left <= 1 / 3 else "both")
+        thirds.append(("upper", "middle", "lower")[min(int(np.median(yf) * 3), 2)])
+    return pd.DataFrame({"peak_y": ys, "peak_x": xs, "side": sides, "third": thirds})
 
 
 def _feature_heatmaps(

@@ -32,6 +32,7 @@ import pandas as pd
 from cxrlens.data.schema import CHEXPERT_LABELS
 
 __all__ = [
+    "COMPILERS",
     "REGIONS",
     "CompileConfig",
     "CompiledReport",
@@ -39,10 +40,13 @@ __all__ = [
     "Evidence",
     "ReportSentence",
     "calibrate_thresholds",
+    "compile_findings",
     "compile_report",
+    "place_of",
 ]
 
 NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
+COMPILERS = ("readout", "features")
 REGIONS = ("lines and tubes", "lungs", "pleura", "heart and mediastinum", "bones", "other")
 _LABEL_REGION = {
     "Support Devices": "lines and tubes",
@@ -76,11 +80,19 @@ class CompileConfig:
         max_features: at most this many active features are used (SAE-Rad uses 15).
         dedupe_threshold: cosine similarity above which two same-signature sentences are one.
         impression_max: at most this many sentences in IMPRESSION.
+        compiler: ``readout`` (findings decided by the val-calibrated finding readout, :func:`compile_findings`;
+            needs an interpretation run with ``readout.safetensors``) or ``features`` (SAE-Rad's rule: every
+            described feature above its threshold speaks, :func:`compile_report`).
     """
 
     max_features: int = 15
     dedupe_threshold: float = 0.85
     impression_max: int = 3
+    compiler: str = "readout"
+
+    def __post_init__(self) -> None:
+        if self.compiler not in COMPILERS:
+            raise ValueError(f"compiler must be one of {', '.join(COMPILERS)}, got {self.compiler!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +104,12 @@ class Evidence:
     threshold: float
     confidence: float
     heatmap: str | None = None
+    contribution: float | None = None
 
     @property
     def strength(self) -> float:
+        if self.contribution is not None:  # readout evidence: the feature's share of the finding's logit
+            return self.contribution
         return self.activation / max(self.threshold, 1e-12) * self.confidence
 
 
@@ -114,8 +129,20 @@ class ReportSentence:
         sig = np.nan_to_num(self.signature[1:], nan=0.0)  # "No Finding" is not a finding
         return bool((sig != 0).any())
 
+    finding: str | None = None
+    score: float | None = None  # readout logit minus the finding's threshold (present) or negative cutoff (absent)
+    side: str | None = None  # patient side where the evidence map peaks (patch streams): right / left / midline
+    zone: str | None = None  # upper / middle / lower third of the image where it peaks
+    evidence_map: list[float] | None = None  # (h·w,) row-major evidence map on the patch grid
+    grid: tuple[int, int] | None = None
+
     def to_json(self) -> dict:
-        return {"text": self.text, "region": self.region, "evidence": [dataclasses.asdict(e) for e in self.evidence]}
+        out: dict = {"text": self.text, "region": self.region, "evidence": [_evidence_json(e) for e in self.evidence]}
+        for key in ("finding", "score", "side", "zone", "evidence_map", "grid"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = list(value) if key == "grid" else value
+        return out
 
 
 @dataclasses.dataclass
@@ -137,6 +164,17 @@ class CompiledReport:
             "dropped_contradictions": [s.to_json() for s in self.dropped],
             "text": self.text,
         }
+
+
+def _evidence_json(e: Evidence) -> dict:
+    """The evidence as JSON; a threshold that is not finite (a feature never active on the calibration split has
+    +inf) is written as null."""
+    d = dataclasses.asdict(e)
+    if d["contribution"] is None:
+        d.pop("contribution")
+    if not np.isfinite(d["threshold"]):
+        d["threshold"] = None
+    return d
 
 
 def _region(text: str, signature: np.ndarray) -> str:
@@ -266,3 +304,112 @@ def _resolve_contradictions(sentences: list[ReportSentence]) -> tuple[list[Repor
             dropped.update(absent if p >= a else present)
     kept = [s for i, s in enumerate(sentences) if i not in dropped]
     return kept, [sentences[i] for i in sorted(dropped)]
+
+
+# ------------------------------------------------------------------------------------- the finding-readout compiler
+def place_of(map_T: np.ndarray, grid: tuple[int, int]) -> tuple[str, str]:
+    """(side, zone) of the peak of a row-major evidence map on ``grid``: side in patient terms for a frontal view
+    displayed as usual (image left = patient right): ``right`` / ``left``, or ``midline`` for the middle column of
+    an odd grid; zone = the image third of the peak row (``upper`` / ``middle`` / ``lower``)."""
+    h, w = grid
+    y, x = divmod(int(np.argmax(map_T)), w)
+    xc, yc = (x + 0.5) / w, (y + 0.5) / h
+    side = "midline" if abs(xc - 0.5) < 1e-9 else ("right" if xc < 0.5 else "left")
+    zone = ("upper", "middle", "lower")[min(int(yc * 3), 2)]
+    return side, zone
+
+
+def _sentence_for(bank: DescriptionBank, features: Sequence[int], k: int, value: tuple[float, ...]) -> str | None:
+    """The first description sentence of ``features`` (in order) whose signature gives finding ``k`` one of
+    ``value`` and states no other finding present or uncertain (so the sentence says what was decided, no more)."""
+    for f in features:
+        for i in bank.feature_sentences.get(int(f), []):
+            sig = bank.signature[i]
+            others = np.delete(np.nan_to_num(sig[1:], nan=0.0), k - 1)
+            if float(sig[k]) in value and not (others != 0).any():
+                return bank.texts[i]
+    return None
+
+
+def compile_findings(
+    codes_F: np.ndarray,
+    readout: object,
+    bank: DescriptionBank,
+    thresholds_F: np.ndarray,
+    sentences: dict[str, tuple[str, str]],
+    config: CompileConfig | None = None,
+    *,
+    maps_TF: np.ndarray | None = None,
+    grid: tuple[int, int] | None = None,
+    max_evidence: int = 5,
+) -> CompiledReport:
+    """Compile one report with the finding readout (:class:`cxrlens.interpret.readout.FindingReadout`).
+
+    A finding is stated **present** when its readout logit reaches its val-chosen threshold (kept findings only);
+    its sentence is the first description sentence, among the features that push it up most, that states it
+    (signature 1 or −1), else ``sentences[finding][0]`` (the training reports' most common sentence stating that
+    finding alone); its evidence is those features with their contributions (weight × activation). A finding is
+    stated **absent** when its logit lies below its val-chosen negative cutoff (``sentences[finding][1]``); its
+    evidence is the active features that push it down. A feature whose description names a finding the readout
+    does not state never speaks: descriptions give words, the readout decides.
+
+    With ``maps_TF: (T, F)`` (the image's per-patch codes, patch streams) each present sentence gets an evidence map
+    ``Σ_f max(w_f, 0) · maps_TF[:, f]`` on ``grid`` and the side and zone of its peak (:func:`place_of`).
+    Sentences are ordered by region (:data:`REGIONS`), IMPRESSION = the present findings by margin, or the
+    normal-study sentence when none is present.
+    """
+    cfg = config or CompileConfig()
+    codes_F = np.asarray(codes_F, np.float32)
+    z = readout.logits(codes_F)  # type: ignore[attr-defined]
+    labels = list(readout.labels)  # type: ignore[attr-defined]
+    W = readout.weights_LF  # type: ignore[attr-defined]
+    out: list[ReportSentence] = []
+    for j, name in enumerate(labels):
+        k = CHEXPERT_LABELS.index(name)
+        pos_text, neg_text = sentences.get(name, ("", ""))
+        present = z[j] >= readout.threshold_L[j]  # type: ignore[attr-defined]
+        absent = z[j] < readout.negative_L[j]  # type: ignore[attr-defined]
+        if not (present or absent):
+            continue
+        contrib = W[j] * codes_F if present else -W[j] * codes_F
+        idx = np.flatnonzero(contrib > 0)
+        idx = idx[np.argsort(-contrib[idx], kind="stable")][:max_evidence]
+        ev = [
+            Evidence(int(f), float(codes_F[f]), float(thresholds_F[f]), float(bank.confidence.get(int(f), 0.0)),
+                     contribution=float(contrib[f]))
+            for f in idx
+        ]  # fmt: skip
+        if present:
+            text = _sentence_for(bank, idx, k, (1.0, -1.0)) or pos_text
+            margin = float(z[j] - readout.threshold_L[j])  # type: ignore[attr-defined]
+        else:
+            text = neg_text
+            margin = float(readout.negative_L[j] - z[j])  # type: ignore[attr-defined]
+        if not text:
+            continue
+        sig = np.full(len(CHEXPERT_LABELS), np.nan, np.float32)
+        sig[k] = 1.0 if present else 0.0
+        sent = ReportSentence(text, _region(text, sig), sig, ev, finding=name, score=margin)
+        if present and maps_TF is not None and grid is not None:
+            m = np.asarray(maps_TF, np.float32) @ np.clip(W[j], 0, None)
+            if float(m.max()) > 0:
+                sent.side, sent.zone = place_of(m, grid)
+                sent.evidence_map = [round(float(v), 5) for v in m]
+                sent.grid = tuple(grid)
+        same = next((s for s in out if s.text == text), None)
+        if same is not None:  # two findings worded alike ("Cardiomegaly." for two labels): one sentence
+            same.evidence += [e for e in ev if all(e.feature != o.feature for o in same.evidence)]
+            continue
+        out.append(sent)
+    order = {r: i for i, r in enumerate(REGIONS)}
+    positives = sorted((s for s in out if s.positive), key=lambda s: -(s.score or 0.0))
+    findings = sorted(out, key=lambda s: (order[s.region], not s.positive, -(s.score or 0.0)))
+    if positives:
+        impression = positives[: cfg.impression_max]
+    elif findings:
+        normal = np.full(len(CHEXPERT_LABELS), np.nan, np.float32)
+        normal[0] = 1.0
+        impression = [ReportSentence(NORMAL_IMPRESSION, "other", normal, [e for s in findings for e in s.evidence])]
+    else:
+        impression = []
+    return CompiledReport(findings, impression, [])

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.errors import BadInputError
-from cxrlens.report.compile import CompileConfig, CompiledReport, DescriptionBank, compile_report
+from cxrlens.report.compile import CompileConfig, CompiledReport, DescriptionBank, compile_findings, compile_report
 from cxrlens.workspace import (
     StageResult,
     Workspace,
@@ -67,6 +67,8 @@ class ReportModel:
     backbone_spec: str
     sae_run: str
     config: CompileConfig = field(default_factory=CompileConfig)
+    readout: Any = None
+    grid: tuple[int, int] | None = None
     _sae: Any = None
     _backbone: Any = None
 
@@ -108,6 +110,13 @@ class ReportModel:
             desc, embed=embed or _default_embed, signature=signature or _default_signature
         )
         extra = manifest.extra
+        cfg = config or CompileConfig()
+        readout = None
+        if cfg.compiler == "readout":
+            from cxrlens.interpret.readout import FindingReadout
+
+            readout = FindingReadout.load(d)
+        grid = extra.get("grid")
         return cls(
             ws,
             run,
@@ -119,7 +128,9 @@ class ReportModel:
             str(extra["dataset"]),
             str(extra.get("backbone") or ""),
             str(manifest.config["sae"]),
-            config or CompileConfig(),
+            cfg,
+            readout,
+            tuple(grid) if grid else None,
         )
 
     @property
@@ -150,19 +161,42 @@ class ReportModel:
     def token(self) -> str:
         return self.stream.split("/")[1]
 
-    def encode(self, gray_BHW: Any) -> np.ndarray:
-        """SAE codes (B, n_features) of grayscale [0, 1] images ``gray_BHW: (B, H, W)`` (one size per call)."""
+    def encode_maps(self, gray_BHW: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image codes ``(B, n_features)`` of grayscale [0, 1] images ``gray_BHW: (B, H, W)`` (one size per call)
+        and, for a patch-token SAE, the per-patch codes ``(B, T, n_features)`` (else None). Image code = the code
+        of the stream's token, or the maximum over patches (:func:`cxrlens.interpret.run.image_codes`)."""
         import torch
 
         from cxrlens.interpret.run import encode_codes
 
         bb = self.backbone
         x = bb.preprocess(torch.as_tensor(gray_BHW, dtype=torch.float32))
-        pooled = bb.encode(x, layers=[self.layer], tokens=(self.token,)).get(self.token, self.layer)
-        return encode_codes(self.sae, pooled.cpu())
+        tokens = bb.encode(x, layers=[self.layer], tokens=(self.token,)).get(self.token, self.layer).cpu()
+        if tokens.dim() == 2:
+            return encode_codes(self.sae, tokens), None
+        B, T, D = tokens.shape
+        maps = encode_codes(self.sae, tokens.reshape(B * T, D)).reshape(B, T, -1)
+        return maps.max(1), maps
 
-    def compile(self, codes_F: np.ndarray, heatmaps: dict[int, str] | None = None) -> CompiledReport:
-        """The report of one image's codes ``(n_features,)``."""
+    def encode(self, gray_BHW: Any) -> np.ndarray:
+        """Image codes (B, n_features) of grayscale [0, 1] images ``gray_BHW: (B, H, W)``."""
+        return self.encode_maps(gray_BHW)[0]
+
+    def compile(
+        self, codes_F: np.ndarray, heatmaps: dict[int, str] | None = None, maps_TF: np.ndarray | None = None
+    ) -> CompiledReport:
+        """The report of one image's codes ``(n_features,)`` (``maps_TF``: its per-patch codes, patch SAEs)."""
+        if self.readout is not None:
+            return compile_findings(
+                codes_F,
+                self.readout,
+                self.bank,
+                self.thresholds,
+                self.readout.sentences(),
+                self.config,
+                maps_TF=maps_TF,
+                grid=self.grid,
+            )
         return compile_report(codes_F, self.bank, self.thresholds, self.config, heatmaps=heatmaps)
 
     def report_files(self, paths: Sequence[str | Path]) -> list[tuple[Path, CompiledReport | None, str | None]]:
@@ -179,8 +213,8 @@ class ReportModel:
             except Exception as exc:  # unreadable image of any kind: one line, go on
                 out.append((p, None, f"{type(exc).__name__}: {exc}".splitlines()[0]))
                 continue
-            codes = self.encode(gray[None])[0]
-            out.append((p, self.compile(codes), None))
+            codes, maps = self.encode_maps(gray[None])
+            out.append((p, self.compile(codes[0], maps_TF=None if maps is None else maps[0]), None))
         return out
 
 
@@ -252,7 +286,7 @@ def report_dataset(
     from cxrlens.activations import ActivationStore
     from cxrlens.console import progress
     from cxrlens.data.store import read_studies
-    from cxrlens.interpret.run import encode_codes, image_reports
+    from cxrlens.interpret.run import image_codes, image_reports, token_code_maps
 
     model = model or ReportModel.load(ws, cfg.interpret, config=cfg.compile, describer=cfg.describer)
     cfg = _resolve(ws, cfg, model)
@@ -269,7 +303,8 @@ def report_dataset(
             rows = rows[: cfg.max_images]
         if len(rows) == 0:
             raise BadInputError(store.path, f"no images in split {cfg.split!r}")
-        codes = encode_codes(model.sae, store.get(cfg.stream, rows))
+        codes = image_codes(model.sae, store, cfg.stream, rows).codes_NF
+        patch = store.info(cfg.stream).tokens_per_image > 1 and model.readout is not None
         ids = index["image_id"].to_numpy()[rows]
         studies = read_studies(ws, cfg.dataset)
         refs = image_reports(studies, ids)
@@ -279,7 +314,8 @@ def report_dataset(
             task = bar.add_task("report: compile", total=len(rows))
             for i, r in enumerate(rows):
                 t0 = time.perf_counter()
-                rep = model.compile(codes[i])
+                maps = token_code_maps(model.sae, store, cfg.stream, int(r)) if patch else None
+                rep = model.compile(codes[i], maps_TF=maps)
                 seconds += time.perf_counter() - t0
                 obj = {
                     "image_id": str(ids[i]),

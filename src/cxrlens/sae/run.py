@@ -33,7 +33,7 @@ from cxrlens.workspace import (
     stage_hash,
 )
 
-__all__ = ["SAERunConfig", "default_stream", "train_sae_run"]
+__all__ = ["SAERunConfig", "default_stream", "train_sae_run", "untrained_sae_run"]
 
 
 @dataclass(frozen=True)
@@ -184,3 +184,33 @@ def train_sae_run(
     if not result.reused:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return result
+
+
+def untrained_sae_run(ws: Workspace, cfg: SAERunConfig, *, run: str, force: bool = False) -> StageResult:
+    """The random-weight control of ``cfg``: the same SAE family and size, initialised exactly as training would
+    start it (seed ``cfg.train.seed``; input scale and ``b_dec`` fitted on a first training batch, as the trainer
+    does) and **never trained**, saved like a trained run into ``saes/<run>`` so every later stage treats it alike.
+    Interpretability metrics that an untrained SAE also reaches say nothing about what training learnt."""
+    from cxrlens.activations import ActivationStore
+    from cxrlens.sae.registry import build_sae
+
+    store = ActivationStore(ws.activations(cfg.activations))
+    stream = cfg.stream or default_stream(store)
+    cfg = dataclasses.replace(cfg, stream=stream)
+    upstream = {f"activations/{cfg.activations}": artefact_identity(store.path), "control": "untrained"}
+
+    def build(tmp: Path) -> dict:
+        torch.manual_seed(cfg.train.seed)
+        sae = build_sae(cfg.train.sae)
+        x = next(_batches(store, cfg, stream))
+        with torch.no_grad():
+            if cfg.train.normalise_input:
+                sae.fit_input_scale(x)
+            sae.init_b_dec(x, cfg.train.b_dec_init)
+        save_sae(sae, tmp, extra={"activations": cfg.activations, "stream": stream, "untrained": True})
+        rows = _rows_of(store, stream, cfg.eval_split, cfg.eval_max_rows, cfg.train.seed)
+        metrics = evaluate_sae(sae, store.get(stream, rows))
+        write_metrics(tmp / "metrics.json", metrics)
+        return {"rows": {"eval_tokens": len(rows)}, "extra": {"stream": stream, "untrained": True}}
+
+    return run_stage(ws.sae(run), stage="sae.untrained", config=cfg, build=build, force=force, upstream=upstream)
