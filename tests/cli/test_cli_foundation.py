@@ -21,7 +21,7 @@ def test_demo_then_reuse_then_info(tmp_path: Path) -> None:
     assert (ws / "datasets" / "iu-xray" / "studies.parquet").exists()
     assert len(list((ws / "datasets" / "iu-phantom" / "images").glob("*.png"))) == 60
     assert (ws / "activations" / "iu-phantom-cxrlens-default" / "manifest.json").exists()
-    report = ws / "reports" / "iu-phantom-demo-topk-test"
+    report = ws / "reports" / "iu-phantom-demo-patch-test"
     assert (report / "reports.jsonl").exists() and (report / "evaluation" / "metrics.json").exists()
     summary = (report / "summary.md").read_text()
     assert "| cxrlens |" in summary and "| random |" in summary and "FINDINGS" in summary

@@ -105,3 +105,19 @@ def test_place_of() -> None:
     m = np.zeros(8)
     m[0] = 1
     assert place_of(m, (2, 4)) == ("right", "upper")
+
+
+def test_words_never_name_another_side_than_the_evidence() -> None:
+    bank = _bank([(0, ["Small left pleural effusion."], 0.6), (1, ["There is a small left pleural effusion."], 0.9)])
+    W = np.zeros((3, 2), np.float32)
+    W[1, 0] = W[1, 1] = 1.0
+    ro = _readout(W)
+    maps = np.zeros((16, 2), np.float32)
+    maps[4, 0] = 2.0  # peaks in column 0: image left = patient RIGHT, while both descriptions say left
+    rep = compile_findings(maps.max(0), ro, bank, np.ones(2, np.float32), WORDS, maps_TF=maps, grid=(4, 4))
+    eff = next(s for s in rep.findings if s.finding == "Pleural Effusion")
+    assert eff.side == "right" and eff.text == "Pleural effusion."  # the side-free corpus sentence instead
+    maps[4, 0], maps[7, 0] = 0.0, 2.0  # now it peaks on the patient's left: the feature's own words fit
+    rep = compile_findings(maps.max(0), ro, bank, np.ones(2, np.float32), WORDS, maps_TF=maps, grid=(4, 4))
+    eff = next(s for s in rep.findings if s.finding == "Pleural Effusion")
+    assert eff.side == "left" and eff.text == "Small left pleural effusion."

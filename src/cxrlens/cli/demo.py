@@ -91,7 +91,7 @@ def demo(
 
     console.rule("9 · honesty controls: untrained SAE, SAE on a randomly initialised backbone")
     controls = run_controls(ws, acts.path.name, sae_cfg, quick=quick, force=force)
-    trained = control_row(ws, "trained SAE", DEMO_SAE, reports.path.name, pointing)
+    trained = control_row(ws, "trained", DEMO_SAE, reports.path.name, pointing)
     print_controls([trained, *controls])
 
     page = reports.path / "report.html"
@@ -196,12 +196,12 @@ def run_controls(ws, activations: str, sae_cfg, *, quick: bool, force: bool) -> 
 
     rows = []
     untrained_sae_run(ws, sae_cfg, run=CONTROL_SAE, force=force)
-    rows.append(control_chain(ws, "untrained SAE (random weights)", CONTROL_SAE, force))
+    rows.append(control_chain(ws, "untrained SAE", CONTROL_SAE, force))
     write_random_vit(ws, RANDOM_BACKBONE)
     acts = extract_activations(ws, demo_extract_config(f"cxrlens:{RANDOM_BACKBONE}"), force=force, show_progress=False)
     cfg = dataclasses.replace(sae_cfg, activations=acts.path.name)
     train_sae_run(ws, cfg, run=RANDOM_SAE, device="cpu", force=force, show_progress=False)
-    rows.append(control_chain(ws, "SAE on a random-init backbone", RANDOM_SAE, force))
+    rows.append(control_chain(ws, "random backbone", RANDOM_SAE, force))
     return rows
 
 
@@ -213,7 +213,7 @@ def control_chain(ws, name: str, sae_run: str, force: bool) -> dict:
 
     interpret_run(ws, demo_interpret_config(sae_run, heatmap_features=0), force=force, show_progress=False)
     reps = report_dataset(ws, ReportConfig(interpret=sae_run, split="test"), force=force, show_progress=False)
-    evaluate_reports(ws, EvaluateConfig(reports=reps.path.name, meteor=False, bootstrap=200), force=force)
+    evaluate_reports(ws, EvaluateConfig(reports=reps.path.name, baselines=(), meteor=False, bootstrap=200), force=force)
     path = reps.path / "pointing.json"
     pointing = cached_json(path, lambda: report_pointing(ws, reps.path.name, gradcam=False), force)
     return control_row(ws, name, sae_run, reps.path.name, pointing)

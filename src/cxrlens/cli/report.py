@@ -16,7 +16,12 @@ def report(
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Report on a dataset split instead of files."),
     split: str = typer.Option("test", help="Split of --dataset."),
     max_images: int = typer.Option(0, help="With --dataset: at most this many images (0 = all)."),
-    max_features: int = typer.Option(15, help="Active features used per report (SAE-Rad: 15)."),
+    compiler: str = typer.Option(
+        "readout",
+        help="readout (the val-calibrated finding readout decides; descriptions give the words) or features "
+        "(SAE-Rad's rule: every described feature above its threshold speaks).",
+    ),
+    max_features: int = typer.Option(15, help="--compiler features: active features used per report (SAE-Rad: 15)."),
     describer: str = typer.Option(
         "primary", help="primary (the run's descriptions; LLM if it had one) or extractive (robustness comparison)."
     ),
@@ -36,7 +41,11 @@ def report(
         raise BadInputError(None, f"--format must be text, json or html, got {fmt!r}")
     if bool(images) == bool(dataset):
         raise BadInputError(None, "give image files or --dataset (one of the two)")
-    compile_cfg = CompileConfig(max_features=max_features)
+    from cxrlens.report.compile import COMPILERS
+
+    if compiler not in COMPILERS:
+        raise BadInputError(None, f"--compiler must be one of {', '.join(COMPILERS)}, got {compiler!r}")
+    compile_cfg = CompileConfig(max_features=max_features, compiler=compiler)
     if dataset:
         cfg = ReportConfig(
             interpret=model,

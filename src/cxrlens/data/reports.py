@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-__all__ = ["ReportSections", "parse_sections", "plain_report_text", "split_sentences"]
+__all__ = ["ReportSections", "parse_sections", "plain_report_text", "split_sentences", "states_change"]
 
 _ALIASES: dict[str, str] = {
     "FINDINGS": "findings",
@@ -233,3 +233,16 @@ def plain_report_text(findings: object, impression: object) -> str:
         return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
 
     return f"{clean(findings)} {clean(impression)}".strip()
+
+
+_CHANGE = re.compile(
+    r"\b(?:compared|comparison|prior|previous(?:ly)?|interval|stable|unchanged|again|removal|removed|since|"
+    r"improv(?:ed|ement)|worsen(?:ed|ing)|resolved|resolution|new|increased|decreased)\b",
+    re.IGNORECASE,
+)
+
+
+def states_change(sentence: str) -> bool:
+    """True when a sentence describes change against an earlier study ("stable cardiomegaly", "compared to prior",
+    "interval removal of the catheter", "new opacity"): such a sentence cannot be stated from one image."""
+    return bool(_CHANGE.search(sentence))

@@ -245,17 +245,8 @@ def describe_features(
             )
             continue
         sentences = [_representative(index, c) for c, *_ in found]
-        best = found[0]
-        rec.update(
-            description=" ".join(sentences),
-            sentences=sentences,
-            confidence=float(max(0.0, best[3] - best[4])),
-            log_odds=best[2],
-            support=best[3],
-            background=best[4],
-            p_value=best[1],
-            p_adjusted=best[6],
-        )
+        best = found[0]  # (cluster, p, log_odds, support, background, top, p_adjusted)
+        rec.update(_described(sentences, best[2], best[3], best[4], best[1], best[6]))
     return pd.DataFrame(
         rows,
         columns=[
@@ -274,9 +265,28 @@ def describe_features(
     )
 
 
-def _representative(index: SentenceIndex, cluster: int) -> str:
-    """The cluster's sentence most frequent in the corpus (the cluster leader, by construction)."""
+def _described(
+    sentences: list[str], log_odds: float, support: float, background: float, p: float, p_adjusted: float
+) -> dict:
+    """The description columns of one described feature (confidence = support − background, at least 0)."""
+    return {
+        "description": " ".join(sentences),
+        "sentences": sentences,
+        "confidence": float(max(0.0, support - background)),
+        "log_odds": log_odds,
+        "support": support,
+        "background": background,
+        "p_value": p,
+        "p_adjusted": p_adjusted,
+    }
+
+
+def _representative(index: SentenceIndex, cluster: int, allowed: np.ndarray | None = None) -> str:
+    """The cluster's sentence most frequent in the corpus (the cluster leader, by construction), among the
+    ``allowed`` sentences when given (a bool mask over ``index.sentences``)."""
     members = np.flatnonzero(index.cluster == cluster)
+    if allowed is not None and allowed[members].any():
+        members = members[allowed[members]]
     return str(index.sentences[members[np.argmax(index.counts[members])]])
 
 
@@ -313,10 +323,10 @@ def anchor_descriptions(
     least ``min_support`` of its ``top_k`` top-activating studies, with log-odds ≥ ``min_log_odds`` against every
     other study and a BH-adjusted one-sided Fisher p ≤ ``alpha``, name it (best log-odds first, at most
     ``max_findings``). Each named finding is written as the sentence cluster that states it (signature 1 or −1 for
-    that finding in ``index.signature``, whose columns are ``signature_names``) in the most top reports — so side,
-    size and severity words come in when the top reports share them. Rows of features with no such finding have
-    empty ``sentences`` (the caller falls back to another describer). Columns as :func:`describe_features`, plus
-    ``findings`` (list of names).
+    that finding in ``index.signature``, whose columns are ``signature_names``, and no change against a prior study)
+    in the most top reports — so side, size and severity words come in when the top reports share them. Rows of
+    features with no such finding have empty ``sentences`` (the caller falls back to another describer). Columns
+    as :func:`describe_features`, plus ``findings`` (list of names).
     """
     from scipy.stats import fisher_exact
 
@@ -326,12 +336,15 @@ def anchor_descriptions(
     codes_NF, Y = np.asarray(codes_NF), np.asarray(targets_NL).astype(bool)
     n = len(codes_NF)
     sig_col = {name: i for i, name in enumerate(signature_names)}
-    cluster_states = {}  # finding → (n_clusters,) bool: the cluster's leader states the finding
+    from cxrlens.data.reports import states_change
+
+    single_image = np.array([not states_change(str(t)) for t in index.sentences], bool)
+    cluster_states = {}  # finding → (n_clusters,) bool: a member states the finding without change language
     for j, name in enumerate(label_names):
         states = np.zeros(index.n_clusters, bool)
         if name in sig_col:
             col = index.signature[:, sig_col[name]]
-            states[index.cluster[(col == 1.0) | (col == -1.0)]] = True
+            states[index.cluster[((col == 1.0) | (col == -1.0)) & single_image]] = True
         cluster_states[j] = states
     total = Y.sum(0)
     recs, tests = [], []
@@ -362,22 +375,13 @@ def anchor_descriptions(
             counts = np.where(cluster_states[j], counts, 0)
             if counts.max() == 0:
                 continue
-            sentences.append(_representative(index, int(np.argmax(counts))))
+            sentences.append(_representative(index, int(np.argmax(counts)), single_image))
             findings.append(str(label_names[j]))
         if not sentences:
             rec.update(description=NO_CONSISTENT_FINDING, sentences=[], findings=[], confidence=0.0, log_odds=np.nan,
                        support=np.nan, background=np.nan, p_value=np.nan, p_adjusted=np.nan)  # fmt: skip
             continue
-        best = found[0]
-        rec.update(
-            description=" ".join(dict.fromkeys(sentences)),
-            sentences=list(dict.fromkeys(sentences)),
-            findings=findings,
-            confidence=float(max(0.0, best[3] - best[4])),
-            log_odds=best[2],
-            support=best[3],
-            background=best[4],
-            p_value=best[1],
-            p_adjusted=best[5],
-        )
+        best = found[0]  # (finding, p, log_odds, support, background, p_adjusted)
+        rec.update(_described(list(dict.fromkeys(sentences)), best[2], best[3], best[4], best[1], best[5]))
+        rec["findings"] = findings
     return pd.DataFrame(recs)

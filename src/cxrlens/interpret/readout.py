@@ -263,7 +263,9 @@ def fit_readout(
         cand = np.flatnonzero(usable)[np.argsort(-np.abs(auc - 0.5), kind="stable")[: cfg.candidates]]
         best = None
         for C in cfg.Cs:
-            clf = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", max_iter=2000, class_weight="balanced")
+            clf = LogisticRegression(
+                C=C, l1_ratio=1.0, solver="liblinear", tol=1e-3, max_iter=2000, class_weight="balanced"
+            )
             clf.fit(Xtr[:, cand] / scale[cand], ytr[:, j])
             if not np.any(clf.coef_):
                 continue
@@ -294,7 +296,8 @@ def fit_readout(
 
 def finding_sentences(index: object, labels: Sequence[str], signature_names: Sequence[str]) -> pd.DataFrame:
     """For each finding, the corpus's most frequent sentence that states it present (signature 1 or −1) and the
-    most frequent that states it absent (0), each mentioning no other finding — the words a report uses when no
+    most frequent that states it absent (0), each mentioning no other finding and no change against a prior study
+    (:func:`cxrlens.data.reports.states_change`) — the words a report uses when no
     describing feature offers its own. ``index``: a :class:`~cxrlens.interpret.describe.SentenceIndex` with
     signatures (columns ``signature_names``). Columns: ``label, positive_sentence, negative_sentence`` ("" = none)."""
     sig = getattr(index, "signature", None)
@@ -303,13 +306,16 @@ def finding_sentences(index: object, labels: Sequence[str], signature_names: Seq
     sentences, counts = index.sentences, index.counts  # type: ignore[attr-defined]
     col = {n: i for i, n in enumerate(signature_names)}
     finding_cols = [col[n] for n in labels if n in col]
+    from cxrlens.data.reports import states_change
+
     mentioned = ~np.isnan(sig[:, finding_cols])
+    single_image = np.array([not states_change(str(t)) for t in sentences])
     rows = []
     for name in labels:
         pos = neg = ""
         if name in col:
             c = col[name]
-            alone = mentioned.sum(1) == 1
+            alone = (mentioned.sum(1) == 1) & single_image
             for want, is_pos in (((1.0, -1.0), True), ((0.0,), False)):
                 ok = np.flatnonzero(alone & np.isin(sig[:, c], want))
                 if len(ok):

@@ -280,16 +280,20 @@ def compile_report(
     sentences, dropped = _resolve_contradictions([s for _, s in kept])
     order = {r: k for k, r in enumerate(REGIONS)}
     findings = sorted(sentences, key=lambda s: (order[s.region], -s.strength))
-    positives = sorted((s for s in findings if s.positive), key=lambda s: -s.strength)[: cfg.impression_max]
+    positives = sorted((s for s in findings if s.positive), key=lambda s: -s.strength)
+    return CompiledReport(findings, _impression(positives, findings, cfg.impression_max), dropped)
+
+
+def _impression(positives: list[ReportSentence], findings: list[ReportSentence], k: int) -> list[ReportSentence]:
+    """IMPRESSION: the first ``k`` positive sentences (already ordered), else the normal-study sentence backed by
+    every findings sentence's evidence, else nothing (an empty report is never padded)."""
     if positives:
-        impression = positives
-    elif findings:
-        normal = np.full(len(CHEXPERT_LABELS), np.nan, np.float32)
-        normal[0] = 1.0
-        impression = [ReportSentence(NORMAL_IMPRESSION, "other", normal, [e for s in findings for e in s.evidence])]
-    else:
-        impression = []
-    return CompiledReport(findings, impression, dropped)
+        return positives[:k]
+    if not findings:
+        return []
+    normal = np.full(len(CHEXPERT_LABELS), np.nan, np.float32)
+    normal[0] = 1.0
+    return [ReportSentence(NORMAL_IMPRESSION, "other", normal, [e for s in findings for e in s.evidence])]
 
 
 def _resolve_contradictions(sentences: list[ReportSentence]) -> tuple[list[ReportSentence], list[ReportSentence]]:
@@ -319,15 +323,29 @@ def place_of(map_T: np.ndarray, grid: tuple[int, int]) -> tuple[str, str]:
     return side, zone
 
 
-def _sentence_for(bank: DescriptionBank, features: Sequence[int], k: int, value: tuple[float, ...]) -> str | None:
+def _sentence_for(
+    bank: DescriptionBank, features: Sequence[int], k: int, value: tuple[float, ...], side: str | None = None
+) -> str | None:
     """The first description sentence of ``features`` (in order) whose signature gives finding ``k`` one of
-    ``value`` and states no other finding present or uncertain (so the sentence says what was decided, no more)."""
+    ``value`` and states no other finding present or uncertain (so the sentence says what was decided, no more)
+    and no change against a prior study (:func:`cxrlens.data.reports.states_change`).
+    With ``side`` (where the evidence map peaks), a sentence naming another side is passed over: the words may
+    not contradict the evidence (a bilateral sentence is kept)."""
+    from cxrlens.data.reports import states_change
+    from cxrlens.evaluate.grounding import parse_side
+
     for f in features:
         for i in bank.feature_sentences.get(int(f), []):
             sig = bank.signature[i]
             others = np.delete(np.nan_to_num(sig[1:], nan=0.0), k - 1)
-            if float(sig[k]) in value and not (others != 0).any():
-                return bank.texts[i]
+            if float(sig[k]) not in value or (others != 0).any():
+                continue
+            if states_change(bank.texts[i]):  # one image cannot show change against a prior study
+                continue
+            stated = parse_side(bank.texts[i])
+            if side in ("right", "left") and stated in ("right", "left") and stated != side:
+                continue
+            return bank.texts[i]
     return None
 
 
@@ -379,8 +397,13 @@ def compile_findings(
                      contribution=float(contrib[f]))
             for f in idx
         ]  # fmt: skip
+        place: tuple[str, str] | None = None
+        emap: np.ndarray | None = None
+        if present and maps_TF is not None and grid is not None:
+            emap = np.asarray(maps_TF, np.float32) @ np.clip(W[j], 0, None)
+            place = place_of(emap, grid) if float(emap.max()) > 0 else None
         if present:
-            text = _sentence_for(bank, idx, k, (1.0, -1.0)) or pos_text
+            text = _sentence_for(bank, idx, k, (1.0, -1.0), place[0] if place else None) or pos_text
             margin = float(z[j] - readout.threshold_L[j])  # type: ignore[attr-defined]
         else:
             text = neg_text
@@ -390,12 +413,10 @@ def compile_findings(
         sig = np.full(len(CHEXPERT_LABELS), np.nan, np.float32)
         sig[k] = 1.0 if present else 0.0
         sent = ReportSentence(text, _region(text, sig), sig, ev, finding=name, score=margin)
-        if present and maps_TF is not None and grid is not None:
-            m = np.asarray(maps_TF, np.float32) @ np.clip(W[j], 0, None)
-            if float(m.max()) > 0:
-                sent.side, sent.zone = place_of(m, grid)
-                sent.evidence_map = [round(float(v), 5) for v in m]
-                sent.grid = tuple(grid)
+        if place is not None and emap is not None:
+            sent.side, sent.zone = place
+            sent.evidence_map = [round(float(v), 5) for v in emap]
+            sent.grid = tuple(grid)  # type: ignore[arg-type]
         same = next((s for s in out if s.text == text), None)
         if same is not None:  # two findings worded alike ("Cardiomegaly." for two labels): one sentence
             same.evidence += [e for e in ev if all(e.feature != o.feature for o in same.evidence)]
@@ -404,12 +425,4 @@ def compile_findings(
     order = {r: i for i, r in enumerate(REGIONS)}
     positives = sorted((s for s in out if s.positive), key=lambda s: -(s.score or 0.0))
     findings = sorted(out, key=lambda s: (order[s.region], not s.positive, -(s.score or 0.0)))
-    if positives:
-        impression = positives[: cfg.impression_max]
-    elif findings:
-        normal = np.full(len(CHEXPERT_LABELS), np.nan, np.float32)
-        normal[0] = 1.0
-        impression = [ReportSentence(NORMAL_IMPRESSION, "other", normal, [e for s in findings for e in s.evidence])]
-    else:
-        impression = []
-    return CompiledReport(findings, impression, [])
+    return CompiledReport(findings, _impression(positives, findings, cfg.impression_max), [])

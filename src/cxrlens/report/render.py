@@ -89,6 +89,7 @@ def _evidence(ev: Any, where: str) -> dict:
         "threshold": _number(ev.get("threshold"), where + ".threshold"),
         "confidence": _number(ev.get("confidence"), where + ".confidence"),
         "heatmap": None if heatmap in (None, "") else str(heatmap),
+        "contribution": _number(ev.get("contribution"), where + ".contribution"),
     }
 
 
@@ -132,6 +133,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _marker_item(ev: Mapping) -> str:
+    if ev.get("contribution") is not None:  # finding-readout evidence: the feature's push on the finding's logit
+        return f"f{ev['feature']} +{ev['contribution']:.1f}"
     r = _ratio(ev)
     if r is not None:
         return f"f{ev['feature']} ×{r:.1f}" if abs(r) < 100 else f"f{ev['feature']} ×{r:.0f}"
@@ -140,7 +143,8 @@ def _marker_item(ev: Mapping) -> str:
 
 def evidence_marker(evidence: Sequence[Any], *, max_evidence: int | None = 4) -> str:
     """Compact marker of a sentence's evidence: ``[f123 ×2.1, f77 ×1.4, +3]`` (feature id and activation /
-    threshold, in stored order), ``""`` when there is none. ``max_evidence=None`` lists all.
+    threshold, in stored order) or, for finding-readout evidence, ``[f123 +2.4, …]`` (the feature's contribution
+    to the finding's logit); ``""`` when there is none. ``max_evidence=None`` lists all.
 
     ``evidence``: the sentence's JSON evidence items (or :class:`~cxrlens.report.compile.Evidence` objects)."""
     if not evidence:

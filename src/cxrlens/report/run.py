@@ -290,7 +290,9 @@ def report_dataset(
 
     model = model or ReportModel.load(ws, cfg.interpret, config=cfg.compile, describer=cfg.describer)
     cfg = _resolve(ws, cfg, model)
-    suffix = "" if cfg.describer == "primary" else f"-{cfg.describer}"
+    suffix = ("" if cfg.describer == "primary" else f"-{cfg.describer}") + (
+        "" if cfg.compile.compiler == "readout" else f"-{cfg.compile.compiler}"
+    )
     out_dir = ws.reports(run or f"{cfg.interpret}-{cfg.split}{suffix}")
 
     def build(tmp: Path) -> dict[str, Any]:
