@@ -33,6 +33,7 @@ def demo(
     from cxrlens.data.phantom.datasets import IUPhantomConfig, build_iu_phantom
     from cxrlens.evaluate.report_pointing import report_pointing
     from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports, headline_table
+    from cxrlens.interpret.recovery import image_probe
     from cxrlens.interpret.run import interpret_run
     from cxrlens.report.run import ReportConfig, ReportModel, report_dataset
     from cxrlens.report.showcase import write_showcase
@@ -97,7 +98,9 @@ def demo(
     page = reports.path / "report.html"
     if force or not page.exists() or not reports.reused:
         write_showcase(ws, reports.path.name, model, n_studies=6, summary=table.reset_index())
-    summary = write_summary(ws, reports.path.name, interp, table, metrics, pointing, [trained, *controls], sae)
+    raw = (f"{DEMO_LAYER}/mean", "final/cls")  # what the codes keep of the SAE layer's and the output's knowledge
+    probe = cached_json(reports.path / "probe.json", lambda: image_probe(ws, DEMO_SAE, raw), force)
+    summary = write_summary(ws, reports.path.name, interp, table, metrics, pointing, [trained, *controls], probe)
 
     console.rule("written")
     for path in (
@@ -128,15 +131,15 @@ def demo_extract_config(backbone: str):
 
 
 def demo_sae_config(activations: str, steps: int = 3000, batch_size: int = 1024):
-    """The demo's SAE: TopK, 1,024 latents (×8 of the 128-d token), k = 16, on the **patch tokens of block 2**
-    (3,000 steps of 1,024 tokens). Layer chosen on the **validation** split among block 1, block 2 and the output:
-    block 2 has the best val grounding F1 and hallucination rate, block 1 the best pointing (docs/sae-rad.md,
-    "Choices made on val")."""
+    """The demo's SAE: TopK, 1,024 latents (×8 of the 128-d token), k = 32, on the **patch tokens of block 2**
+    (3,000 steps of 1,024 tokens). Layer and k chosen on the **validation** split (docs/sae-rad.md, "Choices made
+    on val"): block 2 has the best val grounding F1 and hallucination rate of the three layers tried, and k = 32
+    beat k = 16 on every report measure and on pointing."""
     from cxrlens.sae.base import SAEConfig
     from cxrlens.sae.run import SAERunConfig
     from cxrlens.sae.train import TrainConfig
 
-    sae = SAEConfig(arch="topk", d_in=128, n_latents=1024, k=16)
+    sae = SAEConfig(arch="topk", d_in=128, n_latents=1024, k=32)
     train = TrainConfig(sae=sae, steps=steps, batch_size=batch_size, lr=1e-3, warmup_steps=100, log_every=50)
     return SAERunConfig(activations=activations, stream=DEMO_STREAM, split="train", eval_split="val", train=train)
 
@@ -283,12 +286,11 @@ def print_sae_summary(result) -> None:
     console.print(kv_table("SAE", rows))
 
 
-def write_summary(ws, run: str, interp, table, metrics, pointing=None, controls=(), sae=None) -> Path:
+def write_summary(ws, run: str, interp, table, metrics, pointing=None, controls=(), probe=None) -> Path:
     """``reports/<run>/summary.md``: what ran, the goals (met or missed, with the figure), the metrics table with
     baselines, the study-level intervals and gaps, the pointing game, the controls, three example reports (a leaky
     evaluation is marked at the top)."""
     from cxrlens.cli.evaluate import bootstrap_note, leak_line
-    from cxrlens.interpret.recovery import image_probe
     from cxrlens.report.render import render_text
     from cxrlens.report.run import read_reports
     from cxrlens.report.showcase import pick_studies
@@ -296,11 +298,7 @@ def write_summary(ws, run: str, interp, table, metrics, pointing=None, controls=
 
     m = interp.manifest
     leak = leak_line(metrics)
-    probe = cached_json(
-        ws.reports(run) / "probe.json",
-        lambda: image_probe(ws, m.config["sae"], (f"{DEMO_LAYER}/mean", "final/cls")),
-        False,
-    )
+    probe = probe or {}
     lines = [f"# cxrlens demo — {run}", ""]
     if leak:
         lines += [f"> **{leak}**", ""]
@@ -376,10 +374,11 @@ def goal_lines(metrics: dict, pointing, controls: list[dict], probe: dict) -> li
         )
         share = rec["described_score_ge"] + rec["no_consistent_finding"]
         out.append(
-            f"| 2 · live features described with score AUC ≥ 0.7, or honestly not | {rec['described_score_ge']:.1%} + "
-            f"{rec['no_consistent_finding']:.1%} 'no consistent finding' | ≥ 50 % (described alone) | "
-            f"{'met' if rec['described_score_ge'] >= 0.5 else '**MISSED**'} (described alone; {share:.0%} with the "
-            "honest 'no consistent finding') |"
+            f"| 2 · live features described with score AUC ≥ 0.7, or 'no consistent finding' (no finding enriched "
+            f"in its top studies at BH 0.05) | {share:.1%} ({rec['described_score_ge']:.1%} described with score "
+            f"≥ 0.7, {rec['no_consistent_finding']:.1%} no consistent finding) | ≥ 50 % | "
+            f"{'met as worded' if share >= 0.5 else '**MISSED**'}"
+            f"{'; described alone **MISSED**' if rec['described_score_ge'] < 0.5 else ''} |"
         )
     sae_pt, cam, centre = _overall(pointing, "SAE"), _overall(pointing, "Grad-CAM"), _overall(pointing, "centre")
     if sae_pt is not None:
@@ -394,8 +393,33 @@ def goal_lines(metrics: dict, pointing, controls: list[dict], probe: dict) -> li
             f"{'met' if ok else '**MISSED**'} |"
         )
     if len(controls) > 1:
-        out.append(f"| 5 · random-weight controls computed | {len(controls) - 1} controls, table below | shown | met |")
+        better, not_better = _versus(controls[0], controls[1])
+        out.append(
+            f"| 5 · trained SAE vs the untrained one (same chain) | better on {', '.join(better) or 'nothing'}; "
+            f"**not** better on {', '.join(not_better) or 'nothing'} | computed, said | "
+            f"{'trained wins everywhere' if not not_better else 'said: a random-weight SAE matches it there'} |"
+        )
     return out
+
+
+def _versus(trained: dict, control: dict) -> tuple[list[str], list[str]]:
+    """Which control-table columns the trained SAE wins against a control (halluc.: lower is better)."""
+
+    def num(row: dict, col: str) -> float | None:
+        v = row.get(col)
+        if isinstance(v, str) and "/" in v:
+            return float(v.split("/")[0])
+        return v
+
+    better, not_better = [], []
+    for col in ("micro-5", "macro-14", "grounding F1", "halluc./finding", "kinds recovered", "described, score ≥ 0.7",
+                "pointing"):  # fmt: skip
+        a, b = num(trained, col), num(control, col)
+        if a is None or b is None:
+            continue
+        wins = a < b if col.startswith("halluc") else a > b
+        (better if wins else not_better).append(col)
+    return better, not_better
 
 
 def pointing_lines(pointing) -> list[str]:

@@ -83,6 +83,12 @@ def print_interpret_summary(result, examples: int = 8) -> None:
         ("describers", ", ".join(f"{k} {v:,}" for k, v in m.extra.get("describers", {}).items())),
         ("label association", verdicts),
     ]
+    readout = m.extra.get("readout")
+    if readout:
+        dropped = "; ".join(f"{k}: {v}" for k, v in readout.get("dropped", {}).items())
+        rows.append(("finding readout", f"{len(readout['kept'])} of 13 findings kept (val)"))
+        if dropped:
+            rows.append(("not stated", dropped))
     console.print(kv_table("interpretation", rows))
     cols = ["feature", "description", "confidence"] + (["score_auc"] if "score_auc" in desc.columns else [])
     table = feats.merge(desc[cols], on="feature")
