@@ -305,8 +305,10 @@ def report_dataset(
             rows = rows[: cfg.max_images]
         if len(rows) == 0:
             raise BadInputError(store.path, f"no images in split {cfg.split!r}")
-        codes = image_codes(model.sae, store, cfg.stream, rows).codes_NF
         patch = store.info(cfg.stream).tokens_per_image > 1 and model.readout is not None
+        # a readout on patch codes needs each image's per-patch codes anyway: its image code is their maximum, so
+        # the patches are encoded once, in the loop, instead of once here and again there
+        codes = None if patch else image_codes(model.sae, store, cfg.stream, rows).codes_NF
         ids = index["image_id"].to_numpy()[rows]
         studies = read_studies(ws, cfg.dataset)
         refs = image_reports(studies, ids)
@@ -317,7 +319,7 @@ def report_dataset(
             for i, r in enumerate(rows):
                 t0 = time.perf_counter()
                 maps = token_code_maps(model.sae, store, cfg.stream, int(r)) if patch else None
-                rep = model.compile(codes[i], maps_TF=maps)
+                rep = model.compile(maps.max(0) if maps is not None else codes[i], maps_TF=maps)
                 seconds += time.perf_counter() - t0
                 obj = {
                     "image_id": str(ids[i]),
