@@ -30,7 +30,8 @@ def test_planted_finding_is_read_from_its_feature_and_the_confound_is_never_used
     assert t.at["A", "kept"] and t.at["C", "kept"]
     assert ro.weights_LF[0, 0] > 0 and ro.weights_LF[0, 1] == 0  # excluded: zero weight whatever train says
     assert ro.weights_LF[2, 2] > 0
-    assert not t.at["B", "kept"] and "does not beat stating it always" in t.at["B", "reason"]
+    assert not t.at["B", "kept"]  # at β = 1 it edges past the base rate by stating B nearly always: not enriched
+    assert "not enriched" in t.at["B", "reason"] or "does not beat stating it always" in t.at["B", "reason"]
     assert np.isinf(ro.threshold_L[1])  # never stated
     xte, yte = _data(400, 2, confound_holds=False)
     said = ro.stated(xte)
@@ -68,7 +69,7 @@ def test_too_few_positives_and_bad_shapes() -> None:
     with pytest.raises(BadInputError):
         fit_readout(xtr, ytr[:, :2], xva, yva, ("A", "B", "C"))
     with pytest.raises(BadInputError):
-        ReadoutConfig(beta=0)
+        ReadoutConfig(betas=(1.0, 0.0))
 
 
 def test_save_load_round_trip(tmp_path) -> None:
@@ -82,6 +83,7 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert back.labels == ro.labels
     np.testing.assert_array_equal(back.stated(xva), ro.stated(xva))
     assert back.sentences()["A"] == ("A here.", "No A.")
+    assert back.beta_choice == ro.beta_choice and back.beta_choice["beta"] == 1.0
     with pytest.raises(BadInputError):
         FindingReadout.load(tmp_path / "nowhere")
 
@@ -98,3 +100,28 @@ def test_label_targets_and_finding_sentences() -> None:
     words = finding_sentences(Index(), ["A", "B"], ["A", "B"]).set_index("label")
     assert words.at["A", "positive_sentence"] == "A." and words.at["A", "negative_sentence"] == "No A."
     assert words.at["B", "positive_sentence"] == "" and words.at["B", "negative_sentence"] == ""
+
+
+def test_beta_is_the_first_whose_val_precision_reaches_the_floor() -> None:
+    """β is chosen on val: with no floor the first (F1); with a floor the first β whose val micro precision over
+    the stated findings reaches it; an unreachable floor takes the most precise β. Save/load keeps the choice."""
+    rng = np.random.default_rng(5)
+    n = 600
+    y = (rng.random((2 * n, 1)) < 0.3).astype(int)
+    x = rng.exponential(0.5, size=(2 * n, 6)).astype(np.float32)
+    x[:, 0] += 1.2 * y[:, 0] + 0.4 * rng.normal(size=2 * n)  # a weak, noisy signal: precision trades with recall
+    cfg = ReadoutConfig(candidates=4, betas=(1.0, 0.7, 0.5))
+    free = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg)
+    tried = {t["beta"]: t for t in free.beta_choice["tried"]}
+    assert free.beta_choice["beta"] == 1.0 and free.beta_choice["min_precision"] is None
+    assert tried[0.5]["precision"] > tried[1.0]["precision"] and tried[0.5]["recall"] < tried[1.0]["recall"]
+    floor = (tried[1.0]["precision"] + tried[0.5]["precision"]) / 2
+    mid = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg, min_precision=floor)
+    want = next(b for b in (1.0, 0.7, 0.5) if tried[b]["precision"] >= floor)
+    assert mid.beta_choice["beta"] == want != 1.0 and mid.table.at[0, "beta"] == want
+    unreachable = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg, min_precision=1.01)
+    assert unreachable.beta_choice["beta"] == max(tried, key=lambda b: tried[b]["precision"])
+    with pytest.raises(BadInputError):
+        ReadoutConfig(precision_floor="test")
+    with pytest.raises(BadInputError):
+        ReadoutConfig(betas=())

@@ -105,3 +105,28 @@ def test_resampling_revives_dead_latents():
     assert int(sae.dead_mask().sum()) == 0
     torch.testing.assert_close(sae.W_dec[:5].norm(dim=1), torch.ones(5))
     assert float(opt.state[sae.W_dec]["exp_avg"][:5].abs().sum()) == 0.0
+
+
+def test_probe_auc_chooses_each_representations_penalty_inside_train():
+    """Many noise features need a strong penalty, a few informative ones do not: each representation gets its own
+    C from cross-validation on the training rows; the test rows never take part (permuting them changes nothing)."""
+    rng = np.random.default_rng(2)
+    n = 300
+    signal = rng.normal(size=n)
+    y = (signal + 0.8 * rng.normal(size=n) > 0).astype(float)
+    raw = np.c_[signal, rng.normal(size=(n, 2))]
+    codes = np.c_[np.maximum(signal, 0), np.maximum(-signal, 0), rng.normal(size=(n, 400))]
+    train = np.arange(n) < 200
+    groups = np.arange(n) // 2
+    Cs = (0.001, 0.01, 0.1, 1.0)
+    res = probe_auc(codes, raw, {"y": y}, train, Cs=Cs, groups=groups)
+    fixed = probe_auc(codes, raw, {"y": y}, train)  # C = 1 for both
+    assert res["C"]["codes"] < 1.0 and res["C"]["raw"] in Cs
+    assert res["per_label"]["y"]["codes"] > fixed["per_label"]["y"]["codes"] + 0.02
+    perm = np.r_[np.arange(200), 200 + rng.permutation(100)]
+    shuffled_test = probe_auc(codes[perm], raw[perm], {"y": y[perm]}, train, Cs=Cs, groups=groups)
+    assert shuffled_test["C"] == res["C"]
+    again = probe_auc(codes, raw, {"y": y}, train, Cs=Cs, groups=groups, codes_C=1.0)
+    assert again["C"]["codes"] == 1.0 and again["per_label"]["y"]["codes"] == fixed["per_label"]["y"]["codes"]
+    with pytest.raises(ValueError):
+        probe_auc(codes, raw, {"y": y}, train, Cs=(0.0,))

@@ -87,6 +87,13 @@ def print_interpret_summary(result, examples: int = 8) -> None:
     if readout:
         dropped = "; ".join(f"{k}: {v}" for k, v in readout.get("dropped", {}).items())
         rows.append(("finding readout", f"{len(readout['kept'])} of 13 findings kept (val)"))
+        choice, floor = readout.get("beta_choice"), readout.get("precision_floor")
+        if choice:
+            tried = ", ".join(
+                f"β {t['beta']:g}: P {_num(t['precision'])} R {_num(t['recall'])}" for t in choice["tried"]
+            )
+            bar = f" ≥ {floor['precision']:.3f} (nearest retrieval, {floor['stream']})" if floor else ""
+            rows.append(("β (val, cross-fitted)", f"{choice['beta']:g}: first with precision{bar}; {tried}"))
         if dropped:
             rows.append(("not stated", dropped))
     console.print(kv_table("interpretation", rows))
@@ -110,3 +117,7 @@ def print_interpret_summary(result, examples: int = 8) -> None:
             f"{r.description[:90]} ({r.confidence:.2f}, {getattr(r, 'score_auc', float('nan')):.2f})",
         )
     console.print(t)
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"

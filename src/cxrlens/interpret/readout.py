@@ -12,7 +12,11 @@ makes the decision quantitative and keeps it tied to features:
   marked ``confounded`` are never candidates.
 * **Chosen on val, never on test**: the penalty ``C`` and the decision threshold maximise F-beta on the
   ``calibrate`` split (``val``). A finding is **kept** only when its val F-beta beats stating it for every image
-  (the base-rate F-beta, ``(1 + β²)·p / (β² + p)`` with ``p`` the val prevalence); otherwise it is never stated.
+  (the base-rate F-beta, ``(1 + β²)·p / (β² + p)`` with ``p`` the val prevalence) and the images it is stated for
+  are enriched for it (one-sided Fisher exact test, p ≤ 0.05); otherwise it is never stated. β itself is chosen
+  on val too: the first of ``betas`` (most recall first) whose val micro precision over all stated findings
+  reaches a floor — by default the val precision of copying the nearest training image's labels, the baseline the
+  reports must beat — so the precision/recall trade-off is set against the honest baseline, never on test.
 * **Negatives from evidence**: L is stated absent when its score lies below the largest cutoff at which at least
   ``negative_npv`` of the val images below it are L-negative (and at least half the val negatives are covered);
   findings where no such cutoff exists are left unsaid.
@@ -47,6 +51,7 @@ __all__ = [
 ]
 
 READOUT_FILES = ("readout.safetensors", "readout.parquet")
+PRECISION_FLOORS = ("nearest", "none")
 READOUT_LABELS: tuple[str, ...] = tuple(CHEXPERT_LABELS[1:])  # the 13 findings ("No Finding" is their absence)
 
 
@@ -57,8 +62,13 @@ class ReadoutConfig:
     Attributes:
         candidates: features per finding that enter the logistic model (highest |train AUC − 0.5|).
         Cs: L1 inverse penalties tried; the one with the best val F-beta is kept.
-        beta: F-beta of the val choice (1 = F1; < 1 favours precision, i.e. fewer hallucinated findings; 0.7 by
-            default, see docs/sae-rad.md for how it was picked).
+        betas: F-beta weights of the val choice of C and threshold, tried from the first (1 = F1) to the last
+            (< 1 favours precision, i.e. fewer hallucinated findings). The readout uses the first whose val micro
+            precision over the stated findings reaches ``min_precision`` of :func:`fit_readout` (e.g. nearest-
+            neighbour retrieval's val precision), else the most precise one; without a floor the first.
+        precision_floor: where :func:`cxrlens.interpret.run.interpret_run` takes ``min_precision`` from:
+            ``"nearest"`` = label-level micro precision on val of copying the nearest training image's report
+            (cosine on an image-level stream of the same store, other patients only); ``"none"`` = no floor.
         min_positive: findings with fewer train or val positives are not fitted.
         negative_npv: val negative predictive value a "no <finding>" statement must reach.
         max_evidence: at most this many features are listed as a sentence's evidence.
@@ -66,14 +76,20 @@ class ReadoutConfig:
 
     candidates: int = 64
     Cs: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
-    beta: float = 0.7
+    betas: tuple[float, ...] = (1.0, 0.85, 0.7, 0.5)
+    precision_floor: str = "nearest"
     min_positive: int = 2
     negative_npv: float = 0.97
     max_evidence: int = 5
 
     def __post_init__(self) -> None:
-        if self.candidates < 1 or not self.Cs or self.beta <= 0:
-            raise BadInputError(None, "readout: candidates ≥ 1, at least one C and beta > 0 are required")
+        if self.candidates < 1 or not self.Cs or not self.betas or min(self.betas) <= 0:
+            raise BadInputError(None, "readout: candidates ≥ 1, at least one C and betas > 0 are required")
+        if self.precision_floor not in PRECISION_FLOORS:
+            raise BadInputError(
+                None,
+                f"readout: precision_floor must be one of {', '.join(PRECISION_FLOORS)}, got {self.precision_floor!r}",
+            )
         if not 0.5 <= self.negative_npv <= 1.0:
             raise BadInputError(None, f"readout: negative_npv must lie in [0.5, 1], got {self.negative_npv}")
 
@@ -120,15 +136,21 @@ def _negative_cutoff(score: np.ndarray, y: np.ndarray, npv: float) -> float:
     return float((s[k] + s[k + 1]) / 2) if k + 1 < len(s) else float(s[k] + 1e-3 * max(abs(s[k]), 1.0))
 
 
-def _auc_columns(codes_NF: np.ndarray, y_N: np.ndarray) -> np.ndarray:
-    """(F,) ROC AUC of each column for binary ``y`` (rank formula, ties averaged; 0.5 for constant columns)."""
+def _ranks(codes_NF: np.ndarray) -> np.ndarray:
+    """(N, F) column-wise ranks (ties averaged) for :func:`_auc_columns`."""
     from scipy.stats import rankdata
 
+    return rankdata(codes_NF, axis=0)
+
+
+def _auc_columns(codes_NF: np.ndarray, y_N: np.ndarray, ranks_NF: np.ndarray | None = None) -> np.ndarray:
+    """(F,) ROC AUC of each column for binary ``y`` (rank formula, ties averaged; 0.5 for constant columns);
+    ``ranks_NF``: the columns' ranks when already computed (:func:`_ranks`)."""
     pos = y_N.astype(bool)
     n1, n0 = int(pos.sum()), int((~pos).sum())
     if n1 == 0 or n0 == 0:
         return np.full(codes_NF.shape[1], 0.5)
-    ranks = rankdata(codes_NF, axis=0)
+    ranks = _ranks(codes_NF) if ranks_NF is None else ranks_NF
     auc = (ranks[pos].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
     return np.where(codes_NF.std(0) > 0, auc, 0.5)
 
@@ -150,6 +172,7 @@ class FindingReadout:
     threshold_L: np.ndarray
     negative_L: np.ndarray
     table: pd.DataFrame
+    beta_choice: dict | None = None  # {"beta", "min_precision", "tried": [{beta, precision, recall, kept}]}
 
     def logits(self, codes_NF: np.ndarray) -> np.ndarray:
         """(N, L) logits of every finding for codes ``(N, F)`` (or ``(F,)`` → ``(L,)``)."""
@@ -188,7 +211,7 @@ class FindingReadout:
             "threshold": self.threshold_L.astype(np.float32),
             "negative": self.negative_L.astype(np.float32),
         }
-        meta = {"labels": json.dumps(list(self.labels))}
+        meta = {"labels": json.dumps(list(self.labels)), "beta_choice": json.dumps(self.beta_choice)}
         atomic_write_bytes(directory / READOUT_FILES[0], save(tensors, metadata=meta))
         atomic_write_parquet(directory / READOUT_FILES[1], self.table)
 
@@ -200,12 +223,14 @@ class FindingReadout:
         if not path.exists() or not (directory / READOUT_FILES[1]).exists():
             raise BadInputError(path, "no finding readout in this interpretation run (re-run `cxrlens interpret`)")
         with safe_open(str(path), "numpy") as f:
-            labels = tuple(json.loads((f.metadata() or {}).get("labels", "[]")))
+            meta = f.metadata() or {}
+            labels = tuple(json.loads(meta.get("labels", "[]")))
+            choice = json.loads(meta.get("beta_choice", "null"))
             t = {k: f.get_tensor(k) for k in ("weights", "bias", "threshold", "negative")}
         if len(labels) != t["weights"].shape[0]:
             raise BadInputError(path, "readout labels and weights disagree")
         table = pd.read_parquet(directory / READOUT_FILES[1])
-        return cls(labels, t["weights"], t["bias"], t["threshold"], t["negative"], table)
+        return cls(labels, t["weights"], t["bias"], t["threshold"], t["negative"], table, choice)
 
 
 def fit_readout(
@@ -217,15 +242,22 @@ def fit_readout(
     config: ReadoutConfig | None = None,
     *,
     exclude: Sequence[int] = (),
+    min_precision: float | None = None,
+    val_groups: Sequence[str] | None = None,
 ) -> FindingReadout:
-    """Fit the readout on train codes/labels and choose C and thresholds on val (see the module docstring).
+    """Fit the readout on train codes/labels and choose β, C and thresholds on val (see the module docstring).
 
     Args:
         codes_train_NF / codes_val_NF: SAE codes (N, F); y_*_NL: (N, L) {0, 1} targets (:func:`label_targets`).
         labels: (L,) finding names; exclude: features never used (e.g. confounded ones).
+        min_precision: val micro precision (over all stated findings) the chosen β must reach; None = the first β.
+            The precision of each β is **cross-fitted** (thresholds chosen on one half of val, counted on the other,
+            both ways), since a threshold scored on the images it was chosen on looks better than it is.
+        val_groups: (N_val,) e.g. patient ids, kept within one half of val (default: each image its own group).
 
     ``table`` columns: ``label, kept, reason, C, n_features, val_fbeta, val_precision, val_recall, base_rate,
-    base_fbeta, negative_cutoff, val_negative_coverage, train_positive, val_positive``.
+    base_fbeta, negative_cutoff, val_negative_coverage, train_positive, val_positive, beta``; ``beta_choice`` the
+    val micro precision / recall of every β tried and the one used.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -239,59 +271,133 @@ def fit_readout(
     usable = np.ones(F, bool)
     usable[list(exclude)] = False
     usable &= Xtr.std(0) > 0
+    ranks = _ranks(Xtr[:, usable])  # label-free: ranked once, every finding's AUCs read from them
+
+    def fit_one(j: int) -> list[tuple[float, np.ndarray, object, np.ndarray]] | str:
+        npos_tr, npos_va = int(ytr[:, j].sum()), int(yva[:, j].sum())
+        if min(npos_tr, npos_va) < max(cfg.min_positive, 1) or npos_tr == len(ytr):
+            return f"too few positives (train {npos_tr}, val {npos_va})"
+        auc = _auc_columns(Xtr[:, usable], ytr[:, j], ranks)
+        cand = np.flatnonzero(usable)[np.argsort(-np.abs(auc - 0.5), kind="stable")[: cfg.candidates]]
+        per_c = []
+        for C in cfg.Cs:  # the logistic fits do not depend on β: fitted once, chosen per β below
+            clf = LogisticRegression(  # liblinear's coordinate descent is seeded, not drawn from the global RNG
+                C=C, l1_ratio=1.0, solver="liblinear", tol=1e-3, max_iter=2000, class_weight="balanced", random_state=0
+            )
+            clf.fit(Xtr[:, cand] / scale[cand], ytr[:, j])
+            if np.any(clf.coef_):
+                per_c.append((C, cand, clf, clf.decision_function(Xva[:, cand] / scale[cand])))
+        return per_c or "no feature survives the L1 penalty"
+
+    fits = [fit_one(j) for j in range(L)]  # not threaded: liblinear seeds one process-wide C RNG (srand)
+    folds = _val_folds(len(yva), val_groups)
+    tried = []
+    for beta in cfg.betas:
+        choice = [_choose(f, yva[:, j], beta) for j, f in enumerate(fits)]  # what is used: all of val
+        tp = fp = fn = 0  # cross-fitted: thresholds chosen on one half of val, counted on the other
+        for j, f in enumerate(fits):
+            for fit_rows, score_rows in folds:
+                c = _choose(_subset(f, fit_rows), yva[fit_rows, j], beta)
+                stated = np.zeros(len(score_rows), bool)
+                if c.get("kept"):
+                    stated = next(s for C, _, _, s in f if c["C"] == C)[score_rows] >= c["t"]
+                truth = yva[score_rows, j] == 1
+                tp, fp, fn = (
+                    tp + int((stated & truth).sum()),
+                    fp + int((stated & ~truth).sum()),
+                    fn + int((~stated & truth).sum()),
+                )
+        prec = tp / (tp + fp) if tp + fp else float("nan")
+        tried.append({"beta": beta, "precision": prec, "recall": tp / max(tp + fn, 1), "kept": sum(
+            bool(c.get("kept")) for c in choice), "choice": choice})  # fmt: skip
+    ok = [
+        t for t in tried if min_precision is None or (np.isfinite(t["precision"]) and t["precision"] >= min_precision)
+    ]
+    pick = ok[0] if ok else max(tried, key=lambda t: np.nan_to_num(t["precision"], nan=-1.0))
     W = np.zeros((L, F), np.float32)
     bias = np.zeros(L, np.float32)
     thr = np.full(L, np.inf, np.float32)
     neg = np.full(L, -np.inf, np.float32)
+    b2 = pick["beta"] ** 2
     rows = []
     for j, name in enumerate(labels):
         npos_tr, npos_va = int(ytr[:, j].sum()), int(yva[:, j].sum())
         p = npos_va / max(len(yva), 1)
-        b2 = cfg.beta**2
         base = (1 + b2) * p / (b2 + p) if p > 0 else 0.0
+        c = pick["choice"][j]
         row = {
-            "label": name, "kept": False, "reason": "", "C": np.nan, "n_features": 0, "val_fbeta": np.nan,
-            "val_precision": np.nan, "val_recall": np.nan, "base_rate": p, "base_fbeta": base,
+            "label": name, "kept": False, "reason": c.get("reason", ""), "C": np.nan, "n_features": 0,
+            "val_fbeta": np.nan, "val_precision": np.nan, "val_recall": np.nan, "base_rate": p, "base_fbeta": base,
             "negative_cutoff": -np.inf, "val_negative_coverage": 0.0, "train_positive": npos_tr,
-            "val_positive": npos_va,
+            "val_positive": npos_va, "beta": pick["beta"],
         }  # fmt: skip
-        if min(npos_tr, npos_va) < max(cfg.min_positive, 1) or npos_tr == len(ytr):
-            row["reason"] = f"too few positives (train {npos_tr}, val {npos_va})"
-            rows.append(row)
-            continue
-        auc = _auc_columns(Xtr[:, usable], ytr[:, j])
-        cand = np.flatnonzero(usable)[np.argsort(-np.abs(auc - 0.5), kind="stable")[: cfg.candidates]]
-        best = None
-        for C in cfg.Cs:
-            clf = LogisticRegression(
-                C=C, l1_ratio=1.0, solver="liblinear", tol=1e-3, max_iter=2000, class_weight="balanced"
-            )
-            clf.fit(Xtr[:, cand] / scale[cand], ytr[:, j])
-            if not np.any(clf.coef_):
-                continue
-            s = clf.decision_function(Xva[:, cand] / scale[cand])
-            t, f, pr, rc = _best_threshold(s, yva[:, j], cfg.beta)
-            if best is None or f > best[0] + 1e-9:
-                best = (f, C, clf, t, pr, rc, s)
-        if best is None:
-            row["reason"] = "no feature survives the L1 penalty"
-            rows.append(row)
-            continue
-        f, C, clf, t, pr, rc, s = best
-        w = np.zeros(F, np.float32)
-        w[cand] = clf.coef_[0] / scale[cand]
-        cut = _negative_cutoff(s, yva[:, j], cfg.negative_npv)
-        row.update(C=C, n_features=int((w != 0).sum()), val_fbeta=f, val_precision=pr, val_recall=rc)
-        row.update(negative_cutoff=cut, val_negative_coverage=float((s < cut).mean()))
-        W[j], bias[j] = w, float(clf.intercept_[0])
-        neg[j] = cut
-        if f > base + 1e-9:
-            row.update(kept=True)
-            thr[j] = t
-        else:
-            row["reason"] = f"val F-beta {f:.3f} does not beat stating it always ({base:.3f})"
+        if "clf" in c:
+            clf, cand, s = c["clf"], c["cand"], c["s"]
+            w = np.zeros(F, np.float32)
+            w[cand] = clf.coef_[0] / scale[cand]
+            cut = _negative_cutoff(s, yva[:, j], cfg.negative_npv)
+            row.update(C=c["C"], n_features=int((w != 0).sum()), val_fbeta=c["f"], val_precision=c["precision"])
+            row.update(val_recall=c["recall"], negative_cutoff=cut, val_negative_coverage=float((s < cut).mean()))
+            W[j], bias[j], neg[j] = w, float(clf.intercept_[0]), cut
+            if c["kept"]:
+                row["kept"] = True
+                thr[j] = c["t"]
         rows.append(row)
-    return FindingReadout(tuple(labels), W, bias, thr, neg, pd.DataFrame(rows))
+    summary = {
+        "beta": pick["beta"],
+        "min_precision": min_precision,
+        "tried": [
+            {
+                k: (None if isinstance(t[k], float) and not np.isfinite(t[k]) else t[k])
+                for k in ("beta", "precision", "recall", "kept")
+            }
+            for t in tried
+        ],
+    }
+    return FindingReadout(tuple(labels), W, bias, thr, neg, pd.DataFrame(rows), summary)
+
+
+def _val_folds(n: int, groups: Sequence[str] | None, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two halves of the val rows, whole groups on one side (seeded): [(fit A, score B), (fit B, score A)]."""
+    g = np.arange(n).astype(str) if groups is None else np.asarray(groups).astype(str)
+    uniq = np.unique(g)
+    half = set(np.random.default_rng(seed).permutation(uniq)[: len(uniq) // 2].tolist())
+    a = np.array([x in half for x in g])
+    return [(np.flatnonzero(a), np.flatnonzero(~a)), (np.flatnonzero(~a), np.flatnonzero(a))]
+
+
+def _subset(fits: list | str, rows: np.ndarray) -> list | str:
+    return fits if isinstance(fits, str) else [(C, cand, clf, s[rows]) for C, cand, clf, s in fits]
+
+
+def _choose(fits: list | str, y: np.ndarray, beta: float) -> dict:
+    """The (C, threshold) of one finding with the best val F-beta, and whether it is kept: its F-beta beats stating
+    it for every image **and** the images it is stated for are enriched for it (one-sided Fisher exact test on val,
+    p ≤ 0.05) — at β = 1 a threshold that states a signal-free finding for nearly every image can edge past the
+    base rate by chance."""
+    from scipy.stats import fisher_exact
+
+    if isinstance(fits, str):
+        return {"reason": fits}
+    best = None
+    for C, cand, clf, s in fits:
+        t, f, pr, rc = _best_threshold(s, y, beta)
+        if best is None or f > best["f"] + 1e-9:
+            best = {"C": C, "cand": cand, "clf": clf, "s": s, "t": t, "f": f, "precision": pr, "recall": rc}
+    assert best is not None
+    p = float(y.mean())
+    b2 = beta * beta
+    base = (1 + b2) * p / (b2 + p) if p > 0 else 0.0
+    stated = best["s"] >= best["t"]
+    table = [[int((stated & (y == 1)).sum()), int((stated & (y == 0)).sum())],
+             [int((~stated & (y == 1)).sum()), int((~stated & (y == 0)).sum())]]  # fmt: skip
+    best["p_value"] = float(fisher_exact(table, alternative="greater")[1])
+    best["kept"] = best["f"] > base + 1e-9 and best["p_value"] <= 0.05
+    if best["f"] <= base + 1e-9:
+        best["reason"] = f"val F-beta {best['f']:.3f} does not beat stating it always ({base:.3f})"
+    elif not best["kept"]:
+        best["reason"] = f"stated images are not enriched for it on val (Fisher p = {best['p_value']:.2g} > 0.05)"
+    return best
 
 
 def finding_sentences(index: object, labels: Sequence[str], signature_names: Sequence[str]) -> pd.DataFrame:

@@ -20,7 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["feature_recovery", "image_probe"]
+__all__ = ["PROBE_CS", "feature_recovery", "image_probe"]
+
+PROBE_CS: tuple[float, ...] = (
+    0.001,
+    0.003,
+    0.01,
+    0.03,
+    0.1,
+    0.3,
+    1.0,
+)  # inverse L2 penalties the image probe chooses from
 
 
 def feature_recovery(
@@ -74,12 +84,17 @@ def feature_recovery(
     }
 
 
-def image_probe(ws: Any, sae_run: str, raw_streams: tuple[str, ...] = ()) -> dict[str, Any]:
+def image_probe(
+    ws: Any, sae_run: str, raw_streams: tuple[str, ...] = (), Cs: tuple[float, ...] = PROBE_CS
+) -> dict[str, Any]:
     """Linear-probe AUC of the SAE's **image-level** codes (max over patches for a patch SAE) against each raw
     image-level stream of the same store (e.g. the SAE layer's mean patch token, the output CLS), with
-    :func:`cxrlens.sae.metrics.probe_auc`'s convention (L2 logistic regression, C = 1, unit-variance features;
+    :func:`cxrlens.sae.metrics.probe_auc`'s convention (L2 logistic regression on unit-variance features;
     explicit positives vs explicit negatives of the report labels — uncertain and not-mentioned rows left out):
-    fitted on ``train``, scored on ``val``. Returns ``{stream: {"codes": mean AUC, "raw": mean AUC, "ratio": …}}``."""
+    fitted on ``train``, scored on ``val``. The penalty is chosen **per representation** from ``Cs`` by 3-fold
+    cross-validation inside train, folds grouped by study (one fixed C over-regularises a 128-d vector or
+    under-regularises a 1,024-feature code, so it would measure the penalty, not what the code keeps).
+    Returns ``{stream: {"codes": mean AUC, "raw": mean AUC, "ratio": …, "C": {"codes": …, "raw": …}}}``."""
     from cxrlens.data.schema import CHEXPERT_LABELS
     from cxrlens.data.store import read_studies
     from cxrlens.interpret.run import image_codes, load_sae_context
@@ -92,16 +107,19 @@ def image_probe(ws: Any, sae_run: str, raw_streams: tuple[str, ...] = ()) -> dic
     table = read_studies(ws, ctx.dataset).drop_duplicates("image_id").set_index("image_id")
     ids = ctx.index["image_id"].to_numpy()[rows]
     labels = {c: table[c].reindex(ids).to_numpy(dtype=float) for c in CHEXPERT_LABELS if c in table.columns}
+    groups = ctx.index["study_id"].astype(str).to_numpy()[rows]
     out: dict[str, Any] = {}
     for stream in raw_streams:
         if stream not in ctx.store.stream_names:
             continue
         raw = ctx.store.get(stream, rows).numpy()
-        res = probe_auc(codes, raw, labels, split[rows] == "train")
+        codes_C = next((v["C"]["codes"] for v in out.values()), None)  # the codes' C is chosen once
+        res = probe_auc(codes, raw, labels, split[rows] == "train", Cs=Cs, groups=groups, codes_C=codes_C)
         out[stream] = {
             "codes": res["mean_auc_codes"],
             "raw": res["mean_auc_raw"],
             "ratio": res["mean_auc_codes"] / res["mean_auc_raw"] if res["mean_auc_raw"] else float("nan"),
             "labels": len(res["per_label"]),
+            "C": res["C"],
         }
     return out

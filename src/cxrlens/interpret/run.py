@@ -24,6 +24,7 @@ run) in its manifest, so ``cxrlens report --model <run>`` needs only the run nam
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,6 +375,9 @@ def interpret_run(
             bar.advance(task)
 
             bar.update(task, description="interpret: finding readout")
+            floor = None
+            if cfg.readout.precision_floor == "nearest":
+                floor = retrieval_precision(ctx, studies, d_rows, c_rows, READOUT_LABELS)
             readout = fit_readout(
                 codes_d,
                 label_targets(labels[present].reset_index(drop=True), READOUT_LABELS),
@@ -382,6 +386,8 @@ def interpret_run(
                 READOUT_LABELS,
                 cfg.readout,
                 exclude=table.loc[table["verdict"] == "confounded", "feature"].astype(int).tolist(),
+                min_precision=None if floor is None else floor["precision"],
+                val_groups=_patients_of(studies, ids[c_rows]),
             )
 
             bar.update(task, description="interpret: sentence index")
@@ -477,6 +483,8 @@ def interpret_run(
                 "tokens_per_image": ctx.tokens_per_image,
                 "grid": list(encoded.grid) if encoded.grid else None,
                 "readout": {
+                    "beta_choice": readout.beta_choice,
+                    "precision_floor": floor,
                     "kept": [str(x) for x in readout.table.loc[readout.table["kept"], "label"]],
                     "dropped": {str(r.label): str(r.reason) for r in readout.table.itertuples() if not r.kept},
                 },
@@ -489,6 +497,46 @@ def interpret_run(
         f"datasets/{ctx.dataset}": artefact_identity(ws.dataset(ctx.dataset)),
     }
     return run_stage(out_dir, stage="interpret", config=cfg, build=build, force=force, upstream=upstream)
+
+
+def retrieval_precision(
+    ctx: SAEContext, studies: pd.DataFrame, train_rows: np.ndarray, query_rows: np.ndarray, labels: Sequence[str]
+) -> dict[str, Any] | None:
+    """Label-level micro precision (uncertain → positive) on ``query_rows`` of copying the labels of the most
+    cosine-similar ``train_rows`` image of another patient, on an image-level stream of the SAE's store (``final/cls``
+    when present, as the evaluation's nearest-neighbour baseline) — the floor the readout's β must reach on val.
+    None when the store has no image-level stream or the studies no patient ids."""
+    from cxrlens.evaluate.baselines import nearest_neighbours
+    from cxrlens.interpret.readout import label_targets
+
+    image_level = [n for n in ctx.store.stream_names if ctx.store.info(n).tokens_per_image == 1]
+    if not image_level or "patient_id" not in studies.columns:
+        return None
+    stream = "final/cls" if "final/cls" in image_level else image_level[0]
+    ids = ctx.index["image_id"].to_numpy()
+    patient = studies.drop_duplicates("image_id").set_index("image_id")["patient_id"].astype(str)
+    best, _, _ = nearest_neighbours(
+        ctx.store.get(stream, train_rows).numpy(),
+        ctx.store.get(stream, query_rows).numpy(),
+        patient.reindex(ids[train_rows]).tolist(),
+        patient.reindex(ids[query_rows]).tolist(),
+    )
+    ok = best >= 0
+    truth = label_targets(_labels_of(studies, ids[query_rows[ok]]), labels)
+    copied = label_targets(_labels_of(studies, ids[train_rows[best[ok]]]), labels)
+    stated = int(copied.sum())
+    return {
+        "stream": stream,
+        "precision": float((copied & truth).sum() / stated) if stated else float("nan"),
+        "recall": float((copied & truth).sum() / max(int(truth.sum()), 1)),
+        "images": int(ok.sum()),
+    }
+
+
+def _patients_of(studies: pd.DataFrame, image_ids: Any) -> list[str]:
+    """The patient id of each image (study id where the table has no patients)."""
+    key = "patient_id" if "patient_id" in studies.columns else "study_id"
+    return studies.drop_duplicates("image_id").set_index("image_id")[key].astype(str).reindex(list(image_ids)).tolist()
 
 
 def _labels_of(studies: pd.DataFrame, image_ids: Any) -> pd.DataFrame:

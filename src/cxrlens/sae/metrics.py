@@ -6,15 +6,17 @@
 * ``l0_mean`` and ``l0_hist`` (counts of tokens per L0 bin, ``l0_bins`` the bin edges).
 * ``dead_frac``: latents that never fire on the evaluation set; ``dense_frac``: latents firing on more than
   ``dense_threshold`` of the tokens.
-* Probe (optional, :func:`probe_auc`): for each label, the same L2 logistic regression (liblinear, C=1, features
-  scaled to unit variance without centring) is fitted on SAE codes and on the raw activations of the training
-  rows, and its ROC AUC measured on the test rows. Labels are CheXpert-convention values: ``1`` positive,
-  ``0`` negative; uncertain (``-1``) and unmentioned (NaN) rows are left out of both fit and test. Labels with
-  fewer than ``min_pos`` positives (or negatives) in either part are skipped and listed.
+* Probe (optional, :func:`probe_auc`): for each label, the same L2 logistic regression (liblinear, features
+  scaled to unit variance without centring; C = 1 by default, or C chosen per representation by cross-validation
+  inside the training rows) is fitted on SAE codes and on the raw activations of the training rows, and its ROC
+  AUC measured on the test rows. Labels are CheXpert-convention values: ``1`` positive, ``0`` negative; uncertain
+  (``-1``) and unmentioned (NaN) rows are left out of both fit and test. Labels with fewer than ``min_pos``
+  positives (or negatives) in either part are skipped and listed.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,35 +101,94 @@ def _stack(parts):
 
 
 def probe_auc(
-    codes, raw_ND: np.ndarray, labels: dict[str, np.ndarray], train_mask: np.ndarray, min_pos: int = 5
+    codes,
+    raw_ND: np.ndarray,
+    labels: dict[str, np.ndarray],
+    train_mask: np.ndarray,
+    min_pos: int = 5,
+    *,
+    Cs: tuple[float, ...] = (1.0,),
+    folds: int = 3,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
+    codes_C: float | None = None,
 ) -> dict[str, Any]:
-    """Per-label test AUC of one logistic-regression probe on SAE codes vs on raw activations (see module doc)."""
+    """Per-label test AUC of one logistic-regression probe on SAE codes vs on raw activations (see module doc).
+
+    ``Cs``: inverse L2 penalties. With one value (default ``(1.0,)``) both probes use it. With several, each
+    representation gets its own: the C with the best mean AUC over labels in ``folds``-fold stratified
+    cross-validation **inside the training rows** (the test rows are never used for the choice) — a 1,024-feature
+    sparse code and a 128-d dense vector need different penalties, and one fixed C would compare regularisation,
+    not knowledge. ``groups`` (N,): e.g. study ids, kept within one fold (``StratifiedGroupKFold``) so that two
+    views of a study never sit on both sides of a CV split. The chosen C is returned in ``C``
+    (``{"codes": …, "raw": …}``); ``codes_C`` fixes the codes' C (e.g. the one an earlier call chose against
+    another raw stream), so only the raw probe's is chosen. The cross-validation fits run on two threads."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
     from sklearn.preprocessing import StandardScaler
 
+    def fit_score(X: np.ndarray, y: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> float:
+        scaler = StandardScaler(with_mean=False).fit(X[fit])
+        clf = LogisticRegression(C=C, solver="liblinear", max_iter=1000, random_state=0)
+        clf.fit(scaler.transform(X[fit]), y[fit].astype(int))
+        return float(roc_auc_score(y[score].astype(int), clf.decision_function(scaler.transform(X[score]))))
+
+    if not Cs or any(c <= 0 for c in Cs):
+        raise ValueError(f"Cs must be positive inverse penalties, got {Cs!r}")
     train_mask = np.asarray(train_mask, dtype=bool)
-    per_label: dict[str, dict[str, float]] = {}
+    usable: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     skipped = []
     for name, y in labels.items():
         y = binarise_labels(y, uncertain="ignore", missing=np.nan)
         known = ~np.isnan(y)
         tr, te = known & train_mask, known & ~train_mask
         ok = all(min(int((y[m] == 1).sum()), int((y[m] == 0).sum())) >= min_pos for m in (tr, te))
-        if not ok:
+        if ok:
+            usable[name] = (y, tr, te)
+        else:
             skipped.append(name)
+    feats = {"codes": codes, "raw": raw_ND}
+    chosen = {kind: float(Cs[0]) for kind in feats}
+    if codes_C is not None:
+        chosen["codes"] = float(codes_C)
+    choose = [kind for kind in feats if len(Cs) > 1 and usable and not (kind == "codes" and codes_C is not None)]
+    tasks = []  # (kind, C, y, fit rows, score rows) of every cross-validation fit
+    for y, tr, _ in usable.values() if choose else ():
+        rows = np.flatnonzero(tr)
+        k = min(folds, int((y[rows] == 1).sum()), int((y[rows] == 0).sum()))
+        if k < 2:
             continue
-        res = {}
-        for kind, feats in (("codes", codes), ("raw", raw_ND)):
-            scaler = StandardScaler(with_mean=False).fit(feats[tr])
-            clf = LogisticRegression(C=1.0, solver="liblinear", max_iter=1000)
-            clf.fit(scaler.transform(feats[tr]), y[tr].astype(int))
-            res[kind] = float(roc_auc_score(y[te].astype(int), clf.decision_function(scaler.transform(feats[te]))))
-        per_label[name] = res
+        splitter = (
+            StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+            if groups is not None
+            else StratifiedKFold(k, shuffle=True, random_state=seed)
+        )
+        g = None if groups is None else np.asarray(groups)[rows]
+        for a, b in splitter.split(rows, y[rows], g):
+            fit, score = np.zeros_like(tr), np.zeros_like(tr)
+            fit[rows[a]], score[rows[b]] = True, True
+            tasks += [(kind, C, y, fit, score) for kind in choose for C in Cs]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # liblinear releases the GIL; L2 primal (TRON) draws no rand()
+        scores = list(pool.map(lambda t: fit_score(feats[t[0]], t[2], t[3], t[4], t[1]), tasks))
+    for kind in choose:
+        cv = {C: [v for t, v in zip(tasks, scores, strict=True) if t[0] == kind and t[1] == C] for C in Cs}
+        if all(cv.values()):
+            chosen[kind] = float(max(Cs, key=lambda C: (np.mean(cv[C]), -C)))
+    per_label = {
+        name: {kind: fit_score(X, y, tr, te, chosen[kind]) for kind, X in feats.items()}
+        for name, (y, tr, te) in usable.items()
+    }
     mean = {
         k: float(np.mean([r[k] for r in per_label.values()])) if per_label else float("nan") for k in ("codes", "raw")
     }
-    return {"per_label": per_label, "mean_auc_codes": mean["codes"], "mean_auc_raw": mean["raw"], "skipped": skipped}
+    return {
+        "per_label": per_label,
+        "mean_auc_codes": mean["codes"],
+        "mean_auc_raw": mean["raw"],
+        "skipped": skipped,
+        "C": chosen,
+    }
 
 
 @torch.no_grad()
