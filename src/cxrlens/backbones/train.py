@@ -152,8 +152,8 @@ def _load_split_images(
     """One dataset → (images (N, S, S) in [0, 1], labels (N, 14), report texts, split (N,))."""
     import pandas as pd
 
-    from cxrlens.activations import _load_gray
     from cxrlens.console import progress
+    from cxrlens.data.images import load_image
     from cxrlens.data.reports import plain_report_text
     from cxrlens.data.schema import CHEXPERT_LABELS
     from cxrlens.data.store import image_file, read_studies
@@ -170,7 +170,7 @@ def _load_split_images(
         task = bar.add_task(f"decode {dataset} images", total=len(studies))
         for i, rel in enumerate(studies["image_path"].astype(str)):
             path = image_file(ds_dir, rel)
-            img = torch.from_numpy(_load_gray(str(path)))[None, None]
+            img = torch.from_numpy(load_image(str(path)))[None, None]
             images[i] = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[
                 0, 0
             ]
@@ -524,9 +524,9 @@ def train_backbone(
             models[objective] = model
         best = max(cfg.objectives, key=lambda o: np.nan_to_num(results[o]["val_macro_renderable"], nan=-1.0))
         _, processor = build_vit(cfg.arch, seed=cfg.seed)
-        from cxrlens.backbones.hf import _quiet
+        from cxrlens.backbones.hf import quiet_transformers
 
-        with _quiet():
+        with quiet_transformers():
             models[best].save_pretrained(tmp, safe_serialization=True)
             processor.save_pretrained(tmp)
         summary = {

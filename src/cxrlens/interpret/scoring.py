@@ -46,7 +46,7 @@ import pandas as pd
 
 from cxrlens.console import progress
 from cxrlens.data.reports import split_sentences
-from cxrlens.interpret.describe import NO_CONSISTENT_FINDING, EmbedFn, SignatureFn, _default_embed, _default_signature
+from cxrlens.interpret.describe import NO_CONSISTENT_FINDING, EmbedFn, SignatureFn, default_embed, default_signature
 
 __all__ = ["SKIP_FEW_ACTIVE", "SKIP_NO_FINDING", "SKIP_NO_NEGATIVES", "score_descriptions", "summarise_scores"]
 
@@ -124,8 +124,8 @@ def score_descriptions(
     bad = [int(r.feature) for r in rows if not 0 <= int(r.feature) < codes_NF.shape[1]]
     if bad:
         raise ValueError(f"feature id(s) {bad[:10]} outside the {codes_NF.shape[1]} columns of the codes")
-    embed = embed or _default_embed
-    signature = signature or _default_signature
+    embed = embed or default_embed
+    signature = signature or default_signature
 
     per_feature = [_sentences_of(r) for r in rows]
     per_report = [list(dict.fromkeys(split_sentences(str(t)))) for t in reports]

@@ -90,7 +90,7 @@ class ReportModel:
         """
         from safetensors.numpy import load_file
 
-        from cxrlens.interpret.describe import _default_embed, _default_signature
+        from cxrlens.interpret.describe import default_embed, default_signature
         from cxrlens.interpret.run import read_interpretation
 
         d = ws.interpret(run)
@@ -107,7 +107,7 @@ class ReportModel:
         except Exception as exc:  # safetensors raises its own error types
             raise BadInputError(d / "thresholds.safetensors", f"not readable ({exc})") from None
         bank = DescriptionBank.from_descriptions(
-            desc, embed=embed or _default_embed, signature=signature or _default_signature
+            desc, embed=embed or default_embed, signature=signature or default_signature
         )
         extra = manifest.extra
         cfg = config or CompileConfig()
