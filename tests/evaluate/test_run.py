@@ -474,7 +474,7 @@ def test_cli_refuses_a_leaky_split_in_one_line_and_marks_an_allowed_one(tiny) ->
 def test_demo_summary_shows_study_level_intervals_the_named_macro_and_a_leak_mark(tiny) -> None:
     from types import SimpleNamespace
 
-    from cxrlens.cli.demo import write_summary
+    from cxrlens.demo import write_summary
 
     ws, _, _ = tiny
     result = evaluate_reports(ws, EvaluateConfig("good", meteor=False, bootstrap=100))

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
 from cxrlens.console import console
+from cxrlens.evaluate.summary import bootstrap_note, leak_line
 
 app = typer.Typer(
     help="Evaluate generated reports: NLG, clinical F1, phantom grounding, baselines.", no_args_is_help=True
@@ -62,27 +63,6 @@ def reports_cmd(
     result = evaluate_reports(open_workspace(workspace), cfg, force=force)
     print_evaluation(result, reports)
     print_stage_result(result, f"evaluation of {reports}")
-
-
-def leak_line(metrics: dict) -> str | None:
-    """``"LEAKY: …"`` when the evaluation scored a split the interpretation used, else None."""
-    if not metrics.get("leaky"):
-        return None
-    leak = metrics.get("leak") or {}
-    return f"LEAKY: {leak.get('why', 'the evaluated split was used by the interpretation')}"
-
-
-def bootstrap_note(metrics: dict) -> str:
-    """``"95 % CI: paired percentile bootstrap, 787 studies (1,525 images) resampled, 1000 resamples"``."""
-    from cxrlens.evaluate.bootstrap import units_phrase
-
-    b = metrics.get("bootstrap") or {}
-    if not b or not b.get("resamples"):
-        return "no bootstrap intervals (0 resamples)"
-    return (
-        f"95 % CI: paired percentile bootstrap, {units_phrase(b['n_units'], b['unit'])} ({b['n_images']:,} images) "
-        f"resampled with their images kept together, {b['resamples']} resamples"
-    )
 
 
 def _ci(low: float, high: float) -> str:
