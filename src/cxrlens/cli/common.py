@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -28,6 +30,24 @@ WORKSPACE_OPTION = typer.Option(
     show_default=False,
 )
 FORCE_OPTION = typer.Option(False, "--force", help="Redo the stage even if its output is current.")
+
+
+def config_default(config_cls: type, name: str) -> Any:
+    """The default of field ``name`` of the frozen config dataclass ``config_cls``. A command's options take their
+    defaults from here, so the CLI and the library cannot drift apart (one source of defaults)."""
+    for f in dataclasses.fields(config_cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise ValueError(f"{config_cls.__name__}.{name} has no default")
+    raise ValueError(f"{config_cls.__name__} has no field {name!r}")
+
+
+def config_option(config_cls: type, name: str, *flags: str, **kwargs: Any) -> Any:
+    """``typer.Option`` whose default is ``config_cls``'s default for ``name`` (see :func:`config_default`)."""
+    return typer.Option(config_default(config_cls, name), *flags, **kwargs)
 
 
 def open_workspace(path: Path | None) -> Workspace:

@@ -7,8 +7,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, open_workspace, print_stage_result
+from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, config_option, open_workspace, print_stage_result
 from cxrlens.console import console
+from cxrlens.labeltokens.model import LTViTConfig
+from cxrlens.labeltokens.run import LTRunConfig
+from cxrlens.labeltokens.train import LTTrainConfig
 
 app = typer.Typer(help="Label-token ViT: per-label tokens whose attention is the label's map.", no_args_is_help=True)
 
@@ -27,21 +30,23 @@ def train_cmd(
     init: str | None = typer.Option(
         None, help="Initialise the ViT from a backbone spec (cxrlens:<name>, hf:<dir>) [default: random]."
     ),
-    steps: int = typer.Option(600, help="Optimiser steps."),
-    batch_size: int = typer.Option(32, help="Images per step."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
-    warmup: int = typer.Option(50, help="Linear warm-up steps before the cosine decay."),
-    weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
-    uncertain: str = typer.Option("ignore", help="Uncertain (-1) labels: ones | zeros | ignore."),
+    steps: int = config_option(LTTrainConfig, "steps", help="Optimiser steps."),
+    batch_size: int = config_option(LTTrainConfig, "batch_size", help="Images per step."),
+    lr: float = config_option(LTTrainConfig, "lr", help="Peak learning rate (AdamW)."),
+    warmup: int = config_option(LTTrainConfig, "warmup_steps", help="Linear warm-up steps before the cosine decay."),
+    weight_decay: float = config_option(LTTrainConfig, "weight_decay", help="AdamW weight decay."),
+    uncertain: str = config_option(LTTrainConfig, "uncertain", help="Uncertain (-1) labels: ones | zeros | ignore."),
     class_balanced: bool = typer.Option(False, "--class-balanced", help="Weight positives by n_neg / n_pos."),
-    seed: int = typer.Option(0, help="Seed of the init and the batch order."),
-    image_size: int = typer.Option(64, help="Input side (random init only; a backbone fixes its own)."),
-    patch_size: int = typer.Option(8, help="Patch side (random init only)."),
-    dim: int = typer.Option(64, help="Token width (random init only)."),
-    depth: int = typer.Option(4, help="Blocks (random init only)."),
-    heads: int = typer.Option(4, help="Attention heads (random init only)."),
+    seed: int = config_option(LTTrainConfig, "seed", help="Seed of the init and the batch order."),
+    image_size: int = config_option(
+        LTViTConfig, "image_size", help="Input side (random init only; a backbone fixes its own)."
+    ),
+    patch_size: int = config_option(LTViTConfig, "patch_size", help="Patch side (random init only)."),
+    dim: int = config_option(LTViTConfig, "dim", help="Token width (random init only)."),
+    depth: int = config_option(LTViTConfig, "depth", help="Blocks (random init only)."),
+    heads: int = config_option(LTViTConfig, "heads", help="Attention heads (random init only)."),
     join_at: int | None = typer.Option(None, help="First block the label tokens join [default: depth // 2]."),
-    eval_split: str = typer.Option("test", help="Split the AUC is measured on."),
+    eval_split: str = config_option(LTRunConfig, "eval_split", help="Split the AUC is measured on."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the same-size CLS ViT."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
@@ -49,9 +54,7 @@ def train_cmd(
     """Train LT-ViT and the same-size CLS ViT (same data, schedule, seed); per-label AUC → analysis/<run>."""
     import pandas as pd
 
-    from cxrlens.labeltokens.model import LTViTConfig
-    from cxrlens.labeltokens.run import LTRunConfig, choose_labels, train_run
-    from cxrlens.labeltokens.train import LTTrainConfig
+    from cxrlens.labeltokens.run import choose_labels, train_run
 
     ws = open_workspace(workspace)
     names = tuple(s.strip() for s in labels.split(",") if s.strip()) if labels else choose_labels(ws, dataset)

@@ -7,8 +7,18 @@ from pathlib import Path
 
 import typer
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_option,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
+from cxrlens.sae.base import SAEConfig
+from cxrlens.sae.run import SAERunConfig
+from cxrlens.sae.train import TrainConfig
 
 app = typer.Typer(help="Sparse autoencoders: train on an activation store, report metrics.", no_args_is_help=True)
 
@@ -40,17 +50,23 @@ def train_cmd(
     stream: str = typer.Option("", help="Stream '<layer>/<token>' (default: the first CLS stream)."),
     arch: str = typer.Option("topk", help="relu, topk, batchtopk, jumprelu, gated, matryoshka or hybrid."),
     latents: int | None = typer.Option(None, help="Dictionary size (default: 16× the width; 64× for hybrid)."),
-    k: int = typer.Option(32, help="Active latents per token (TopK family)."),
-    sparsity_coeff: float = typer.Option(5.0, help="Sparsity weight (ReLU, JumpReLU, Gated, hybrid)."),
-    steps: int = typer.Option(2000, help="Optimiser steps."),
-    batch_size: int = typer.Option(1024, help="Tokens per step."),
-    lr: float = typer.Option(4e-4, help="Peak learning rate."),
-    optimizer: str = typer.Option("adam", help="adam or adamw."),
-    seed: int = typer.Option(0, help="Seed of the init, the shuffle and resampling."),
-    split: str = typer.Option("train", help="Rows to train on: train, val, test or all."),
-    eval_split: str = typer.Option("test", help="Rows for metrics.json."),
-    checkpoint_every: int = typer.Option(500, help="Steps between checkpoints (resume after a crash)."),
-    resample_every: int = typer.Option(0, help="Steps between dead-latent resamplings (0: never)."),
+    k: int = config_option(SAEConfig, "k", help="Active latents per token (TopK family)."),
+    sparsity_coeff: float = config_option(
+        SAEConfig, "sparsity_coeff", help="Sparsity weight (ReLU, JumpReLU, Gated, hybrid)."
+    ),
+    steps: int = config_option(TrainConfig, "steps", help="Optimiser steps."),
+    batch_size: int = config_option(TrainConfig, "batch_size", help="Tokens per step."),
+    lr: float = config_option(TrainConfig, "lr", help="Peak learning rate."),
+    optimizer: str = config_option(TrainConfig, "optimizer", help="adam or adamw."),
+    seed: int = config_option(TrainConfig, "seed", help="Seed of the init, the shuffle and resampling."),
+    split: str = config_option(SAERunConfig, "split", help="Rows to train on: train, val, test or all."),
+    eval_split: str = config_option(SAERunConfig, "eval_split", help="Rows for metrics.json."),
+    checkpoint_every: int = config_option(
+        TrainConfig, "checkpoint_every", help="Steps between checkpoints (resume after a crash)."
+    ),
+    resample_every: int = config_option(
+        TrainConfig, "resample_every", help="Steps between dead-latent resamplings (0: never)."
+    ),
     set_: list[str] = typer.Option([], "--set", help="Any other SAE config field, e.g. --set hybrid_sparsity_norm=l1."),
     run: str | None = typer.Option(None, help="Output name [default: <activations>-<arch>-<latents>]."),
     device: str | None = typer.Option(None, help="cpu, cuda … [default: cuda if available]."),
@@ -62,10 +78,8 @@ def train_cmd(
     from cxrlens.activations import ActivationStore
     from cxrlens.config import config_from_dict, config_to_dict
     from cxrlens.errors import BadInputError
-    from cxrlens.sae.base import SAEConfig
     from cxrlens.sae.registry import ARCHS, default_latents
-    from cxrlens.sae.run import SAERunConfig, default_stream, train_sae_run
-    from cxrlens.sae.train import TrainConfig
+    from cxrlens.sae.run import default_stream, train_sae_run
 
     if arch not in ARCHS:
         raise BadInputError(None, f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")

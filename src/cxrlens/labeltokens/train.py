@@ -77,11 +77,11 @@ class LTTrainConfig:
     """
 
     model: LTViTConfig
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 32
     lr: float = 1e-3
     min_lr: float = 1e-5
-    warmup_steps: int = 30
+    warmup_steps: int = 50
     weight_decay: float = 0.05
     uncertain: str = "ignore"
     class_balanced: bool = False

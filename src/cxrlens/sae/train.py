@@ -60,8 +60,8 @@ class TrainConfig:
     """
 
     sae: SAEConfig = field(default_factory=SAEConfig)
-    steps: int = 10_000
-    batch_size: int = 4096
+    steps: int = 2000
+    batch_size: int = 1024
     optimizer: str = "adam"
     lr: float = 4e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -74,7 +74,7 @@ class TrainConfig:
     b_dec_init: str = "geometric_median"
     normalise_input: bool = True
     resample_every: int = 0
-    checkpoint_every: int = 0
+    checkpoint_every: int = 500
     log_every: int = 10
     seed: int = 0
     compile: bool = False
