@@ -162,7 +162,9 @@ def demo_sae_config(activations: str, steps: int = 3000, batch_size: int = 1024)
     on val"): block 2 has the best val grounding F1 and hallucination rate of the three layers tried, and k = 32
     beat k = 16 on every report measure and on pointing."""
     sae = SAEConfig(arch="topk", d_in=128, n_latents=1024, k=32)
-    train = TrainConfig(sae=sae, steps=steps, batch_size=batch_size, lr=1e-3, warmup_steps=100, log_every=50)
+    train = TrainConfig(
+        sae=sae, steps=steps, batch_size=batch_size, lr=1e-3, warmup_steps=100, log_every=50, checkpoint_every=0
+    )
     return SAERunConfig(activations=activations, stream=DEMO_STREAM, split="train", eval_split="val", train=train)
 
 
