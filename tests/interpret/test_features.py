@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxrlens.interpret.features import auc_matrix, binarise_labels, confound_check, feature_stats, top_images
+from cxrlens.interpret.features import auc_matrix, binarise_label_table, confound_check, feature_stats, top_images
 
 
 def test_auc_matches_sklearn_with_ties_and_sparsity() -> None:
@@ -32,10 +32,10 @@ def test_stats_and_top_images() -> None:
 
 def test_binarise_policies() -> None:
     labels = pd.DataFrame({"A": [1.0, 0.0, -1.0, np.nan]})
-    assert binarise_labels(labels, "positive")["A"].tolist() == [1, 0, 1, 0]
-    assert binarise_labels(labels, "negative")["A"].tolist() == [1, 0, 0, 0]
+    assert binarise_label_table(labels, "positive")["A"].tolist() == [1, 0, 1, 0]
+    assert binarise_label_table(labels, "negative")["A"].tolist() == [1, 0, 0, 0]
     with pytest.raises(ValueError):
-        binarise_labels(labels, "ignore")
+        binarise_label_table(labels, "ignore")
 
 
 def test_confound_check_flags_a_feature_that_tracks_the_cooccurring_label() -> None:

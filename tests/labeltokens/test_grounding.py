@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrlens.labeltokens.grounding import compute_maps, grounding_scores, randomisation_groups, sanity_check
+from cxrlens.labeltokens.grounding import compute_maps, map_grounding_scores, randomisation_groups, sanity_check
 from cxrlens.labeltokens.model import LTViTConfig
 from cxrlens.labeltokens.train import LTTrainConfig, train
 from tests.labeltokens.conftest import SYN_LABELS, disc_data
@@ -19,7 +19,7 @@ def test_pointing_and_iou_on_known_maps() -> None:
     maps[0, 0] = masks[0, 0].float()  # the mask itself: hit, IoU 1
     maps[1, 0, 8, 8] = 1.0  # a point far away: miss, IoU 0
     maps[2, 0] = 0.01  # flat: a miss, and the whole image above threshold
-    s = grounding_scores(maps, masks, labels, ("x",))["x"]
+    s = map_grounding_scores(maps, masks, labels, ("x",))["x"]
     assert s["n"] == 3
     assert s["pointing"] == pytest.approx(1 / 3)
     assert s["iou"] == pytest.approx((1.0 + 0.0 + 4 / 100) / 3)
@@ -27,10 +27,10 @@ def test_pointing_and_iou_on_known_maps() -> None:
     # tolerance (square dilation): (5, 5) is 2 px from the mask corner (3, 3), so a hit with tolerance 2
     maps[1, 0] = 0
     maps[1, 0, 5, 5] = 1.0
-    assert grounding_scores(maps, masks, labels, ("x",), tolerance=2)["x"]["pointing"] == pytest.approx(2 / 3)
+    assert map_grounding_scores(maps, masks, labels, ("x",), tolerance=2)["x"]["pointing"] == pytest.approx(2 / 3)
     # negatives and empty masks are not scored
     labels[0, 0] = 0
-    assert grounding_scores(maps, masks, labels, ("x",))["x"]["n"] == 2
+    assert map_grounding_scores(maps, masks, labels, ("x",))["x"]["n"] == 2
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_maps_of_every_method(trained, method: str) -> None:
 
 def test_attention_grounds_the_large_discs_above_chance(trained) -> None:
     model, data = trained
-    scores = grounding_scores(compute_maps(model, data.images, "rollout"), data.masks, data.labels, SYN_LABELS)
+    scores = map_grounding_scores(compute_maps(model, data.images, "rollout"), data.masks, data.labels, SYN_LABELS)
     for name in ("disc-upper-left", "disc-lower-right"):
         assert scores[name]["pointing"] > 2 * scores[name]["chance"], scores
 

@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 
 from cxrlens.data import schema
 
-__all__ = ["auc_matrix", "binarise_labels", "confound_check", "feature_stats", "top_images"]
+__all__ = ["auc_matrix", "binarise_label_table", "confound_check", "feature_stats", "top_images"]
 
 
 def feature_stats(codes_NF: np.ndarray) -> pd.DataFrame:
@@ -57,7 +57,7 @@ def top_images(codes_NF: np.ndarray, k: int = 16) -> np.ndarray:
     return out
 
 
-def binarise_labels(labels: pd.DataFrame, uncertain: str = "positive") -> pd.DataFrame:
+def binarise_label_table(labels: pd.DataFrame, uncertain: str = "positive") -> pd.DataFrame:
     """CheXpert-convention label table → {0, 1} float table (−1 → 1 or 0 by ``uncertain``; NaN → 0)."""
     if uncertain not in ("positive", "negative"):
         raise ValueError(f"uncertain must be 'positive' or 'negative', got {uncertain!r}")
@@ -96,7 +96,7 @@ def confound_check(
 
     Args:
         codes_NF: (n_images, n_features) activations.
-        y: (n_images, n_labels) binary {0, 1} labels (see :func:`binarise_labels`).
+        y: (n_images, n_labels) binary {0, 1} labels (see :func:`binarise_label_table`).
         auc: precomputed :func:`auc_matrix` of ``codes_NF`` and ``y`` (computed if None).
         factors: optional (n_images, n_labels) binary ground truth with the same column names (phantoms).
         min_images: least positives and negatives left in the subset for a verdict.

@@ -315,7 +315,7 @@ def interpret_run(
     from cxrlens.console import progress
     from cxrlens.data.store import read_studies
     from cxrlens.interpret.describe import anchor_descriptions, build_sentence_index, describe_features
-    from cxrlens.interpret.features import auc_matrix, binarise_labels, confound_check, feature_stats, top_images
+    from cxrlens.interpret.features import auc_matrix, binarise_label_table, confound_check, feature_stats, top_images
     from cxrlens.interpret.llm import contrast_reports, describe_features_llm
     from cxrlens.interpret.readout import READOUT_LABELS, finding_sentences, fit_readout, label_targets
     from cxrlens.interpret.scoring import score_descriptions, summarise_scores
@@ -346,7 +346,7 @@ def interpret_run(
             bar.update(task, description="interpret: label association")
             labels = studies.drop_duplicates("image_id").set_index("image_id").reindex(ids[d_rows])
             present = [c for c in CHEXPERT_LABELS if c in labels.columns]
-            y = binarise_labels(labels[present].reset_index(drop=True), uncertain="positive")
+            y = binarise_label_table(labels[present].reset_index(drop=True), uncertain="positive")
             auc = auc_matrix(codes_d, y.to_numpy())
             truth = phantom_truth(ws, ctx.dataset, ids[d_rows])
             factors = None

@@ -5,7 +5,7 @@ BCE, AdamW + warm-up/cosine, checkpoints, exact resume), ``grounding`` (pointing
 ``run`` (workspace stages behind ``cxrlens lt-vit``). See docs/labeltokens.md.
 """
 
-from cxrlens.labeltokens.grounding import MAP_METHODS, compute_maps, gradcam_maps, grounding_scores, sanity_check
+from cxrlens.labeltokens.grounding import MAP_METHODS, compute_maps, gradcam_maps, map_grounding_scores, sanity_check
 from cxrlens.labeltokens.model import LTOutput, LTViT, LTViTConfig, config_with, label_maps, upsample_maps
 from cxrlens.labeltokens.pretrained import from_backbone
 from cxrlens.labeltokens.train import (
@@ -32,9 +32,9 @@ __all__ = [
     "config_with",
     "from_backbone",
     "gradcam_maps",
-    "grounding_scores",
     "label_maps",
     "load_model",
+    "map_grounding_scores",
     "masked_bce",
     "paired_bootstrap_auc",
     "predict",

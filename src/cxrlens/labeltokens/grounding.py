@@ -38,10 +38,10 @@ from cxrlens.labeltokens.model import LTViT, label_maps, upsample_maps
 
 __all__ = [
     "MAP_METHODS",
-    "SanityResult",
+    "MapSanityResult",
     "compute_maps",
     "gradcam_maps",
-    "grounding_scores",
+    "map_grounding_scores",
     "randomisation_groups",
     "sanity_check",
 ]
@@ -123,7 +123,7 @@ def compute_maps(model: LTViT, images_NHW: torch.Tensor, method: str, batch_size
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
-def grounding_scores(
+def map_grounding_scores(
     maps_NLHW: torch.Tensor,
     masks_NLHW: torch.Tensor,
     labels_NL: torch.Tensor,
@@ -186,7 +186,7 @@ def randomisation_groups(model: LTViT) -> list[tuple[str, list[str]]]:
 
 
 @dataclass
-class SanityResult:
+class MapSanityResult:
     """Cascading randomisation of one map method: per step, mean Spearman ρ and SSIM against the trained maps."""
 
     method: str
@@ -227,7 +227,7 @@ def sanity_check(
     *,
     seed: int = 1234,
     threshold: float = 0.5,
-) -> SanityResult:
+) -> MapSanityResult:
     """Cascading parameter randomisation (the model is not modified; a copy is randomised step by step).
 
     ``method``: a name from :data:`MAP_METHODS` or a function ``(model, images) -> (N, L, H, W)``. Maps are compared
@@ -254,4 +254,4 @@ def sanity_check(
         steps.append(group)
         rhos.append(rho)
         ssims.append(q)
-    return SanityResult(name, steps, rhos, ssims, passed=rhos[-1] < threshold and ssims[-1] < threshold)
+    return MapSanityResult(name, steps, rhos, ssims, passed=rhos[-1] < threshold and ssims[-1] < threshold)

@@ -335,7 +335,7 @@ def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, for
 # ----------------------------------------------------------------------------------------------------- explain
 def explain_run(ws: Workspace, cfg: LTExplainConfig, *, force: bool = False) -> StageResult:
     """Grounding (pointing game, IoU per label and method) and the sanity check for every model of the run."""
-    from cxrlens.labeltokens.grounding import compute_maps, grounding_scores, sanity_check
+    from cxrlens.labeltokens.grounding import compute_maps, map_grounding_scores, sanity_check
 
     models = load_run_models(ws, cfg.run)
     lt = models["label-tokens"]
@@ -351,7 +351,7 @@ def explain_run(ws: Workspace, cfg: LTExplainConfig, *, force: bool = False) -> 
             for method in cfg.methods:
                 maps = compute_maps(m, data.images, method)
                 all_maps[(kind, method)] = maps
-                scores = grounding_scores(maps, data.masks, data.labels, labels, rel_threshold=cfg.rel_threshold)
+                scores = map_grounding_scores(maps, data.masks, data.labels, labels, rel_threshold=cfg.rel_threshold)
                 g_rows += [{"model": kind, "method": method, "label": k, **v} for k, v in scores.items()]
                 n = cfg.sanity_images
                 res = sanity_check(m, data.images[:n], data.labels[:n], method, seed=cfg.seed + 1)

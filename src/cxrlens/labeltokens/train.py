@@ -41,8 +41,8 @@ __all__ = [
     "CHECKPOINT_SCHEMA",
     "UNCERTAIN_POLICIES",
     "LTTrainConfig",
+    "LTTrainResult",
     "LabelData",
-    "TrainResult",
     "auc_per_label",
     "load_checkpoint",
     "load_model",
@@ -140,7 +140,7 @@ class LabelData:
 
 
 @dataclass
-class TrainResult:
+class LTTrainResult:
     """What :func:`train` returns: the trained model, the loss per step, and the step it resumed from (0: fresh)."""
 
     model: LTViT
@@ -273,7 +273,7 @@ def train(
     description: str = "lt-vit train",
     stop_after: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
-) -> TrainResult:
+) -> LTTrainResult:
     """Train ``model`` (default: a fresh one from ``cfg``) on ``data`` for ``cfg.steps`` steps.
 
     ``checkpoint``: a file to save to every ``cfg.checkpoint_every`` steps and at the end; if it exists with the
@@ -323,7 +323,7 @@ def train(
             bar.update(task, completed=done, description=f"{description} loss {losses[-1]:.4f}")
     if ckpt is not None and end > start:
         save_checkpoint(ckpt, model, cfg, end, losses, opt)
-    return TrainResult(model.eval(), losses, resumed_from=start)
+    return LTTrainResult(model.eval(), losses, resumed_from=start)
 
 
 def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
