@@ -148,7 +148,7 @@ def probe_auc(
             usable[name] = (y, tr, te)
         else:
             skipped.append(name)
-    feats = {"codes": codes, "raw": raw_ND}
+    feats = {"codes": np.asarray(codes, np.float64), "raw": np.asarray(raw_ND, np.float64)}  # cast once (liblinear)
     chosen = {kind: float(Cs[0]) for kind in feats}
     if codes_C is not None:
         chosen["codes"] = float(codes_C)
