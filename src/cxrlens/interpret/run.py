@@ -505,7 +505,7 @@ def retrieval_precision(
     """Label-level micro precision (uncertain → positive) on ``query_rows`` of copying the labels of the most
     cosine-similar ``train_rows`` image of another patient, on an image-level stream of the SAE's store (``final/cls``
     when present, as the evaluation's nearest-neighbour baseline) — the floor the readout's β must reach on val.
-    None when the store has no image-level stream or the studies no patient ids."""
+    None when the store has no image-level stream, the studies no patient ids, or the copied labels state nothing."""
     from cxrlens.evaluate.baselines import nearest_neighbours
     from cxrlens.interpret.readout import label_targets
 
@@ -514,20 +514,21 @@ def retrieval_precision(
         return None
     stream = "final/cls" if "final/cls" in image_level else image_level[0]
     ids = ctx.index["image_id"].to_numpy()
-    patient = studies.drop_duplicates("image_id").set_index("image_id")["patient_id"].astype(str)
     best, _, _ = nearest_neighbours(
         ctx.store.get(stream, train_rows).numpy(),
         ctx.store.get(stream, query_rows).numpy(),
-        patient.reindex(ids[train_rows]).tolist(),
-        patient.reindex(ids[query_rows]).tolist(),
+        _patients_of(studies, ids[train_rows]),
+        _patients_of(studies, ids[query_rows]),
     )
     ok = best >= 0
     truth = label_targets(_labels_of(studies, ids[query_rows[ok]]), labels)
     copied = label_targets(_labels_of(studies, ids[train_rows[best[ok]]]), labels)
     stated = int(copied.sum())
+    if not stated:  # retrieval states nothing: no precision to reach
+        return None
     return {
         "stream": stream,
-        "precision": float((copied & truth).sum() / stated) if stated else float("nan"),
+        "precision": float((copied & truth).sum() / stated),
         "recall": float((copied & truth).sum() / max(int(truth.sum()), 1)),
         "images": int(ok.sum()),
     }
