@@ -130,7 +130,7 @@ def run_demo(
     )
 
     def controls() -> list[dict]:
-        rows = run_controls(ws, acts.path.name, sae_cfg, quick=cfg.quick, force=force)
+        rows = run_controls(ws, acts.path.name, sae_cfg, force=force)
         return [control_row(ws, "trained", DEMO_SAE, run, pointing), *rows]
 
     rows = stage("controls", controls)
@@ -192,7 +192,7 @@ RANDOM_BACKBONE = "random-init"
 RANDOM_SAE = f"{DEMO_SAE}-random-backbone"
 
 
-def run_controls(ws, activations: str, sae_cfg, *, quick: bool, force: bool) -> list[dict]:
+def run_controls(ws, activations: str, sae_cfg, *, force: bool) -> list[dict]:
     """The same chain (interpret → test reports → evaluation → pointing) for an untrained SAE of the same config,
     and for the demo's SAE config trained on a randomly initialised backbone's activations."""
     rows = []
