@@ -102,9 +102,11 @@ def test_label_targets_and_finding_sentences() -> None:
     assert words.at["B", "positive_sentence"] == "" and words.at["B", "negative_sentence"] == ""
 
 
-def test_beta_is_the_first_whose_val_precision_reaches_the_floor() -> None:
-    """β is chosen on val: with no floor the first (F1); with a floor the first β whose val micro precision over
-    the stated findings reaches it; an unreachable floor takes the most precise β. Save/load keeps the choice."""
+def test_beta_maximises_the_worse_margin_over_the_baseline() -> None:
+    """β is chosen on val: with no baseline the first (F1); with one the β whose smaller margin over it — micro
+    precision or micro F1, both cross-fitted — is largest. A baseline that is imprecise but states nothing else of
+    use (recall 0) makes precision the binding margin; a baseline with a high F1 makes F1 binding. Save/load keeps
+    the choice."""
     rng = np.random.default_rng(5)
     n = 600
     y = (rng.random((2 * n, 1)) < 0.3).astype(int)
@@ -113,15 +115,26 @@ def test_beta_is_the_first_whose_val_precision_reaches_the_floor() -> None:
     cfg = ReadoutConfig(candidates=4, betas=(1.0, 0.7, 0.5))
     free = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg)
     tried = {t["beta"]: t for t in free.beta_choice["tried"]}
-    assert free.beta_choice["beta"] == 1.0 and free.beta_choice["min_precision"] is None
+    assert free.beta_choice["beta"] == 1.0 and free.beta_choice["baseline"] is None
     assert tried[0.5]["precision"] > tried[1.0]["precision"] and tried[0.5]["recall"] < tried[1.0]["recall"]
-    floor = (tried[1.0]["precision"] + tried[0.5]["precision"]) / 2
-    mid = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg, min_precision=floor)
-    want = next(b for b in (1.0, 0.7, 0.5) if tried[b]["precision"] >= floor)
-    assert mid.beta_choice["beta"] == want != 1.0 and mid.table.at[0, "beta"] == want
-    unreachable = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg, min_precision=1.01)
-    assert unreachable.beta_choice["beta"] == max(tried, key=lambda b: tried[b]["precision"])
+    assert tried[1.0]["f1"] > tried[0.5]["f1"]
+    # precision binds: the most precise β wins
+    p0 = tried[1.0]["precision"] - 0.01
+    imprecise = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg, baseline={"precision": p0, "recall": 0.0})
+    assert imprecise.beta_choice["beta"] == max(tried, key=lambda b: tried[b]["precision"]) == 0.5
+    assert imprecise.table.at[0, "beta"] == 0.5
+    # F1 binds: the β with the best F1 wins
+    strong = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg, baseline={"precision": 0.5, "recall": 1.0})
+    assert strong.beta_choice["beta"] == max(tried, key=lambda b: tried[b]["f1"]) == 1.0
+    # in general: argmax over β of min(P − p, F1 − F1_b), recorded per β
+    base = {"precision": tried[0.7]["precision"], "recall": tried[0.7]["recall"]}
+    mid = fit_readout(x[:n], y[:n], x[n:], y[n:], ("A",), cfg, baseline=base)
+    f1b = 2 * base["precision"] * base["recall"] / (base["precision"] + base["recall"])
+    margins = {b: min(t["precision"] - base["precision"], t["f1"] - f1b) for b, t in tried.items()}
+    assert mid.beta_choice["beta"] == max(margins, key=margins.get)
+    for t in mid.beta_choice["tried"]:
+        assert t["margin"] == pytest.approx(margins[t["beta"]])
     with pytest.raises(BadInputError):
-        ReadoutConfig(precision_floor="test")
+        ReadoutConfig(baseline="test")
     with pytest.raises(BadInputError):
         ReadoutConfig(betas=())

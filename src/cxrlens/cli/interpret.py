@@ -87,13 +87,19 @@ def print_interpret_summary(result, examples: int = 8) -> None:
     if readout:
         dropped = "; ".join(f"{k}: {v}" for k, v in readout.get("dropped", {}).items())
         rows.append(("finding readout", f"{len(readout['kept'])} of 13 findings kept (val)"))
-        choice, floor = readout.get("beta_choice"), readout.get("precision_floor")
+        choice, base = readout.get("beta_choice"), readout.get("baseline")
         if choice:
             tried = ", ".join(
-                f"β {t['beta']:g}: P {_num(t['precision'])} R {_num(t['recall'])}" for t in choice["tried"]
+                f"β {t['beta']:g}: P {_num(t['precision'])} F1 {_num(t.get('f1'))}" for t in choice["tried"]
             )
-            bar = f" ≥ {floor['precision']:.3f} (nearest retrieval, {floor['stream']})" if floor else ""
-            rows.append(("β (val, cross-fitted)", f"{choice['beta']:g}: first with precision{bar}; {tried}"))
+            if base:
+                rule = (
+                    f"widest worse margin over nearest retrieval ({base['stream']}: P {base['precision']:.3f}, "
+                    f"R {base['recall']:.3f})"
+                )
+            else:
+                rule = "first β (no baseline)"
+            rows.append(("β (val, cross-fitted)", f"{choice['beta']:g}: {rule}; {tried}"))
         if dropped:
             rows.append(("not stated", dropped))
     console.print(kv_table("interpretation", rows))

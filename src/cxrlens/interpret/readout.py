@@ -14,9 +14,11 @@ makes the decision quantitative and keeps it tied to features:
   ``calibrate`` split (``val``). A finding is **kept** only when its val F-beta beats stating it for every image
   (the base-rate F-beta, ``(1 + β²)·p / (β² + p)`` with ``p`` the val prevalence) and the images it is stated for
   are enriched for it (one-sided Fisher exact test, p ≤ 0.05); otherwise it is never stated. β itself is chosen
-  on val too: the first of ``betas`` (most recall first) whose val micro precision over all stated findings
-  reaches a floor — by default the val precision of copying the nearest training image's labels, the baseline the
-  reports must beat — so the precision/recall trade-off is set against the honest baseline, never on test.
+  on val too, against the baseline the reports must beat — copying the nearest training image's labels: of
+  ``betas``, the one whose **worse** margin over that baseline, in val micro precision (fewer hallucinated
+  findings) or in val micro F1 (over all stated findings), is largest. A report must beat retrieval on both, so
+  the β with the widest worst-case margin is the one least likely to lose either on new studies. The readout's
+  val figures are cross-fitted (thresholds chosen on one half of the val patients, counted on the other).
 * **Negatives from evidence**: L is stated absent when its score lies below the largest cutoff at which at least
   ``negative_npv`` of the val images below it are L-negative (and at least half the val negatives are covered);
   findings where no such cutoff exists are left unsaid.
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 READOUT_FILES = ("readout.safetensors", "readout.parquet")
-PRECISION_FLOORS = ("nearest", "none")
+BASELINES = ("nearest", "none")
 READOUT_LABELS: tuple[str, ...] = tuple(CHEXPERT_LABELS[1:])  # the 13 findings ("No Finding" is their absence)
 
 
@@ -62,13 +64,13 @@ class ReadoutConfig:
     Attributes:
         candidates: features per finding that enter the logistic model (highest |train AUC − 0.5|).
         Cs: L1 inverse penalties tried; the one with the best val F-beta is kept.
-        betas: F-beta weights of the val choice of C and threshold, tried from the first (1 = F1) to the last
-            (< 1 favours precision, i.e. fewer hallucinated findings). The readout uses the first whose val micro
-            precision over the stated findings reaches ``min_precision`` of :func:`fit_readout` (e.g. nearest-
-            neighbour retrieval's val precision), else the most precise one; without a floor the first.
-        precision_floor: where :func:`cxrlens.interpret.run.interpret_run` takes ``min_precision`` from:
-            ``"nearest"`` = label-level micro precision on val of copying the nearest training image's report
-            (cosine on an image-level stream of the same store, other patients only); ``"none"`` = no floor.
+        betas: F-beta weights of the val choice of C and threshold (1 = F1; < 1 favours precision, i.e. fewer
+            hallucinated findings). With a ``baseline`` (:func:`fit_readout`) the readout uses the β whose smaller
+            margin over it — val micro precision or val micro F1 — is largest (ties: the earlier β); without
+            one, the first.
+        baseline: where :func:`cxrlens.interpret.run.interpret_run` takes that baseline from: ``"nearest"`` =
+            label-level micro precision / recall on val of copying the nearest training image's report (cosine on
+            an image-level stream of the same store, other patients only); ``"none"`` = no baseline.
         min_positive: findings with fewer train or val positives are not fitted.
         negative_npv: val negative predictive value a "no <finding>" statement must reach.
         max_evidence: at most this many features are listed as a sentence's evidence.
@@ -76,8 +78,8 @@ class ReadoutConfig:
 
     candidates: int = 64
     Cs: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
-    betas: tuple[float, ...] = (1.0, 0.85, 0.7, 0.5)
-    precision_floor: str = "nearest"
+    betas: tuple[float, ...] = (1.0, 0.85, 0.7, 0.6, 0.5)
+    baseline: str = "nearest"
     min_positive: int = 2
     negative_npv: float = 0.97
     max_evidence: int = 5
@@ -85,11 +87,8 @@ class ReadoutConfig:
     def __post_init__(self) -> None:
         if self.candidates < 1 or not self.Cs or not self.betas or min(self.betas) <= 0:
             raise BadInputError(None, "readout: candidates ≥ 1, at least one C and betas > 0 are required")
-        if self.precision_floor not in PRECISION_FLOORS:
-            raise BadInputError(
-                None,
-                f"readout: precision_floor must be one of {', '.join(PRECISION_FLOORS)}, got {self.precision_floor!r}",
-            )
+        if self.baseline not in BASELINES:
+            raise BadInputError(None, f"readout: baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if not 0.5 <= self.negative_npv <= 1.0:
             raise BadInputError(None, f"readout: negative_npv must lie in [0.5, 1], got {self.negative_npv}")
 
@@ -172,7 +171,7 @@ class FindingReadout:
     threshold_L: np.ndarray
     negative_L: np.ndarray
     table: pd.DataFrame
-    beta_choice: dict | None = None  # {"beta", "min_precision", "tried": [{beta, precision, recall, kept}]}
+    beta_choice: dict | None = None  # {"beta", "baseline", "tried": [{beta, precision, recall, f1, margin, kept}]}
 
     def logits(self, codes_NF: np.ndarray) -> np.ndarray:
         """(N, L) logits of every finding for codes ``(N, F)`` (or ``(F,)`` → ``(L,)``)."""
@@ -242,7 +241,7 @@ def fit_readout(
     config: ReadoutConfig | None = None,
     *,
     exclude: Sequence[int] = (),
-    min_precision: float | None = None,
+    baseline: Mapping[str, float] | None = None,
     val_groups: Sequence[str] | None = None,
 ) -> FindingReadout:
     """Fit the readout on train codes/labels and choose β, C and thresholds on val (see the module docstring).
@@ -250,9 +249,11 @@ def fit_readout(
     Args:
         codes_train_NF / codes_val_NF: SAE codes (N, F); y_*_NL: (N, L) {0, 1} targets (:func:`label_targets`).
         labels: (L,) finding names; exclude: features never used (e.g. confounded ones).
-        min_precision: val micro precision (over all stated findings) the chosen β must reach; None = the first β.
-            The precision of each β is **cross-fitted** (thresholds chosen on one half of val, counted on the other,
-            both ways), since a threshold scored on the images it was chosen on looks better than it is.
+        baseline: ``{"precision": p, "recall": r}`` — val micro precision and recall (over all stated findings)
+            of the system to beat; the chosen β maximises ``min(P − p, F1 − F1(p, r))`` over ``config.betas``.
+            None = the first β. Each β's P and F1 are **cross-fitted** (thresholds chosen on one half of val,
+            counted on the other, both ways), since a threshold scored on the images it was chosen on looks better
+            than it is.
         val_groups: (N_val,) e.g. patient ids, kept within one half of val (default: each image its own group).
 
     ``table`` columns: ``label, kept, reason, C, n_features, val_fbeta, val_precision, val_recall, base_rate,
@@ -308,12 +309,15 @@ def fit_readout(
                     fn + int((~stated & truth).sum()),
                 )
         prec = tp / (tp + fp) if tp + fp else float("nan")
-        tried.append({"beta": beta, "precision": prec, "recall": tp / max(tp + fn, 1), "kept": sum(
-            bool(c.get("kept")) for c in choice), "choice": choice})  # fmt: skip
-    ok = [
-        t for t in tried if min_precision is None or (np.isfinite(t["precision"]) and t["precision"] >= min_precision)
-    ]
-    pick = ok[0] if ok else max(tried, key=lambda t: np.nan_to_num(t["precision"], nan=-1.0))
+        rec = tp / max(tp + fn, 1)
+        entry = {"beta": beta, "precision": prec, "recall": rec, "f1": _f1(prec, rec)}
+        if baseline is not None:
+            base_f1 = _f1(baseline["precision"], baseline["recall"])
+            entry["margin"] = min(prec - baseline["precision"], entry["f1"] - base_f1)
+        tried.append({**entry, "kept": sum(bool(c.get("kept")) for c in choice), "choice": choice})
+    pick = tried[0]
+    if baseline is not None:  # max(): the first of equal margins; a NaN margin (nothing stated) never wins
+        pick = max(tried, key=lambda t: np.nan_to_num(t["margin"], nan=-np.inf))
     W = np.zeros((L, F), np.float32)
     bias = np.zeros(L, np.float32)
     thr = np.full(L, np.inf, np.float32)
@@ -345,16 +349,24 @@ def fit_readout(
         rows.append(row)
     summary = {
         "beta": pick["beta"],
-        "min_precision": min_precision,
+        "baseline": None if baseline is None else {k: float(baseline[k]) for k in ("precision", "recall")},
         "tried": [
             {
                 k: (None if isinstance(t[k], float) and not np.isfinite(t[k]) else t[k])
-                for k in ("beta", "precision", "recall", "kept")
+                for k in ("beta", "precision", "recall", "f1", "margin", "kept")
+                if k in t
             }
             for t in tried
         ],
     }
     return FindingReadout(tuple(labels), W, bias, thr, neg, pd.DataFrame(rows), summary)
+
+
+def _f1(precision: float, recall: float) -> float:
+    """Harmonic mean; NaN when precision is NaN (nothing stated), 0 when both are 0."""
+    if not np.isfinite(precision):
+        return float("nan")
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def _val_folds(n: int, groups: Sequence[str] | None, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

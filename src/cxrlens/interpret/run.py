@@ -375,9 +375,9 @@ def interpret_run(
             bar.advance(task)
 
             bar.update(task, description="interpret: finding readout")
-            floor = None
-            if cfg.readout.precision_floor == "nearest":
-                floor = retrieval_precision(ctx, studies, d_rows, c_rows, READOUT_LABELS)
+            baseline = None
+            if cfg.readout.baseline == "nearest":
+                baseline = retrieval_baseline(ctx, studies, d_rows, c_rows, READOUT_LABELS)
             readout = fit_readout(
                 codes_d,
                 label_targets(labels[present].reset_index(drop=True), READOUT_LABELS),
@@ -386,7 +386,7 @@ def interpret_run(
                 READOUT_LABELS,
                 cfg.readout,
                 exclude=table.loc[table["verdict"] == "confounded", "feature"].astype(int).tolist(),
-                min_precision=None if floor is None else floor["precision"],
+                baseline=baseline,
                 val_groups=_patients_of(studies, ids[c_rows]),
             )
 
@@ -484,7 +484,7 @@ def interpret_run(
                 "grid": list(encoded.grid) if encoded.grid else None,
                 "readout": {
                     "beta_choice": readout.beta_choice,
-                    "precision_floor": floor,
+                    "baseline": baseline,
                     "kept": [str(x) for x in readout.table.loc[readout.table["kept"], "label"]],
                     "dropped": {str(r.label): str(r.reason) for r in readout.table.itertuples() if not r.kept},
                 },
@@ -499,12 +499,13 @@ def interpret_run(
     return run_stage(out_dir, stage="interpret", config=cfg, build=build, force=force, upstream=upstream)
 
 
-def retrieval_precision(
+def retrieval_baseline(
     ctx: SAEContext, studies: pd.DataFrame, train_rows: np.ndarray, query_rows: np.ndarray, labels: Sequence[str]
 ) -> dict[str, Any] | None:
     """Label-level micro precision (uncertain → positive) on ``query_rows`` of copying the labels of the most
     cosine-similar ``train_rows`` image of another patient, on an image-level stream of the SAE's store (``final/cls``
-    when present, as the evaluation's nearest-neighbour baseline) — the floor the readout's β must reach on val.
+    when present, as the evaluation's nearest-neighbour baseline) — the baseline the readout's β is chosen against
+    on val, with its recall.
     None when the store has no image-level stream, the studies no patient ids, or the copied labels state nothing."""
     from cxrlens.evaluate.baselines import nearest_neighbours
     from cxrlens.interpret.readout import label_targets
