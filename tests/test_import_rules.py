@@ -1,13 +1,16 @@
 """Import rules between cxrlens's packages, read from the source (AST), so a violation fails here, not in review.
 
-A *package* is a top-level entry of ``src/cxrlens`` (``interpret``, ``report``, ``evaluate``, ``minilm`` …). One
-package may use another's public API only: no ``from cxrlens.<other> import _private``, anywhere in a module
-(function-level imports included).
+A *package* is a top-level entry of ``src/cxrlens`` (``interpret``, ``report``, ``evaluate``, ``minilm`` …). Two
+rules, both counting function-level imports too:
+
+* one package may use another's public API only: no ``from cxrlens.<other> import _private``;
+* the packages form a layered graph: no import cycle between packages (docs/architecture.md draws the layers).
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import cxrlens
@@ -18,6 +21,54 @@ ROOT = Path(cxrlens.__file__).parent
 def _package(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
+
+
+def _imported(node: ast.AST) -> list[str]:
+    """The cxrlens modules an import node names (``from cxrlens import x`` names ``cxrlens.x``)."""
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cxrlens"):
+        if node.module == "cxrlens":
+            return [f"cxrlens.{a.name}" for a in node.names]
+        return [node.module]
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.startswith("cxrlens.")]
+    return []
+
+
+def package_graph(modules: list[tuple[str, Path]]) -> dict[str, dict[str, str]]:
+    """``{package: {imported package: "file:line" of the first such import}}`` (own package left out)."""
+    graph: dict[str, dict[str, str]] = {}
+    for name, path in modules:
+        own = _package(name)
+        edges = graph.setdefault(own, {})
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            for module in _imported(node):
+                other = _package(module)
+                if other and other != own:
+                    edges.setdefault(other, f"{path.name}:{node.lineno}")
+    return graph
+
+
+def package_cycles(graph: dict[str, dict[str, str]]) -> list[list[str]]:
+    """One cycle (``[a, b, …, a]``) per strongly connected group of packages, found by depth-first search."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, {})):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -56,3 +107,22 @@ def test_the_rule_catches_a_private_import(tmp_path: Path) -> None:
     mods = [("cxrlens.interpret.a", tmp_path / "a.py"), ("cxrlens.report.b", tmp_path / "b.py")]
     found = private_cross_package_imports(mods, root=tmp_path)
     assert len(found) == 1 and found[0].endswith(":2 cxrlens.report.run._hidden")
+
+
+def test_no_import_cycle_between_packages() -> None:
+    graph = package_graph(_modules())
+    assert {"interpret", "report", "evaluate", "saliency", "workspace", "files"} <= set(graph)
+    cycles = package_cycles(graph)
+    detail = ["  ".join(f"{a} → {b} ({graph[a][b]})" for a, b in itertools.pairwise(c)) for c in cycles]
+    assert cycles == [], "\n".join(detail)
+
+
+def test_the_cycle_rule_catches_a_cycle(tmp_path: Path) -> None:
+    """Not vacuous: report → evaluate → report (one import inside a function) is a cycle; a chain is not."""
+    (tmp_path / "r.py").write_text("def f():\n    from cxrlens.evaluate.grounding import parse_side\n")
+    (tmp_path / "e.py").write_text("from cxrlens.report.run import read_reports\n")
+    (tmp_path / "i.py").write_text("import cxrlens.report.compile\n")
+    mods = [("cxrlens.report.r", tmp_path / "r.py"), ("cxrlens.evaluate.e", tmp_path / "e.py")]
+    assert package_cycles(package_graph(mods)) == [["evaluate", "report", "evaluate"]]
+    chain = [("cxrlens.interpret.i", tmp_path / "i.py"), ("cxrlens.evaluate.e", tmp_path / "e.py")]
+    assert package_cycles(package_graph(chain)) == []

@@ -15,18 +15,8 @@ import pandas as pd
 import pytest
 
 from cxrlens.errors import StageLockedError
-from cxrlens.workspace import (
-    ARTEFACT_KINDS,
-    Workspace,
-    artefact_lock,
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-    is_current,
-    read_manifest,
-    run_stage,
-)
+from cxrlens.files import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from cxrlens.workspace import ARTEFACT_KINDS, Workspace, artefact_lock, is_current, read_manifest, run_stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +38,7 @@ def _wait_for(proc: subprocess.Popen, word: str) -> None:
 
 SLOW_WRITER = """
 import sys, time
-from cxrlens.workspace import atomic_write_bytes
+from cxrlens.files import atomic_write_bytes
 def chunks():
     for _ in range(64):
         yield b"x" * 65536

@@ -7,7 +7,7 @@ cxr-sprites (``cxrlens lt-vit train``); a TopK SAE (cxrlens.sae) is trained on i
    ``cxrlens analyze disentangle`` run and draws the combined heatmap;
 2. runs the cascading-randomisation sanity check on SAE heatmaps (a latent's activation over the patch grid),
    randomising the SAE first and then the ViT blocks from the top, with the generic
-   :func:`cxrlens.analysis.sanity.cascading_randomization`.
+   :func:`cxrlens.saliency.sanity.cascading_randomization`.
 
 Usage: ``python docs/scripts/analysis_sae_backbone.py WORKSPACE LT_VIT_RUN DISENTANGLE_RUN OUT_DIR``
 """
@@ -24,12 +24,12 @@ import torch
 
 from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_factors, load_images
 from cxrlens.analysis.disentanglement import DisentanglementConfig, disentanglement_report, report_table
-from cxrlens.analysis.sanity import cascading_randomization, sanity_plot, sanity_table
 from cxrlens.analysis.stages import disentanglement_plot
 from cxrlens.labeltokens.grounding import randomisation_groups
 from cxrlens.labeltokens.run import load_run_models
 from cxrlens.sae import SAEConfig
 from cxrlens.sae.train import TrainConfig, train
+from cxrlens.saliency.sanity import cascading_randomization, sanity_plot, sanity_table
 from cxrlens.workspace import Workspace
 
 

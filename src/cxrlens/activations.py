@@ -45,20 +45,9 @@ import torch
 
 from cxrlens.data.images import load_image
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet, file_sha256
 from cxrlens.parallel import WorkerPoolError, pool_context, stall_timeout_s
-from cxrlens.workspace import (
-    MANIFEST,
-    Manifest,
-    StageResult,
-    Workspace,
-    artefact_lock,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-    file_sha256,
-    read_manifest,
-    swap_into_place,
-)
+from cxrlens.workspace import MANIFEST, Manifest, StageResult, Workspace, artefact_lock, read_manifest, swap_into_place
 
 __all__ = [
     "STORE_DTYPES",

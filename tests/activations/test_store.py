@@ -180,7 +180,7 @@ def _synthetic_store(ws: Workspace, n_images: int, dim: int, shard_mb: float) ->
 
     from safetensors.torch import save
 
-    from cxrlens.workspace import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+    from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 
     path = ws.activations("syn")
     path.mkdir(parents=True)

@@ -8,11 +8,11 @@ import pytest
 from cxrlens.evaluate.baselines import (
     constant_reports,
     most_common_report,
-    nearest_neighbours,
     normalise_report,
     random_reports,
     report_plain_text,
 )
+from cxrlens.retrieval import nearest_neighbours
 
 
 def test_plain_text_and_normalisation() -> None:

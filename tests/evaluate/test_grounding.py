@@ -6,12 +6,11 @@ import pandas as pd
 import pytest
 
 from cxrlens.data.phantom.spec import FindingSpec, ImageSpec
+from cxrlens.data.reports import parse_side, parse_zone
 from cxrlens.evaluate.grounding import (
     GROUNDING_LABELS,
     excluded_labels,
     grounding_scores,
-    parse_side,
-    parse_zone,
     rendered_labels,
 )
 

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cxrlens.analysis.sanity import cascading_randomization
 from cxrlens.backbones import load_backbone
 from cxrlens.backbones.base import Backbone, EncodeOutput, Preprocessor, state_fingerprint
 from cxrlens.backbones.fake import save_tiny_model
@@ -31,6 +30,7 @@ from cxrlens.interpret.heatmaps import (
     upsample,
 )
 from cxrlens.sae import SAEConfig, build_sae
+from cxrlens.saliency.sanity import cascading_randomization
 
 FEATURE = 3  # the planted latent
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.interpret.features import calibrate_thresholds
 from cxrlens.report.compile import (
     NORMAL_IMPRESSION,
     CompileConfig,
     DescriptionBank,
-    calibrate_thresholds,
     compile_report,
 )
 

@@ -404,7 +404,7 @@ def save_checkpoint(
     from safetensors.torch import save
 
     from cxrlens import __version__
-    from cxrlens.workspace import atomic_write_bytes
+    from cxrlens.files import atomic_write_bytes
 
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     optim_meta: dict[str, Any] = {}
@@ -652,17 +652,8 @@ def train_align(
     from cxrlens.align.text import MiniLMEncoder, TextEmbeddingCache
     from cxrlens.config import config_hash, config_to_dict
     from cxrlens.data.store import read_studies
-    from cxrlens.workspace import (
-        MANIFEST,
-        Manifest,
-        StageResult,
-        artefact_lock,
-        atomic_write_bytes,
-        atomic_write_json,
-        atomic_write_parquet,
-        read_manifest,
-        swap_into_place,
-    )
+    from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+    from cxrlens.workspace import MANIFEST, Manifest, StageResult, artefact_lock, read_manifest, swap_into_place
 
     run = run or f"align-{cfg.activations}"
     final = workspace.analysis(run)

@@ -194,7 +194,7 @@ def learning_curve_figure(summary: pd.DataFrame, path: str | Path, title: str = 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from cxrlens.workspace import atomic_write_bytes
+    from cxrlens.files import atomic_write_bytes
 
     rows = summary[summary["finding"] == "mean"]
     fig, ax = plt.subplots(figsize=(5.5, 4))

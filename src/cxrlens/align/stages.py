@@ -40,7 +40,8 @@ from cxrlens.align.text import MiniLMEncoder, TextEmbeddingCache, TextEncoder
 from cxrlens.align.zeroshot import PROMPTS, ZeroShotConfig, negation_check, zero_shot
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.errors import BadInputError
-from cxrlens.workspace import StageResult, Workspace, atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from cxrlens.workspace import StageResult, Workspace
 
 __all__ = [
     "PROMPTS",

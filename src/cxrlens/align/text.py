@@ -147,7 +147,7 @@ class TextEmbeddingCache:
     def _save(self) -> None:
         from safetensors.torch import save
 
-        from cxrlens.workspace import atomic_write_bytes
+        from cxrlens.files import atomic_write_bytes
 
         meta = {"model": self.encoder.name, "keys": json.dumps(list(self._rows)), "format": "1"}
         atomic_write_bytes(self.path, save({"embeddings": torch.from_numpy(self._emb_ND).contiguous()}, metadata=meta))

@@ -1,5 +1,6 @@
 """Latent-space analysis: VAEs to analyse, random-forest ranking, latent masking, TCAV with statistics, embeddings
-with validation, disentanglement metrics and cascading-randomisation sanity checks. See docs/analysis.md.
+with validation and disentanglement metrics (the cascading-randomisation sanity check every map passes lives in
+:mod:`cxrlens.saliency`). See docs/analysis.md.
 
 Workspace stages (what ``cxrlens analyze …`` runs) live in :mod:`cxrlens.analysis.stages` and
 :mod:`cxrlens.analysis.stages_maps`.
@@ -19,7 +20,6 @@ from cxrlens.analysis.disentanglement import (
 from cxrlens.analysis.embedding import EmbeddingConfig, embed, embedding_plot, validate_embedding
 from cxrlens.analysis.importance import ImportanceConfig, feature_importance, importance_plot, pool_maps
 from cxrlens.analysis.masking import MaskingConfig, fit_factor_reader, mask_channel, masking_effects
-from cxrlens.analysis.sanity import SanityConfig, cascading_randomization, map_similarity, sanity_table
 from cxrlens.analysis.tcav import LayerProbe, TCAVConfig, benjamini_hochberg, run_tcav, tcav_test, train_cav
 from cxrlens.analysis.vae import VAEConfig, decode, encode, load_vae, train_vae, traversal_grid
 
@@ -31,12 +31,10 @@ __all__ = [
     "InterventionalCodes",
     "LayerProbe",
     "MaskingConfig",
-    "SanityConfig",
     "TCAVConfig",
     "VAEConfig",
     "benjamini_hochberg",
     "beta_vae_score",
-    "cascading_randomization",
     "dci",
     "decode",
     "disentanglement_report",
@@ -48,13 +46,11 @@ __all__ = [
     "fit_factor_reader",
     "importance_plot",
     "load_vae",
-    "map_similarity",
     "mask_channel",
     "masking_effects",
     "mig",
     "pool_maps",
     "run_tcav",
-    "sanity_table",
     "sap",
     "tcav_test",
     "train_cav",

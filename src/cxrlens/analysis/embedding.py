@@ -159,7 +159,7 @@ def embedding_plot(
 ) -> Path:
     """One scatter panel per colouring (categorical → legend, continuous → colour bar); panel titles carry the
     validation numbers when ``metrics`` is given."""
-    from cxrlens.analysis.plots import new_figure, save_png
+    from cxrlens.figures import new_figure, save_png
 
     n = len(colour_by)
     fig = new_figure(3.3 * n, 3.4)

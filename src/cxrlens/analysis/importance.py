@@ -164,7 +164,7 @@ def feature_importance(
 
 def importance_plot(result: ImportanceResult, path: str | Path, *, title: str = "", top: int = 15) -> Path:
     """Horizontal bars of the ``top`` dims: mean held-out score drop with its interval."""
-    from cxrlens.analysis.plots import new_figure, save_png
+    from cxrlens.figures import new_figure, save_png
 
     t = result.table.head(top).iloc[::-1]
     fig = new_figure(5.2, 0.28 * len(t) + 1.2)

@@ -187,7 +187,7 @@ def difference_figure(
 ) -> Path:
     """One row per channel (largest effect first): a reference reconstruction and the mean difference image
     (red = brighter when masked, blue = darker), labelled with the affected factors."""
-    from cxrlens.analysis.plots import new_figure, save_png
+    from cxrlens.figures import new_figure, save_png
 
     order = table.sort_values("mean_abs_diff", ascending=False)["channel"].to_numpy()[:max_channels]
     n = len(order)

@@ -24,7 +24,8 @@ from cxrlens.analysis.vae import VAEConfig
 from cxrlens.config import save_toml
 from cxrlens.console import progress, warn_line
 from cxrlens.errors import BadInputError
-from cxrlens.workspace import StageResult, Workspace, atomic_write_json, atomic_write_parquet, run_stage
+from cxrlens.files import atomic_write_json, atomic_write_parquet
+from cxrlens.workspace import StageResult, Workspace, run_stage
 
 __all__ = [
     "DisentangleStage",
@@ -311,7 +312,7 @@ def disentangle_stage(ws: Workspace, cfg: DisentangleStage, run: str, *, force: 
 
 def disentanglement_plot(table: pd.DataFrame, path: Path) -> Path:
     """The comparison table as an annotated heatmap (rows: representations, columns: metrics, all in [0, 1])."""
-    from cxrlens.analysis.plots import new_figure, save_png
+    from cxrlens.figures import new_figure, save_png
 
     cols = ["beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap"]
     vals = table[cols].to_numpy(float)

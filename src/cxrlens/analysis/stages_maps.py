@@ -13,11 +13,12 @@ from torch import nn
 
 from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_factors, load_images
 from cxrlens.analysis.masking import MaskingConfig
-from cxrlens.analysis.sanity import SanityConfig
 from cxrlens.analysis.tcav import TCAVConfig
 from cxrlens.config import save_toml
 from cxrlens.errors import BadInputError
-from cxrlens.workspace import StageResult, Workspace, atomic_write_json, atomic_write_parquet, run_stage
+from cxrlens.files import atomic_write_json, atomic_write_parquet
+from cxrlens.saliency.sanity import SanityConfig
+from cxrlens.workspace import StageResult, Workspace, run_stage
 
 __all__ = [
     "MaskStage",
@@ -281,8 +282,8 @@ def _vae_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
 
 def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = False) -> StageResult:
     from cxrlens.analysis.masking import mask_channel
-    from cxrlens.analysis.sanity import cascading_randomization, sanity_plot, sanity_table
     from cxrlens.analysis.vae import decode, encode, latent_activity
+    from cxrlens.saliency.sanity import cascading_randomization, sanity_plot, sanity_table
 
     if not cfg.vae and not cfg.lt_vit and not cfg.interpret:
         raise BadInputError(None, "nothing to check: give --vae, --lt-vit and/or --interpret")

@@ -267,7 +267,7 @@ def run_tcav(
 def tcav_plot(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
     """Bars of mean TCAV score per (class, concept) with the random-CAV null; non-significant bars are grey, hatched
     and labelled "n.s."; significant ones carry their BH q-value."""
-    from cxrlens.analysis.plots import new_figure, save_png
+    from cxrlens.figures import new_figure, save_png
 
     fig = new_figure(max(4.0, 1.05 * len(table) + 1.5), 3.6)
     ax = fig.add_subplot()

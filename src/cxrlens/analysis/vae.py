@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.errors import BadInputError
-from cxrlens.workspace import atomic_write_bytes
+from cxrlens.files import atomic_write_bytes
 
 __all__ = [
     "KINDS",
@@ -385,7 +385,7 @@ def traversal_grid(
 ) -> Path:
     """Latent traversal PNG: one row per latent channel (most active first, inactive ones marked), columns vary that
     channel (every position of a map at once) over ``base ± span·std`` with std taken from ``mu_ref``."""
-    from cxrlens.analysis.plots import image_grid
+    from cxrlens.figures import image_grid
 
     base = encode(model, base_image_SS[None])[0]
     act = latent_activity(mu_ref_NCgg)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cxrlens.backbones.hf import quiet_transformers
+from cxrlens.console import quiet_transformers
 
 __all__ = ["save_tiny_model"]
 

@@ -13,18 +13,16 @@ are the rest, on a grid of ``(height / patch, width / patch)``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cxrlens.backbones.base import Backbone, EncodeOutput, Preprocessor
-from cxrlens.console import warn_line
+from cxrlens.console import quiet_transformers, warn_line
 from cxrlens.errors import BadInputError
 
-__all__ = ["HFBackbone", "hf_preprocessor", "offline_help", "quiet_transformers"]
+__all__ = ["HFBackbone", "hf_preprocessor", "offline_help"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -157,18 +155,3 @@ class HFBackbone(Backbone):
             if "patch" in tokens:
                 result.patch[name] = patch_BND
         return result
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """Hide transformers' per-load progress bars and stdout prints for one call (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    was_disabled = not hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        if not was_disabled:
-            hf_logging.enable_progress_bar()

@@ -41,7 +41,8 @@ from torch import nn
 
 from cxrlens.backbones.vit import DEFAULT_BACKBONE, ViTArch, build_vit
 from cxrlens.errors import BadInputError
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, atomic_write_json, run_stage
+from cxrlens.files import atomic_write_json
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
 
 __all__ = [
     "OBJECTIVES",
@@ -524,7 +525,7 @@ def train_backbone(
             models[objective] = model
         best = max(cfg.objectives, key=lambda o: np.nan_to_num(results[o]["val_macro_renderable"], nan=-1.0))
         _, processor = build_vit(cfg.arch, seed=cfg.seed)
-        from cxrlens.backbones.hf import quiet_transformers
+        from cxrlens.console import quiet_transformers
 
         with quiet_transformers():
             models[best].save_pretrained(tmp, safe_serialization=True)

@@ -108,7 +108,7 @@ def write_random_vit(workspace: Workspace, name: str, *, like: str = "default", 
     model, processor = build_vit(arch, seed=seed)
     tmp = out.parent / f".{name}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    from cxrlens.backbones.hf import quiet_transformers
+    from cxrlens.console import quiet_transformers
 
     with quiet_transformers():  # no "Writing model shards" bar in the middle of a command's output
         model.save_pretrained(tmp)

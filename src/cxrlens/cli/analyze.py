@@ -317,8 +317,8 @@ def sanity_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Cascading parameter randomisation of the project's maps: a method passes when its maps change."""
-    from cxrlens.analysis.sanity import SanityConfig
     from cxrlens.analysis.stages_maps import SanityStage, sanity_stage
+    from cxrlens.saliency.sanity import SanityConfig
 
     cfg = SanityStage(
         dataset,

@@ -59,7 +59,7 @@ def extract(
 
 def print_extract_summary(result) -> None:
     """The activation store's summary table and where it is (also used by ``cxrlens demo``)."""
-    from cxrlens.workspace import dir_size
+    from cxrlens.files import dir_size
 
     m = result.manifest
     timing = m.extra.get("timing", {})

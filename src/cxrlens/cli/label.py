@@ -30,7 +30,7 @@ def label(
     """Label reports with the 14 CheXpert observations (1 positive, 0 negative, -1 uncertain, empty = not mentioned)."""
     from cxrlens.data.labeler import LabelerConfig, label_reports, read_report_texts
     from cxrlens.data.schema import CHEXPERT_LABELS
-    from cxrlens.workspace import atomic_write_bytes, atomic_write_parquet
+    from cxrlens.files import atomic_write_bytes, atomic_write_parquet
 
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet"):

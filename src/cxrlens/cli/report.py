@@ -73,7 +73,7 @@ def report(
         raise BadInputError(None, f"none of the {len(results)} images could be read")
     text = _render(good, rm, fmt)
     if out:
-        from cxrlens.workspace import atomic_write_text
+        from cxrlens.files import atomic_write_text
 
         atomic_write_text(out, text)
         console.print(f"[green]✓[/green] wrote {out} ({len(good)} report(s))")

@@ -34,7 +34,15 @@ from __future__ import annotations
 import dataclasses
 import re
 
-__all__ = ["ReportSections", "parse_sections", "plain_report_text", "split_sentences", "states_change"]
+__all__ = [
+    "ReportSections",
+    "parse_sections",
+    "parse_side",
+    "parse_zone",
+    "plain_report_text",
+    "split_sentences",
+    "states_change",
+]
 
 _ALIASES: dict[str, str] = {
     "FINDINGS": "findings",
@@ -246,3 +254,33 @@ def states_change(sentence: str) -> bool:
     """True when a sentence describes change against an earlier study ("stable cardiomegaly", "compared to prior",
     "interval removal of the catheter", "new opacity"): such a sentence cannot be stated from one image."""
     return bool(_CHANGE.search(sentence))
+
+
+# ------------------------------------------------------------------ side and zone words (report text and grounding)
+_BILATERAL = re.compile(
+    r"\b(?:bilateral(?:ly)?|both|bibasilar|bibasal|biapical|bilat|right\s+and\s+left|left\s+and\s+right)\b", re.I
+)
+_RIGHT = re.compile(r"\b(?:right|rt)\b", re.I)
+_LEFT = re.compile(r"\b(?:left|lt)\b", re.I)
+_ZONES = {
+    "upper": re.compile(r"\b(?:upper|apex|apices|apical|biapical)\b", re.I),
+    "middle": re.compile(r"\b(?:middle|mid|midlung|perihilar|hilar|hilum|lingula|lingular)\b", re.I),
+    "lower": re.compile(r"\b(?:lower|bases?|basal|basilar|bibasilar|bibasal|retrocardiac|costophrenic)\b", re.I),
+}
+
+
+def parse_side(text: str) -> str:
+    """Laterality stated in ``text``: ``right`` | ``left`` | ``bilateral`` | ``none`` (rules:
+    :mod:`cxrlens.evaluate.grounding`)."""
+    if _BILATERAL.search(text):
+        return "bilateral"
+    right, left = bool(_RIGHT.search(text)), bool(_LEFT.search(text))
+    if right and left:
+        return "bilateral"
+    return "right" if right else "left" if left else "none"
+
+
+def parse_zone(text: str) -> str:
+    """Lung zone stated in ``text``: ``upper`` | ``middle`` | ``lower`` | ``several`` | ``none``."""
+    found = [z for z, rx in _ZONES.items() if rx.search(text)]
+    return found[0] if len(found) == 1 else "several" if found else "none"

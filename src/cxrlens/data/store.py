@@ -17,7 +17,8 @@ import pandas as pd
 
 from cxrlens.console import warn_line
 from cxrlens.errors import BadInputError
-from cxrlens.workspace import StageResult, Workspace, atomic_write_parquet, file_sha256, run_stage
+from cxrlens.files import atomic_write_parquet, file_sha256
+from cxrlens.workspace import StageResult, Workspace, run_stage
 
 __all__ = ["LoadedDataset", "image_file", "import_dataset", "read_side_table", "read_studies"]
 

@@ -19,6 +19,7 @@ from cxrlens.data.phantom.datasets import IUPhantomConfig, build_iu_phantom
 from cxrlens.demo.summary import CONTROL_METRICS, overall_pointing, write_summary
 from cxrlens.evaluate.report_pointing import report_pointing
 from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports, headline_table
+from cxrlens.files import atomic_write_json
 from cxrlens.interpret.describe import DescribeConfig
 from cxrlens.interpret.recovery import feature_recovery, image_probe
 from cxrlens.interpret.run import InterpretConfig, interpret_run, read_interpretation
@@ -27,7 +28,7 @@ from cxrlens.report.showcase import write_showcase
 from cxrlens.sae.base import SAEConfig
 from cxrlens.sae.run import SAERunConfig, train_sae_run, untrained_sae_run
 from cxrlens.sae.train import TrainConfig
-from cxrlens.workspace import Workspace, atomic_write_json
+from cxrlens.workspace import Workspace
 
 __all__ = [
     "DEMO_SAE",

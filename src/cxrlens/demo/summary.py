@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrlens.evaluate.summary import bootstrap_note, interval_tables, leak_line, markdown_table, metric_notes
+from cxrlens.files import atomic_write_text
 from cxrlens.report.render import render_text
 from cxrlens.report.run import read_reports
 from cxrlens.report.showcase import pick_studies
-from cxrlens.workspace import atomic_write_text
 
 __all__ = [
     "CONTROL_METRICS",
@@ -109,7 +109,7 @@ def goal_lines(metrics: dict, pointing, controls: list[dict], probe: dict) -> li
         lo, hi = g["ci95"] or (float("nan"), float("nan"))
         lower = g.get("lower_is_better")
         ok = hi < 0 if lower else lo > 0
-        bar = "gap < 0 (lower is better)" if lower else "CI of gap > 0"
+        bar = "CI of gap < 0 (lower is better)" if lower else "CI of gap > 0"
         fig = f"gap {g['gap']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         out.append(f"| 1 · {short} vs nearest retrieval | {fig} | {bar} | {'met' if ok else '**MISSED**'} |")
     if controls:

@@ -5,7 +5,6 @@ from cxrlens.evaluate.baselines import (
     BASELINES,
     constant_reports,
     most_common_report,
-    nearest_neighbours,
     normalise_report,
     random_reports,
     report_plain_text,
@@ -27,8 +26,6 @@ from cxrlens.evaluate.grounding import (
     GroundingResult,
     excluded_labels,
     grounding_scores,
-    parse_side,
-    parse_zone,
     rendered_labels,
 )
 from cxrlens.evaluate.nlg import NLG_METRICS, nlg_scores, tokenize_report
@@ -78,11 +75,8 @@ __all__ = [
     "macro_over_reference_positive",
     "micro_scores",
     "most_common_report",
-    "nearest_neighbours",
     "nlg_scores",
     "normalise_report",
-    "parse_side",
-    "parse_zone",
     "per_label_scores",
     "random_reports",
     "read_reports_jsonl",

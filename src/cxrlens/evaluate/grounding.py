@@ -39,7 +39,8 @@ per sentence and label). The truth is the set of sides (zones) of the rendered k
 dropped; a unit whose truth set is empty (cardiomegaly, an endotracheal tube …; unzoned kinds for zone) is not
 assessed. The stated side / zone is parsed from the mention's *scope*: the whole sentence when the sentence claims
 one label only, else the mention's clause (the sentence cut at ``, ; :`` and at the words ``and, with, but,
-however, whereas, while, although, which``), by :func:`parse_side` / :func:`parse_zone`:
+however, whereas, while, although, which``), by :func:`cxrlens.data.reports.parse_side` /
+:func:`~cxrlens.data.reports.parse_zone`:
 
 * side: ``bilateral`` for *bilateral(ly), both, bibasilar, bibasal, biapical, bilat*, for *right and left* /
   *left and right*, or when both *right* and *left* occur; else ``right`` (*right, rt*) or ``left`` (*left, lt*);
@@ -63,14 +64,13 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.data.phantom.spec import KIND_LABEL, KINDS, LABEL_CHANNELS
+from cxrlens.data.reports import parse_side, parse_zone
 
 __all__ = [
     "GROUNDING_LABELS",
     "GroundingResult",
     "excluded_labels",
     "grounding_scores",
-    "parse_side",
-    "parse_zone",
     "rendered_labels",
 ]
 
@@ -80,16 +80,6 @@ _LABEL_KINDS: dict[str, tuple[str, ...]] = {
     lab: tuple(k for k in KINDS if KIND_LABEL[k] == lab) for lab in GROUNDING_LABELS
 }
 
-_BILATERAL = re.compile(
-    r"\b(?:bilateral(?:ly)?|both|bibasilar|bibasal|biapical|bilat|right\s+and\s+left|left\s+and\s+right)\b", re.I
-)
-_RIGHT = re.compile(r"\b(?:right|rt)\b", re.I)
-_LEFT = re.compile(r"\b(?:left|lt)\b", re.I)
-_ZONES = {
-    "upper": re.compile(r"\b(?:upper|apex|apices|apical|biapical)\b", re.I),
-    "middle": re.compile(r"\b(?:middle|mid|midlung|perihilar|hilar|hilum|lingula|lingular)\b", re.I),
-    "lower": re.compile(r"\b(?:lower|bases?|basal|basilar|bibasilar|bibasal|retrocardiac|costophrenic)\b", re.I),
-}
 _SENTENCE_COLUMNS = [
     "report",
     "label",
@@ -104,22 +94,6 @@ _SENTENCE_COLUMNS = [
 ]
 _CLAUSE_CUT = re.compile(r"[,;:]|\b(?:and|with|but|however|whereas|while|although|which)\b", re.I)
 _PAIRED_SIDES = re.compile(r"\b(?:right\s+and\s+left|left\s+and\s+right)\b", re.I)
-
-
-def parse_side(text: str) -> str:
-    """Laterality stated in ``text``: ``right`` | ``left`` | ``bilateral`` | ``none`` (rules: module docstring)."""
-    if _BILATERAL.search(text):
-        return "bilateral"
-    right, left = bool(_RIGHT.search(text)), bool(_LEFT.search(text))
-    if right and left:
-        return "bilateral"
-    return "right" if right else "left" if left else "none"
-
-
-def parse_zone(text: str) -> str:
-    """Lung zone stated in ``text``: ``upper`` | ``middle`` | ``lower`` | ``several`` | ``none``."""
-    found = [z for z, rx in _ZONES.items() if rx.search(text)]
-    return found[0] if len(found) == 1 else "several" if found else "none"
 
 
 def _scope(sentence: str, phrase: str, single_label: bool) -> str:

@@ -6,13 +6,13 @@ of a report compiled from a patch-token SAE carries an evidence map on the patch
 and the side / zone of its peak. The unit is one such sentence whose finding was rendered in the image with a
 non-empty mask. Scored beside it, on the same units:
 
-* ``centre prior`` — an image-centre Gaussian (:func:`~cxrlens.evaluate.pointing.centre_prior_map`);
+* ``centre prior`` — an image-centre Gaussian (:func:`~cxrlens.saliency.pointing.centre_prior_map`);
 * ``random`` — uniform noise maps, seeded;
-* ``Grad-CAM`` — Grad-CAM (:func:`~cxrlens.evaluate.pointing.vit_gradcam`) of a linear probe for the finding on the
+* ``Grad-CAM`` — Grad-CAM (:func:`~cxrlens.saliency.pointing.vit_gradcam`) of a linear probe for the finding on the
   backbone's final CLS token (L2 logistic regression on the store's ``final/cls`` train rows, the report labels with
   uncertain → positive), hooked at the last block's input — how one would explain the same backbone without an SAE.
 
-Hit: :func:`~cxrlens.evaluate.pointing.pointing_hits` with a tolerance of half a patch in mask pixels (a patch-grid
+Hit: :func:`~cxrlens.saliency.pointing.pointing_hits` with a tolerance of half a patch in mask pixels (a patch-grid
 map cannot point finer than a patch). **Side accuracy** of a sentence's ``side`` against the sides of the rendered
 kinds of its finding: correct when the stated side is among them, or when the finding was drawn on both sides and
 the map points at one of them; ``midline`` and findings without a side (cardiomegaly …) are not assessed.
@@ -38,8 +38,8 @@ def report_pointing(ws: Workspace, run: str, *, seed: int = 0, gradcam: bool = T
     "tolerance_px": t, "units": n}`` (rows: ``method, finding, n, pointing``; finding ``all`` = mean over units)."""
     from cxrlens.data.phantom.render import read_label_masks
     from cxrlens.data.phantom.spec import KIND_LABEL, KINDS, LABEL_CHANNELS
-    from cxrlens.evaluate.pointing import centre_prior_map, pointing_hits, random_maps
     from cxrlens.report.run import read_reports
+    from cxrlens.saliency.pointing import centre_prior_map, pointing_hits, random_maps
     from cxrlens.workspace import read_manifest
 
     manifest = read_manifest(ws.reports(run))
@@ -133,8 +133,8 @@ def _gradcam_maps(
     from cxrlens.backbones.registry import load_backbone
     from cxrlens.data.images import load_image
     from cxrlens.data.store import image_file, read_studies
-    from cxrlens.evaluate.pointing import vit_gradcam
     from cxrlens.interpret.readout import label_targets
+    from cxrlens.saliency.pointing import vit_gradcam
 
     store = ActivationStore(ws.activations(activations))
     meta = {**store.manifest.extra, **store.manifest.config}

@@ -65,21 +65,14 @@ from cxrlens.errors import BadInputError
 from cxrlens.evaluate.baselines import (
     BASELINES,
     most_common_report,
-    nearest_neighbours,
     random_reports,
     report_plain_text,
 )
 from cxrlens.evaluate.bootstrap import BootstrapResult, cluster_bootstrap, units_phrase
 from cxrlens.evaluate.clinical import FIVE_FINDINGS, ratio, variant_name
-from cxrlens.workspace import (
-    StageResult,
-    Workspace,
-    atomic_write_json,
-    atomic_write_parquet,
-    file_sha256,
-    read_manifest,
-    run_stage,
-)
+from cxrlens.files import atomic_write_json, atomic_write_parquet, file_sha256
+from cxrlens.retrieval import nearest_neighbours
+from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
 
 __all__ = [
     "AGREEMENT",

@@ -17,13 +17,22 @@ the ground-truth factor of A (``factor_auc``), which has no reporting bias at al
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
 from cxrlens.data import schema
 
-__all__ = ["auc_matrix", "binarise_label_table", "confound_check", "feature_stats", "top_images"]
+__all__ = [
+    "auc_matrix",
+    "binarise_label_table",
+    "calibrate_thresholds",
+    "confound_check",
+    "feature_stats",
+    "top_images",
+]
 
 
 def feature_stats(codes_NF: np.ndarray) -> pd.DataFrame:
@@ -156,3 +165,14 @@ def confound_check(
             }
         )
     return pd.DataFrame(rows)
+
+
+def calibrate_thresholds(codes_NF: np.ndarray, quantile: float = 0.5) -> np.ndarray:
+    """Per-feature thresholds from validation activations: the ``quantile`` of each feature's *positive*
+    activations (features never active get +inf, so they never fire). Returns (n_features,) float32."""
+    codes_NF = np.asarray(codes_NF, dtype=np.float32)
+    masked = np.where(codes_NF > 0, codes_NF, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns = never-active features
+        thr = np.nanquantile(masked, quantile, axis=0)
+    return np.where(np.isnan(thr), np.inf, thr).astype(np.float32)

@@ -29,7 +29,7 @@ has zero gradient); :attr:`HeatmapResult.activation` tells those cases apart. Th
 
 **Sanity check** (Adebayo et al., 2018): :func:`heatmap_sanity` recomputes the maps (a) with the features' SAE
 encoder rows re-drawn at random, backbone trained, and (b) with the backbone re-initialised cumulatively from
-``layer`` down to the embeddings, SAE trained (both through :func:`cxrlens.analysis.sanity.cascading_randomization`
+``layer`` down to the embeddings, SAE trained (both through :func:`cxrlens.saliency.sanity.cascading_randomization`
 on deep copies, each averaged over a few independent draws). It compares *evidence maps* — the signed map before
 the positive part, of the feature's pre-activation — so that a randomised feature that merely falls silent does not
 count as a changed explanation. On the images where the trained feature is active it **passes** when the maps
@@ -54,12 +54,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cxrlens.analysis.sanity import SanityConfig, SanityResult, cascading_randomization, map_similarity, sanity_table
 from cxrlens.backbones.base import TOKEN_KINDS, Backbone
 from cxrlens.backbones.hf import HFBackbone
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes
 from cxrlens.sae.base import SAE
-from cxrlens.workspace import atomic_write_bytes
+from cxrlens.saliency.sanity import SanityConfig, SanityResult, cascading_randomization, map_similarity, sanity_table
 
 __all__ = [
     "HEATMAP_METHODS",
@@ -443,7 +443,7 @@ def heatmap_sanity(
     cannot pass merely because randomisation switched the feature off. Per step: the mean over images where the
     trained feature is active (and over draws) of ``max(0, ρ)`` (Spearman, signed: the shown maps are positive parts,
     so a mirrored map is a changed one, and it must not cancel a draw that came out the same) and of ``max(0, SSIM)``
-    of min–max-scaled maps (:func:`~cxrlens.analysis.sanity.map_similarity`).
+    of min–max-scaled maps (:func:`~cxrlens.saliency.sanity.map_similarity`).
     """
     name, feats = _check(backbone, sae, layer, token, images_BHW, features, batch_size)
     if draws < 1:

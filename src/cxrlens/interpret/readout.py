@@ -40,7 +40,7 @@ import pandas as pd
 
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.errors import BadInputError
-from cxrlens.workspace import atomic_write_bytes, atomic_write_parquet
+from cxrlens.files import atomic_write_bytes, atomic_write_parquet
 
 __all__ = [
     "READOUT_FILES",

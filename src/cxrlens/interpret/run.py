@@ -6,7 +6,7 @@ What is computed (splits are the dataset's patient-level splits, see ``docs/sae-
 * ``features.parquet`` — one row per feature: activation statistics on the ``describe_split``
   (:func:`~cxrlens.interpret.features.feature_stats`), the per-feature **threshold** calibrated on the
   ``calibrate_split`` (median of the feature's positive activations there,
-  :func:`~cxrlens.report.compile.calibrate_thresholds`), the ROC AUC of the activation for each CheXpert label
+  :func:`~cxrlens.interpret.features.calibrate_thresholds`), the ROC AUC of the activation for each CheXpert label
   (``auc.<label>``, uncertain → positive, not mentioned → negative) and, on phantom datasets, for each rendered
   ground-truth finding kind (``factor.<kind>``), the confound check
   (:func:`~cxrlens.interpret.features.confound_check`, against the rendered truth on phantoms), the top-k
@@ -35,17 +35,11 @@ import torch
 
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes, atomic_write_parquet
 from cxrlens.interpret.describe import AnchorConfig, DescribeConfig
 from cxrlens.interpret.llm import LLMConfig
 from cxrlens.interpret.readout import ReadoutConfig
-from cxrlens.workspace import (
-    StageResult,
-    Workspace,
-    artefact_identity,
-    atomic_write_bytes,
-    atomic_write_parquet,
-    run_stage,
-)
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
 
 __all__ = [
     "ImageCodes",
@@ -315,11 +309,17 @@ def interpret_run(
     from cxrlens.console import progress
     from cxrlens.data.store import read_studies
     from cxrlens.interpret.describe import anchor_descriptions, build_sentence_index, describe_features
-    from cxrlens.interpret.features import auc_matrix, binarise_label_table, confound_check, feature_stats, top_images
+    from cxrlens.interpret.features import (
+        auc_matrix,
+        binarise_label_table,
+        calibrate_thresholds,
+        confound_check,
+        feature_stats,
+        top_images,
+    )
     from cxrlens.interpret.llm import contrast_reports, describe_features_llm
     from cxrlens.interpret.readout import READOUT_LABELS, finding_sentences, fit_readout, label_targets
     from cxrlens.interpret.scoring import score_descriptions, summarise_scores
-    from cxrlens.report.compile import calibrate_thresholds
 
     ctx = load_sae_context(ws, cfg.sae, cfg.activations)
     if not ctx.dataset:
@@ -507,8 +507,8 @@ def retrieval_baseline(
     when present, as the evaluation's nearest-neighbour baseline) — the baseline the readout's β is chosen against
     on val, with its recall.
     None when the store has no image-level stream, the studies no patient ids, or the copied labels state nothing."""
-    from cxrlens.evaluate.baselines import nearest_neighbours
     from cxrlens.interpret.readout import label_targets
+    from cxrlens.retrieval import nearest_neighbours
 
     image_level = [n for n in ctx.store.stream_names if ctx.store.info(n).tokens_per_image == 1]
     if not image_level or "patient_id" not in studies.columns:

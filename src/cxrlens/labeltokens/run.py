@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from cxrlens.config import config_hash, save_toml
 from cxrlens.console import progress, warn_line
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_json, atomic_write_parquet
 from cxrlens.labeltokens.model import LTViT, LTViTConfig
 from cxrlens.labeltokens.train import (
     LabelData,
@@ -44,7 +45,7 @@ from cxrlens.labeltokens.train import (
     save_checkpoint,
     train,
 )
-from cxrlens.workspace import StageResult, Workspace, atomic_write_json, atomic_write_parquet, run_stage
+from cxrlens.workspace import StageResult, Workspace, run_stage
 
 __all__ = [
     "LTExplainConfig",
@@ -391,7 +392,7 @@ def maps_figure(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from cxrlens.workspace import atomic_path
+    from cxrlens.files import atomic_path
 
     show = tuple(s for s in show if s in maps)
     has = (data.labels == 1) & data.masks.flatten(2).any(-1) if data.masks is not None else data.labels == 1

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.console import progress
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes
 from cxrlens.labeltokens.model import LTViT, LTViTConfig
-from cxrlens.workspace import atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_SCHEMA",

@@ -3,7 +3,8 @@
 Given one image's feature activations, the compiler
 
 1. keeps features above their per-feature threshold (calibrated on the validation split, see
-   :func:`calibrate_thresholds`) that have a description, strongest first, at most ``max_features`` (15 by default,
+   :func:`cxrlens.interpret.features.calibrate_thresholds`) that have a description, strongest first, at most
+   ``max_features`` (15 by default,
    as in SAE-Rad);
 2. gathers their description sentences with evidence (feature id, activation, the description's confidence,
    heatmap path when given); evidence strength = activation / threshold × confidence;
@@ -23,7 +24,6 @@ compiling one report is pure array work (< 5 ms; see ``benchmarks/bench_report.p
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -39,7 +39,6 @@ __all__ = [
     "DescriptionBank",
     "Evidence",
     "ReportSentence",
-    "calibrate_thresholds",
     "compile_findings",
     "compile_report",
     "place_of",
@@ -236,17 +235,6 @@ class DescriptionBank:
         return cls(feature_sentences, confidence, texts, emb, sig, region)
 
 
-def calibrate_thresholds(codes_NF: np.ndarray, quantile: float = 0.5) -> np.ndarray:
-    """Per-feature thresholds from validation activations: the ``quantile`` of each feature's *positive*
-    activations (features never active get +inf, so they never fire). Returns (n_features,) float32."""
-    codes_NF = np.asarray(codes_NF, dtype=np.float32)
-    masked = np.where(codes_NF > 0, codes_NF, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns = never-active features
-        thr = np.nanquantile(masked, quantile, axis=0)
-    return np.where(np.isnan(thr), np.inf, thr).astype(np.float32)
-
-
 def compile_report(
     codes_F: np.ndarray,
     bank: DescriptionBank,
@@ -331,8 +319,7 @@ def _sentence_for(
     and no change against a prior study (:func:`cxrlens.data.reports.states_change`).
     With ``side`` (where the evidence map peaks), a sentence naming another side is passed over: the words may
     not contradict the evidence (a bilateral sentence is kept)."""
-    from cxrlens.data.reports import states_change
-    from cxrlens.evaluate.grounding import parse_side
+    from cxrlens.data.reports import parse_side, states_change
 
     for f in features:
         for i in bank.feature_sentences.get(int(f), []):

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from cxrlens.console import warn_line
-from cxrlens.workspace import atomic_write_text
+from cxrlens.files import atomic_write_text
 
 __all__ = [
     "StudyView",

@@ -28,15 +28,9 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes
 from cxrlens.report.compile import CompileConfig, CompiledReport, DescriptionBank, compile_findings, compile_report
-from cxrlens.workspace import (
-    StageResult,
-    Workspace,
-    artefact_identity,
-    atomic_write_bytes,
-    read_manifest,
-    run_stage,
-)
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
 __all__ = ["ReportConfig", "ReportModel", "generated_text", "read_reports", "report_dataset"]
 

@@ -114,8 +114,8 @@ def _sanity(model: Any, pairs: list[tuple[Any, int]], path: Path, max_maps: int 
     return a one-line verdict."""
     import torch
 
+    from cxrlens.files import atomic_write_json
     from cxrlens.interpret.heatmaps import heatmap_sanity
-    from cxrlens.workspace import atomic_write_json
 
     sizes = {tuple(g.shape) for g, _ in pairs}
     if len(sizes) > 1:  # the check batches images: keep those of the most common size

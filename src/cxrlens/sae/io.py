@@ -10,9 +10,9 @@ import torch
 
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes, atomic_write_json
 from cxrlens.sae.base import SAE, SAEConfig
 from cxrlens.sae.registry import build_sae
-from cxrlens.workspace import atomic_write_bytes, atomic_write_json
 
 __all__ = ["MODEL_FILE", "MODEL_SCHEMA", "load_sae", "save_sae"]
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from cxrlens.data.schema import binarise_labels
+from cxrlens.files import atomic_write_json
 from cxrlens.sae.base import SAE
-from cxrlens.workspace import atomic_write_json
 
 __all__ = ["evaluate_sae", "max_cosine", "probe_auc", "write_metrics"]
 

@@ -19,19 +19,12 @@ import numpy as np
 import torch
 
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_json
 from cxrlens.sae.base import OBJECTIVE_VERSION
 from cxrlens.sae.io import save_sae
 from cxrlens.sae.metrics import evaluate_sae, write_metrics
 from cxrlens.sae.train import TrainConfig, train
-from cxrlens.workspace import (
-    StageResult,
-    Workspace,
-    artefact_identity,
-    atomic_write_json,
-    is_current,
-    run_stage,
-    stage_hash,
-)
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, is_current, run_stage, stage_hash
 
 __all__ = ["SAERunConfig", "default_stream", "train_sae_run", "untrained_sae_run"]
 

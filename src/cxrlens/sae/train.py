@@ -33,9 +33,9 @@ import torch
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.console import progress
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes
 from cxrlens.sae.base import SAE, SAEConfig
 from cxrlens.sae.registry import build_sae
-from cxrlens.workspace import atomic_write_bytes
 
 __all__ = ["CHECKPOINT_SCHEMA", "TrainConfig", "TrainResult", "load_checkpoint", "lr_at", "save_checkpoint", "train"]
 

@@ -18,7 +18,7 @@ from cxrlens.data.phantom.datasets import (
     sprite_report,
 )
 from cxrlens.data.schema import CHEXPERT_LABELS, finalize_study_table, validate_study_table
-from cxrlens.workspace import file_sha256
+from cxrlens.files import file_sha256
 from tests.conftest import run_cli
 
 

@@ -129,7 +129,7 @@ def lung_atlas() -> tuple[np.ndarray, tuple[str, ...]]:
 
     from cxrlens.data.iu_xray import xrv_data_dir
     from cxrlens.errors import BadInputError
-    from cxrlens.workspace import atomic_path, file_sha256
+    from cxrlens.files import atomic_path, file_sha256
 
     zip_path = xrv_data_dir() / ATLAS_ZIP
     if not zip_path.exists():

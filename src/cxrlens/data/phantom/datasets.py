@@ -366,7 +366,7 @@ def _mask_meta(size: int) -> dict[str, Any]:
 
 
 def _write_rendered(tmp: Path, loaded, size: int, workers: int | None) -> None:
-    from cxrlens.workspace import atomic_write_parquet
+    from cxrlens.files import atomic_write_parquet
 
     factors = loaded.tables["factors"]
     ctr = render_rows(factors, size, tmp, workers)

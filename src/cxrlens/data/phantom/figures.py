@@ -50,7 +50,7 @@ def _with_outline(gray_u8: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 def finding_gallery(path: str | Path, size: int = 224, n_plain: int = 3, label_width: int = 190) -> Path:
     """Write the gallery PNG: one row per :data:`GALLERY_ROWS` entry — ``n_plain`` images (different anatomies,
     PA/AP, small rotations) then the first one again with its mask outline; returns ``path``."""
-    from cxrlens.workspace import atomic_write_bytes
+    from cxrlens.files import atomic_write_bytes
 
     rows = []
     for r_i, (name, findings) in enumerate(GALLERY_ROWS):
@@ -85,7 +85,7 @@ def finding_gallery(path: str | Path, size: int = 224, n_plain: int = 3, label_w
 def sample_grid(dataset_dir: str | Path, path: str | Path, n: int = 16, cols: int = 4, seed: int = 0) -> Path:
     """Write a grid of ``n`` images of a built phantom dataset (preferring images with findings), each with the
     outline of all its label masks; returns ``path``."""
-    from cxrlens.workspace import atomic_write_bytes
+    from cxrlens.files import atomic_write_bytes
 
     root = Path(dataset_dir)
     studies = pd.read_parquet(root / "studies.parquet", columns=["image_id", "image_path", *LABEL_CHANNELS])

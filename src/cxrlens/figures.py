@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cxrlens.workspace import atomic_write_bytes
+from cxrlens.files import atomic_write_bytes
 
 __all__ = ["image_grid", "new_figure", "save_png"]
 

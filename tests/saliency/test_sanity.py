@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlens.analysis.sanity import (
+from cxrlens.saliency.sanity import (
     cascading_randomization,
     default_groups,
     map_similarity,

@@ -213,7 +213,7 @@ def sanity_table(results: Sequence[SanityResult]) -> pd.DataFrame:
 
 def sanity_plot(results: Sequence[SanityResult], path: str | Path) -> Path:
     """Spearman(|map|) and SSIM vs randomisation depth, one line per method; the legend says pass/fail."""
-    from cxrlens.analysis.plots import new_figure, save_png
+    from cxrlens.figures import new_figure, save_png
 
     fig = new_figure(7.5, 3.2)
     ax1, ax2 = fig.subplots(1, 2)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cxrlens.errors import BadInputError
-from cxrlens.evaluate.pointing import centre_prior_map, pointing_hits, pointing_summary, random_maps, vit_gradcam
+from cxrlens.saliency.pointing import centre_prior_map, pointing_hits, pointing_summary, random_maps, vit_gradcam
 
 # a 64×64 image, mask = rows/cols 20..39 (20×20); an 8×8 map's cell i has its centre at pixel 8i + 4:
 # cells 2..4 (pixels 20, 28, 36) are inside, cell 5 (pixel 44) is 5 px below, cell 1 (pixel 12) is 8 px above.
