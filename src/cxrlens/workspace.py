@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from cxrlens import __version__
+from cxrlens.config import config_hash, config_to_dict
 from cxrlens.errors import StageLockedError
 from cxrlens.files import atomic_write_json, dir_size, fsync_dir
 
@@ -192,7 +194,6 @@ def stage_hash(config: Any, upstream: Mapping[str, str] | None = None) -> str:
     """The hash that decides whether a stage is current: ``config_hash(config)``, combined with the identities of
     the upstream artefacts it reads (``{"saes/x": <its manifest's config hash>, …}``) when there are any — so a
     stage reading an artefact that was rebuilt differently under the same name is redone, not reused."""
-    from cxrlens.config import config_hash
 
     base = config_hash(config)
     if not upstream:
@@ -227,8 +228,6 @@ def run_stage(
     ``rows``, ``skipped``, ``extra`` for the manifest. The manifest is written last; then the directory replaces
     the old artefact (if any). An exception (or SIGKILL) leaves the previous artefact untouched.
     """
-    from cxrlens import __version__
-    from cxrlens.config import config_to_dict
 
     artefact_dir = Path(artefact_dir)
     cfg_hash = stage_hash(config, upstream)

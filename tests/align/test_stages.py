@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cxrlens.align.contrastive as contrastive
 import cxrlens.align.stages as stages
 import cxrlens.align.text as text_mod
 from cxrlens.activations import ExtractConfig, extract_activations
@@ -110,6 +111,7 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     )
     monkeypatch.setattr(text_mod, "MiniLMEncoder", HashingEncoder)
     monkeypatch.setattr(stages, "MiniLMEncoder", HashingEncoder)
+    monkeypatch.setattr(contrastive, "MiniLMEncoder", HashingEncoder)
     monkeypatch.setenv("COLUMNS", "200")
     w = ["--workspace", str(ws.root)]
 

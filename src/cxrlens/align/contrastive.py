@@ -38,9 +38,22 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 from torch import nn
 
+from cxrlens import __version__
+from cxrlens.activations import ActivationStore
+from cxrlens.align.negation import flip_polarity
+from cxrlens.align.text import MiniLMEncoder, TextEmbeddingCache
+from cxrlens.checkpoint import read_checkpoint
+from cxrlens.config import config_from_dict, config_hash, config_to_dict
+from cxrlens.console import progress, warn_line
+from cxrlens.data.reports import split_sentences
+from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from cxrlens.workspace import MANIFEST, Manifest, StageResult, artefact_lock, read_manifest, swap_into_place
 
 __all__ = [
     "AlignConfig",
@@ -304,8 +317,6 @@ def build_pair_data(
             ``findings``, ``impression``); embed: texts → (n, Dt) float32 (the cached frozen text encoder).
     Returns the :class:`PairData` and a dict with the resolved streams and counts.
     """
-    from cxrlens.align.negation import flip_polarity
-    from cxrlens.data.reports import split_sentences
 
     pooled_name = cfg.pooled_stream or _default_pooled(store.stream_names, store.path)
     patch_name = _patch_stream(store.stream_names, pooled_name, cfg.patch_stream, cfg.adapter, store.path)
@@ -401,10 +412,6 @@ def save_checkpoint(
 ) -> Path:
     """Weights (``model.*``) and optimiser state (``optim.*``) as safetensors; ``header`` (plus schema and package
     version) as JSON in the safetensors metadata. Written atomically."""
-    from safetensors.torch import save
-
-    from cxrlens import __version__
-    from cxrlens.files import atomic_write_bytes
 
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     optim_meta: dict[str, Any] = {}
@@ -425,7 +432,6 @@ def load_checkpoint(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Load weights (and optimiser state) saved by :func:`save_checkpoint`; returns the JSON header."""
-    from cxrlens.checkpoint import read_checkpoint
 
     header, _, tensors = read_checkpoint(path, key="header", schema=SCHEMA_VERSION, kind="alignment adapter")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -538,8 +544,6 @@ def train_adapter(
     Returns the model holding the best-validation weights and a dict with ``history`` (per epoch: train loss,
     val loss, val r@1/r@5, temperature), ``best_epoch`` and ``resumed_from_epoch``.
     """
-    from cxrlens.config import config_hash, config_to_dict
-    from cxrlens.console import progress
 
     torch.manual_seed(cfg.seed)
     train_rows = np.nonzero((data.split_N == "train") & data.has_text_N)[0]
@@ -547,8 +551,6 @@ def train_adapter(
     if len(train_rows) < cfg.batch_size:
         raise BadInputError(None, f"only {len(train_rows)} training images with reports (< batch {cfg.batch_size})")
     if len(val_rows) < 2:
-        from cxrlens.console import warn_line
-
         warn_line("no validation images with reports: model selection uses the first 10 % of the training images")
         val_rows = train_rows[: max(2, len(train_rows) // 10)]
     model = AlignModel(data.pooled_ND.shape[1], data.report_NDt.shape[1], cfg, data.patches_NTD is not None)
@@ -645,15 +647,6 @@ def train_align(
     (the store's index), ``manifest.json``. Checkpoints live in ``analysis/.<run>.partial/`` until the run is done,
     so a killed run resumes there. Returns the :class:`cxrlens.workspace.StageResult`.
     """
-    from safetensors.torch import save
-
-    from cxrlens import __version__
-    from cxrlens.activations import ActivationStore
-    from cxrlens.align.text import MiniLMEncoder, TextEmbeddingCache
-    from cxrlens.config import config_hash, config_to_dict
-    from cxrlens.data.store import read_studies
-    from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-    from cxrlens.workspace import MANIFEST, Manifest, StageResult, artefact_lock, read_manifest, swap_into_place
 
     run = run or f"align-{cfg.activations}"
     final = workspace.analysis(run)
@@ -737,17 +730,12 @@ class AlignRun:
 
 def load_align_run(path: str | Path) -> AlignRun:
     """Read an ``align train`` artefact (``analysis/<run>``)."""
-    from safetensors.torch import load_file
-
-    from cxrlens.config import config_from_dict
-    from cxrlens.workspace import read_manifest
 
     path = Path(path)
     m = read_manifest(path)
     if m is None or m.stage != "align.train":
         raise BadInputError(path, "not a complete `cxrlens align train` run (no align.train manifest)")
     cfg = config_from_dict(AlignConfig, m.config)
-    from safetensors import safe_open
 
     with safe_open(str(path / "model.safetensors"), framework="pt") as fh:
         header = json.loads((fh.metadata() or {})["header"])

@@ -15,14 +15,22 @@ set).
 from __future__ import annotations
 
 import dataclasses
+import io
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
+from cxrlens.align.zeroshot import auc
+from cxrlens.console import progress
+from cxrlens.data.schema import binarise_labels
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes
 
 __all__ = [
     "ELIXR_PROBE_FINDINGS",
@@ -75,11 +83,6 @@ def stratified_subsample(y: np.ndarray, fraction: float, seed: int) -> np.ndarra
 
 
 def _fit_auc(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, cfg: ProbeConfig) -> float:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    from cxrlens.align.zeroshot import auc
 
     keep = x_tr.std(0) > 0
     if not keep.any():
@@ -104,8 +107,6 @@ def run_probes(
 
     Returns the long table: ``features, finding, fraction, seed, n_train, n_pos_train, n_test, n_pos_test, auc``.
     """
-    from cxrlens.console import progress
-    from cxrlens.data.schema import binarise_labels
 
     split = np.asarray(split).astype(str)
     n = len(split)
@@ -187,14 +188,11 @@ def summarize_probes(long: pd.DataFrame) -> pd.DataFrame:
 
 def learning_curve_figure(summary: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     """PNG: mean AUC over findings vs label fraction (log x), ± sd over seeds, one line per feature set."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from cxrlens.files import atomic_write_bytes
 
     rows = summary[summary["finding"] == "mean"]
     fig, ax = plt.subplots(figsize=(5.5, 4))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
 from cxrlens.errors import BadInputError
 
 __all__ = [
@@ -204,7 +205,6 @@ def facts_from_phantom(factors: pd.DataFrame) -> pd.DataFrame:
     ``.uncertain`` per finding kind; :mod:`cxrlens.data.phantom.spec`). Kinds map to CheXpert labels; device kinds
     (``ett``, ``pacemaker`` …) become ``Support Devices`` facts with the device named; severities in (0, 1] map to
     small/moderate/large by thirds; sides ``none`` are unknown; uncertain findings are uncertain facts."""
-    from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
 
     if "image_id" not in factors.columns:
         raise BadInputError(None, "factors table needs an image_id column")

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrlens.activations import ActivationStore
 from cxrlens.align.contrastive import AlignRun, load_align_run
 from cxrlens.align.probes import ProbeConfig, learning_curve_figure, run_probes, summarize_probes
 from cxrlens.align.search import (
@@ -39,9 +40,11 @@ from cxrlens.align.search import (
 from cxrlens.align.text import MiniLMEncoder, TextEmbeddingCache, TextEncoder
 from cxrlens.align.zeroshot import PROMPTS, ZeroShotConfig, negation_check, zero_shot
 from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from cxrlens.workspace import StageResult, Workspace
+from cxrlens.sae.io import load_sae
+from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
 
 __all__ = [
     "PROMPTS",
@@ -92,7 +95,6 @@ class AlignContext:
 
 def load_context(workspace: Workspace, align_run: str, encoder: TextEncoder | None = None) -> AlignContext:
     """Read ``analysis/<align_run>`` and the labels of its dataset, aligned to its image rows."""
-    from cxrlens.data.store import read_studies
 
     run = load_align_run(workspace.analysis(align_run))
     dataset = str(run.header.get("dataset") or run.config.dataset or "")
@@ -117,7 +119,6 @@ def run_zero_shot(
     workspace: Workspace, cfg: ZeroShotConfig, *, encoder: TextEncoder | None = None, force: bool = False
 ) -> StageResult:
     """Zero-shot AUCs with CIs and the negation check on ``cfg.split``; see module docstring."""
-    from cxrlens.workspace import run_stage
 
     ctx = load_context(workspace, cfg.align_run, encoder)
     rows = ctx.rows(cfg.split)
@@ -172,7 +173,6 @@ def run_index(
     workspace: Workspace, cfg: SearchConfig, *, encoder: TextEncoder | None = None, force: bool = False
 ) -> StageResult:
     """Build the faiss index over ``cfg.split``'s image embeddings and evaluate the query set (NDCG@k)."""
-    from cxrlens.workspace import run_stage
 
     ctx = load_context(workspace, cfg.align_run, encoder)
     rows = ctx.rows(cfg.split)
@@ -208,7 +208,6 @@ def search_text(
 ) -> pd.DataFrame:
     """Top-``k`` images of the ``align index`` artefact for a text query: rank, score, image_id, study_id, split,
     image_path and the report's findings (when the dataset has them)."""
-    from cxrlens.workspace import read_manifest
 
     path = workspace.analysis(f"{align_run}-index")
     if read_manifest(path) is None:
@@ -238,8 +237,6 @@ def run_probe(
 ) -> StageResult:
     """Linear probes on adapter embeddings, raw backbone features (the pooled stream the adapter read) and, with
     ``cfg.sae_run``, SAE codes of that stream."""
-    from cxrlens.activations import ActivationStore
-    from cxrlens.workspace import run_stage
 
     ctx = load_context(workspace, cfg.align_run, encoder)
     store = ActivationStore(workspace.activations(ctx.run.config.activations))
@@ -277,11 +274,7 @@ def run_probe(
 
 
 def sae_codes(workspace: Workspace, sae_run: str, acts_ND: torch.Tensor) -> torch.Tensor:
-    """SAE codes (N, K) of ``acts_ND`` with the SAE of ``saes/<sae_run>`` (needs :mod:`cxrlens.sae`)."""
-    try:
-        from cxrlens.sae import load_sae
-    except ImportError as exc:
-        raise BadInputError(workspace.sae(sae_run), "SAE codes need cxrlens.sae.load_sae, not available") from exc
+    """SAE codes (N, K) of ``acts_ND`` with the SAE of ``saes/<sae_run>`` ."""
     sae = load_sae(workspace.sae(sae_run))
     with torch.no_grad():
         return torch.cat([sae.encode(acts_ND[i : i + 4096]) for i in range(0, len(acts_ND), 4096)]).float()

@@ -20,8 +20,13 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
+from cxrlens.console import progress
 from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_write_bytes
+from cxrlens.minilm import load_minilm
 
 __all__ = ["MiniLMEncoder", "TextEmbeddingCache", "TextEncoder", "embed_texts", "text_key"]
 
@@ -49,8 +54,6 @@ class MiniLMEncoder:
 
     def _load(self):
         if self._model is None:
-            from cxrlens.minilm import load_minilm
-
             self._model = load_minilm()
         return self._model
 
@@ -91,7 +94,6 @@ class TextEmbeddingCache:
         return cls(Path(root) / "cache" / "text-embeddings" / f"{slug}.safetensors", encoder)
 
     def _load(self) -> None:
-        from safetensors import safe_open
 
         try:
             with safe_open(str(self.path), framework="pt") as fh:
@@ -134,7 +136,6 @@ class TextEmbeddingCache:
 
     def _encode_with_progress(self, texts: list[str], chunk: int = 512) -> np.ndarray:
         """Encode in chunks; a progress bar when there are many texts."""
-        from cxrlens.console import progress
 
         parts = []
         with progress(transient=True, disable=len(texts) <= chunk) as bar:
@@ -145,9 +146,6 @@ class TextEmbeddingCache:
         return np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), np.float32)
 
     def _save(self) -> None:
-        from safetensors.torch import save
-
-        from cxrlens.files import atomic_write_bytes
 
         meta = {"model": self.encoder.name, "keys": json.dumps(list(self._rows)), "format": "1"}
         atomic_write_bytes(self.path, save({"embeddings": torch.from_numpy(self._emb_ND).contiguous()}, metadata=meta))

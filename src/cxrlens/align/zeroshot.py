@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import rankdata
 
 from cxrlens.data.schema import binarise_labels
 from cxrlens.errors import BadInputError
@@ -132,7 +133,6 @@ class ZeroShotConfig:
 # ---------------------------------------------------------------------------------------------------------- metrics
 def auc(y_true: np.ndarray, score: np.ndarray) -> float:
     """ROC AUC by the Mann–Whitney U statistic (ties count one half); equals ``sklearn.metrics.roc_auc_score``."""
-    from scipy.stats import rankdata
 
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(score, dtype=np.float64)

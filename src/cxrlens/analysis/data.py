@@ -21,8 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrlens.activations import ActivationStore
 from cxrlens.console import warn_line
+from cxrlens.data.images import load_image
+from cxrlens.data.store import image_file, read_side_table, read_studies
 from cxrlens.errors import BadInputError
+from cxrlens.labeltokens.run import load_run_models
+from cxrlens.sae import load_sae
 from cxrlens.workspace import Workspace
 
 __all__ = [
@@ -62,8 +67,6 @@ def load_images(
 
     Unreadable images are skipped with one warning line each; the returned table holds only the loaded rows.
     """
-    from cxrlens.data.images import load_image
-    from cxrlens.data.store import image_file, read_studies
 
     studies = read_studies(ws, dataset)
     if split != "all":
@@ -90,7 +93,6 @@ def load_images(
 
 def load_factors(ws: Workspace, dataset: str, studies: pd.DataFrame) -> pd.DataFrame:
     """The dataset's ``factors.parquet`` rows in the order of ``studies`` (by ``image_id``)."""
-    from cxrlens.data.store import read_side_table
 
     factors = read_side_table(ws, dataset, "factors").set_index("image_id")
     missing = set(studies["image_id"]) - set(factors.index)
@@ -167,7 +169,6 @@ def load_codes(ws: Workspace, source: str, dataset: str | None = None) -> Codes:
 
 @torch.no_grad()
 def _ltvit_codes(ws: Workspace, source: str, run: str, dataset: str, batch_size: int = 64) -> Codes:
-    from cxrlens.labeltokens.run import load_run_models
 
     model = load_run_models(ws, run)["label-tokens"].eval()
     images, studies = load_images(ws, dataset, int(model.cfg.image_size))
@@ -181,7 +182,6 @@ def _ltvit_codes(ws: Workspace, source: str, run: str, dataset: str, batch_size:
 
 
 def _store_codes(ws: Workspace, source: str, run: str, stream: str, sae_run: str | None) -> Codes:
-    from cxrlens.activations import ActivationStore
 
     store = ActivationStore(ws.activations(run))
     if stream not in store.stream_names():
@@ -199,7 +199,6 @@ def _store_codes(ws: Workspace, source: str, run: str, stream: str, sae_run: str
 
 
 def _sae_encode(ws: Workspace, sae_run: str, acts_ND: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    from cxrlens.sae import load_sae
 
     sae = load_sae(ws.sae(sae_run))
     with torch.no_grad():

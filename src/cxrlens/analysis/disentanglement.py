@@ -43,6 +43,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from scipy.stats import entropy
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import mutual_info_score
 
 __all__ = [
     "CodeSampler",
@@ -112,7 +116,6 @@ def discretize(values_NF: np.ndarray, bins: int = 20) -> np.ndarray:
 
 def _mutual_info_matrix(a_NA: np.ndarray, b_NB: np.ndarray) -> np.ndarray:
     """Discrete MI (nats) between every column of ``a`` and of ``b``: ``(A, B)``."""
-    from sklearn.metrics import mutual_info_score
 
     return np.array(
         [[mutual_info_score(b_NB[:, j], a_NA[:, i]) for j in range(b_NB.shape[1])] for i in range(a_NA.shape[1])]
@@ -203,7 +206,6 @@ class ConditionalCodes:
 # ------------------------------------------------------------------------------------- interventional metrics
 def beta_vae_score(sampler: CodeSampler, cfg: DisentanglementConfig = DisentanglementConfig()) -> dict[str, float]:
     """BetaVAE score: ``{"train_accuracy", "eval_accuracy"}`` of the factor-index classifier (chance = 1/F)."""
-    from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(cfg.seed)
     n_f = len(sampler.factor_names)
@@ -274,7 +276,6 @@ def dci(
     codes_ND: np.ndarray, factors_NF: np.ndarray, cfg: DisentanglementConfig = DisentanglementConfig()
 ) -> dict[str, Any]:
     """DCI: ``{"disentanglement", "completeness", "informativeness", "importance"}`` (importance: D × F list)."""
-    from sklearn.ensemble import RandomForestClassifier
 
     codes_ND = np.asarray(codes_ND, dtype=np.float64)
     y = discretize(factors_NF, cfg.bins)
@@ -295,7 +296,6 @@ def dci(
 
 def _dci_from_importance(imp_DF: np.ndarray) -> dict[str, float]:
     """Disentanglement and completeness of an importance matrix ``(codes, factors)`` (Eastwood & Williams 2018)."""
-    from scipy.stats import entropy
 
     n_d, n_f = imp_DF.shape
     eps = 1e-11

@@ -20,6 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.manifold import TSNE, trustworthiness
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from threadpoolctl import threadpool_limits
+
+from cxrlens.errors import CxrlensError
+from cxrlens.figures import new_figure, save_png
 
 __all__ = ["EmbeddingConfig", "embed", "embedding_plot", "validate_embedding"]
 
@@ -57,17 +65,9 @@ def _prepare(x_ND: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
 
 def embed(x_ND: np.ndarray, cfg: EmbeddingConfig = EmbeddingConfig()) -> np.ndarray:
     """``(N, D)`` → ``(N, 2)`` float32 embedding."""
-    from threadpoolctl import threadpool_limits
 
-    _load_native_libraries()
     with threadpool_limits(limits=cfg.threads):
         return _embed(_prepare(x_ND, cfg), cfg)
-
-
-def _load_native_libraries() -> None:
-    """threadpoolctl limits only libraries already loaded: load scikit-learn's OpenMP runtime and BLAS first."""
-    import sklearn.ensemble
-    import sklearn.manifold  # noqa: F401
 
 
 def _embed(x: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
@@ -75,8 +75,6 @@ def _embed(x: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
         try:
             import umap
         except ImportError:
-            from cxrlens.errors import CxrlensError
-
             raise CxrlensError(
                 "UMAP needs umap-learn: pip install 'cxrlens[analysis]' (or use --method tsne)"
             ) from None
@@ -85,7 +83,6 @@ def _embed(x: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
         numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
         reducer = umap.UMAP(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, random_state=cfg.seed, n_jobs=1)
         return reducer.fit_transform(x).astype(np.float32)
-    from sklearn.manifold import TSNE
 
     perplexity = min(cfg.perplexity, (len(x) - 1) / 3)
     return TSNE(2, perplexity=perplexity, init="pca", random_state=cfg.seed).fit_transform(x).astype(np.float32)
@@ -102,17 +99,12 @@ def validate_embedding(
     x_ND: np.ndarray, emb_N2: np.ndarray, y_N: np.ndarray, cfg: EmbeddingConfig = EmbeddingConfig()
 ) -> dict[str, float | str]:
     """CV random-forest score from 2-D vs full latent, chance level, and trustworthiness at ``trust_k``."""
-    from threadpoolctl import threadpool_limits
 
-    _load_native_libraries()
     with threadpool_limits(limits=cfg.threads):
         return _validate(x_ND, emb_N2, y_N, cfg)
 
 
 def _validate(x_ND: np.ndarray, emb_N2: np.ndarray, y_N: np.ndarray, cfg: EmbeddingConfig) -> dict[str, float | str]:
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-    from sklearn.manifold import trustworthiness
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
     y = np.asarray(y_N)
     ok = ~pd_isna(y)
@@ -144,7 +136,6 @@ def _validate(x_ND: np.ndarray, emb_N2: np.ndarray, y_N: np.ndarray, cfg: Embedd
 
 
 def pd_isna(y: np.ndarray) -> np.ndarray:
-    import pandas as pd
 
     return np.asarray(pd.isna(y), dtype=bool)
 
@@ -159,7 +150,6 @@ def embedding_plot(
 ) -> Path:
     """One scatter panel per colouring (categorical → legend, continuous → colour bar); panel titles carry the
     validation numbers when ``metrics`` is given."""
-    from cxrlens.figures import new_figure, save_png
 
     n = len(colour_by)
     fig = new_figure(3.3 * n, 3.4)

@@ -15,6 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.inspection import permutation_importance
+from sklearn.model_selection import train_test_split
+
+from cxrlens.figures import new_figure, save_png
 
 __all__ = ["ImportanceConfig", "ImportanceResult", "feature_importance", "importance_plot", "pool_maps"]
 
@@ -106,10 +112,6 @@ def feature_importance(
     held out. Without it a random (stratified for classification) split of ``test_size`` is used. Rows with a
     missing target are dropped.
     """
-    from scipy.stats import t as student_t
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-    from sklearn.inspection import permutation_importance
-    from sklearn.model_selection import train_test_split
 
     x_ND = np.asarray(x_ND, dtype=np.float64)
     y_N = np.asarray(y_N)
@@ -164,7 +166,6 @@ def feature_importance(
 
 def importance_plot(result: ImportanceResult, path: str | Path, *, title: str = "", top: int = 15) -> Path:
     """Horizontal bars of the ``top`` dims: mean held-out score drop with its interval."""
-    from cxrlens.figures import new_figure, save_png
 
     t = result.table.head(top).iloc[::-1]
     fig = new_figure(5.2, 0.28 * len(t) + 1.2)

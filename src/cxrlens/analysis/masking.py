@@ -28,6 +28,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from cxrlens.figures import new_figure, save_png
+
 __all__ = [
     "FactorReader",
     "MaskingConfig",
@@ -187,7 +189,6 @@ def difference_figure(
 ) -> Path:
     """One row per channel (largest effect first): a reference reconstruction and the mean difference image
     (red = brighter when masked, blue = darker), labelled with the affected factors."""
-    from cxrlens.figures import new_figure, save_png
 
     order = table.sort_values("mean_abs_diff", ascending=False)["channel"].to_numpy()[:max_channels]
     n = len(order)

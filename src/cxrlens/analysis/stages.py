@@ -17,13 +17,31 @@ import pandas as pd
 import torch
 
 from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_codes, load_factors, load_images
-from cxrlens.analysis.disentanglement import VARIANTS, DisentanglementConfig
-from cxrlens.analysis.embedding import EmbeddingConfig
-from cxrlens.analysis.importance import ImportanceConfig
-from cxrlens.analysis.vae import VAEConfig
+from cxrlens.analysis.disentanglement import (
+    VARIANTS,
+    DisentanglementConfig,
+    InterventionalCodes,
+    disentanglement_report,
+    report_table,
+)
+from cxrlens.analysis.embedding import EmbeddingConfig, embed, embedding_plot, validate_embedding
+from cxrlens.analysis.importance import ImportanceConfig, feature_importance, importance_plot
+from cxrlens.analysis.vae import (
+    VAEConfig,
+    _read,
+    encode,
+    latent_activity,
+    load_vae,
+    save_vae,
+    train_vae,
+    traversal_grid,
+)
 from cxrlens.config import save_toml
 from cxrlens.console import progress, warn_line
+from cxrlens.data.phantom.datasets import SPRITE_GRID, sample
+from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
+from cxrlens.figures import new_figure, save_png
 from cxrlens.files import atomic_write_json, atomic_write_parquet
 from cxrlens.workspace import StageResult, Workspace, run_stage
 
@@ -64,7 +82,6 @@ def _latent_columns(c: int, g: int) -> list[str]:
 
 
 def train_vae_stage(ws: Workspace, cfg: TrainVAEStage, run: str, *, force: bool = False) -> StageResult:
-    from cxrlens.analysis.vae import encode, latent_activity, save_vae, train_vae, traversal_grid
 
     ckpt_dir = ws.analysis(run).parent / f".{run}.checkpoints"
 
@@ -78,8 +95,6 @@ def train_vae_stage(ws: Workspace, cfg: TrainVAEStage, run: str, *, force: bool 
             raise BadInputError(ws.dataset(cfg.dataset), f"only {train_mask.sum()} images in split {cfg.split!r}")
         if (ckpt_dir / "last.safetensors").exists():
             try:
-                from cxrlens.analysis.vae import _read
-
                 head = _read(ckpt_dir / "last.safetensors")[0]
                 if head["config"] != dataclasses.asdict(cfg.vae):
                     warn_line(f"{ckpt_dir}: checkpoint of another config discarded")
@@ -148,7 +163,6 @@ def _targets(ws: Workspace, dataset: str, studies: pd.DataFrame, name: str) -> n
 
 def _aligned(ws: Workspace, dataset: str, latents: str) -> tuple[Any, pd.DataFrame]:
     """Codes of ``latents`` and the study-table rows of the same images, in the same order."""
-    from cxrlens.data.store import read_studies
 
     codes = load_codes(ws, latents, dataset)
     studies = read_studies(ws, dataset).set_index("image_id")
@@ -173,7 +187,6 @@ class ImportanceStage:
 
 
 def importance_stage(ws: Workspace, cfg: ImportanceStage, run: str, *, force: bool = False) -> StageResult:
-    from cxrlens.analysis.importance import feature_importance, importance_plot
 
     def build(tmp: Path) -> dict[str, Any]:
         codes, studies = _aligned(ws, cfg.dataset, cfg.latents)
@@ -207,7 +220,6 @@ class EmbedStage:
 
 
 def embed_stage(ws: Workspace, cfg: EmbedStage, run: str, *, force: bool = False) -> StageResult:
-    from cxrlens.analysis.embedding import embed, embedding_plot, validate_embedding
 
     def build(tmp: Path) -> dict[str, Any]:
         codes, studies = _aligned(ws, cfg.dataset, cfg.latents)
@@ -261,9 +273,6 @@ def _interventional_sampler(
 ):
     """BetaVAE/FactorVAE codes from freshly rendered sprites. Renders are cached by (n, fixed, seed): every VAE of
     one run draws the same sequence of requests (same metric seed), so each batch is rendered once per run."""
-    from cxrlens.analysis.disentanglement import InterventionalCodes
-    from cxrlens.analysis.vae import encode, load_vae
-    from cxrlens.data.phantom.datasets import SPRITE_GRID, sample
 
     trained = load_vae(ws.analysis(source.partition(":")[2]) / "model.safetensors")
     size = trained.cfg.image_size
@@ -283,7 +292,6 @@ def _interventional_sampler(
 
 
 def disentangle_stage(ws: Workspace, cfg: DisentangleStage, run: str, *, force: bool = False) -> StageResult:
-    from cxrlens.analysis.disentanglement import disentanglement_report, report_table
 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
@@ -312,7 +320,6 @@ def disentangle_stage(ws: Workspace, cfg: DisentangleStage, run: str, *, force: 
 
 def disentanglement_plot(table: pd.DataFrame, path: Path) -> Path:
     """The comparison table as an annotated heatmap (rows: representations, columns: metrics, all in [0, 1])."""
-    from cxrlens.figures import new_figure, save_png
 
     cols = ["beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap"]
     vals = table[cols].to_numpy(float)

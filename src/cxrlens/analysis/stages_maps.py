@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses as dc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,23 @@ import torch
 from torch import nn
 
 from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_factors, load_images
-from cxrlens.analysis.masking import MaskingConfig
-from cxrlens.analysis.tcav import TCAVConfig
+from cxrlens.analysis.masking import MaskingConfig, difference_figure, fit_factor_reader, mask_channel, masking_effects
+from cxrlens.analysis.tcav import LayerProbe, TCAVConfig, run_tcav, tcav_plot
+from cxrlens.analysis.vae import decode, encode, latent_activity, load_vae
+from cxrlens.backbones.registry import load_backbone
 from cxrlens.config import save_toml
+from cxrlens.console import warn_line
+from cxrlens.data.images import is_image_file, load_image
+from cxrlens.data.store import image_file, read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_json, atomic_write_parquet
-from cxrlens.saliency.sanity import SanityConfig
-from cxrlens.workspace import StageResult, Workspace, run_stage
+from cxrlens.interpret.heatmaps import heatmap_sanity
+from cxrlens.interpret.run import read_interpretation
+from cxrlens.labeltokens.grounding import compute_maps, randomisation_groups
+from cxrlens.labeltokens.run import load_run_models
+from cxrlens.sae.io import load_sae
+from cxrlens.saliency.sanity import SanityConfig, cascading_randomization, sanity_plot, sanity_table
+from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
 
 __all__ = [
     "MaskStage",
@@ -37,7 +48,6 @@ def _threads(n: int) -> None:
 
 
 def _vae(ws: Workspace, run: str):
-    from cxrlens.analysis.vae import load_vae
 
     path = ws.analysis(run) / "model.safetensors"
     if not path.exists():
@@ -66,8 +76,6 @@ class MaskStage:
 
 
 def mask_stage(ws: Workspace, cfg: MaskStage, run: str, *, force: bool = False) -> StageResult:
-    from cxrlens.analysis.masking import difference_figure, fit_factor_reader, masking_effects
-    from cxrlens.analysis.vae import decode, encode
 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
@@ -144,7 +152,6 @@ def _load_classifier(ws: Workspace, spec: str) -> tuple[nn.Module, tuple[str, ..
     kind, _, rest = spec.partition(":")
     if kind != "lt-vit":
         raise BadInputError(None, f"model {spec!r}: expected lt-vit:<run>[:label-tokens|cls]")
-    from cxrlens.labeltokens.run import load_run_models
 
     run, _, which = rest.partition(":")
     models = load_run_models(ws, run)
@@ -177,8 +184,6 @@ class TCAVStage:
 
 
 def _folder_images(path: str, size: int) -> torch.Tensor:
-    from cxrlens.console import warn_line
-    from cxrlens.data.images import is_image_file, load_image
 
     files = sorted(p for p in Path(path).expanduser().iterdir() if p.is_file() and is_image_file(p))
     out = []
@@ -195,7 +200,6 @@ def _folder_images(path: str, size: int) -> torch.Tensor:
 
 
 def tcav_stage(ws: Workspace, cfg: TCAVStage, run: str, *, force: bool = False) -> StageResult:
-    from cxrlens.analysis.tcav import LayerProbe, run_tcav, tcav_plot
 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
@@ -281,9 +285,6 @@ def _vae_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
 
 
 def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = False) -> StageResult:
-    from cxrlens.analysis.masking import mask_channel
-    from cxrlens.analysis.vae import decode, encode, latent_activity
-    from cxrlens.saliency.sanity import cascading_randomization, sanity_plot, sanity_table
 
     if not cfg.vae and not cfg.lt_vit and not cfg.interpret:
         raise BadInputError(None, "nothing to check: give --vae, --lt-vit and/or --interpret")
@@ -314,9 +315,6 @@ def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = Fal
                 )
             )
         if cfg.lt_vit:
-            from cxrlens.labeltokens.grounding import compute_maps, randomisation_groups
-            from cxrlens.labeltokens.run import load_run_models
-
             lt = load_run_models(ws, cfg.lt_vit)["label-tokens"]
             images, _ = load_images(ws, cfg.dataset, lt.cfg.image_size, split="test", limit=cfg.n_images)
             for method in cfg.lt_methods:
@@ -348,15 +346,6 @@ def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = Fal
 
 def _sae_heatmap_sanity(ws: Workspace, cfg: SanityStage) -> list:
     """The two analyses of :func:`~cxrlens.interpret.heatmaps.heatmap_sanity` for an interpretation run's maps."""
-    import dataclasses as dc
-
-    from cxrlens.backbones.registry import load_backbone
-    from cxrlens.data.images import load_image
-    from cxrlens.data.store import image_file, read_studies
-    from cxrlens.interpret.heatmaps import heatmap_sanity
-    from cxrlens.interpret.run import read_interpretation
-    from cxrlens.sae.io import load_sae
-    from cxrlens.workspace import read_manifest
 
     manifest = read_manifest(ws.interpret(cfg.interpret))
     if manifest is None:

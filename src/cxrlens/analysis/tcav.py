@@ -27,6 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import t as student_t
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+from cxrlens.figures import new_figure, save_png
 
 __all__ = [
     "LayerProbe",
@@ -124,8 +129,6 @@ class LayerProbe:
 
 def train_cav(pos_ND: np.ndarray, neg_ND: np.ndarray, *, c: float = 1.0, test_size: float = 0.25, seed: int = 0):
     """A CAV: unit normal ``(D,)`` of a logistic regression (concept = 1), and its held-out accuracy."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
 
     x = np.concatenate([pos_ND, neg_ND])
     y = np.r_[np.ones(len(pos_ND)), np.zeros(len(neg_ND))]
@@ -152,7 +155,6 @@ def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
 def welch_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sided Welch t-test ``(t, p)`` (as ``scipy.stats.ttest_ind(equal_var=False)``), written out so that a
     sample with zero variance (every TCAV score 1.0) needs no special case; identical constant samples give p = 1."""
-    from scipy.stats import t as student_t
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
@@ -267,7 +269,6 @@ def run_tcav(
 def tcav_plot(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
     """Bars of mean TCAV score per (class, concept) with the random-CAV null; non-significant bars are grey, hatched
     and labelled "n.s."; significant ones carry their BH q-value."""
-    from cxrlens.figures import new_figure, save_png
 
     fig = new_figure(max(4.0, 1.05 * len(table) + 1.5), 3.6)
     ax = fig.add_subplot()

@@ -27,11 +27,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save
 from torch import nn
 from torch.nn import functional as F
 
+from cxrlens import __version__
+from cxrlens.checkpoint import read_checkpoint
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.errors import BadInputError
+from cxrlens.figures import image_grid
 from cxrlens.files import atomic_write_bytes
 
 __all__ = [
@@ -272,7 +276,6 @@ def train_vae(
 
 # -------------------------------------------------------------------------------------------------- checkpoints
 def _header(cfg: VAEConfig, step: int, history: list[dict[str, float]]) -> dict[str, str]:
-    from cxrlens import __version__
 
     head = {"schema": CHECKPOINT_SCHEMA, "package_version": __version__, "config": config_to_dict(cfg), "step": step}
     return {"cxrlens.vae": json.dumps(head, sort_keys=True), "history": json.dumps(history)}
@@ -288,7 +291,6 @@ def _save(
     step: int,
     history: list[dict[str, float]],
 ) -> Path:
-    from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     if disc is not None:
@@ -303,7 +305,6 @@ def _save(
 
 
 def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, torch.Tensor]]:
-    from cxrlens.checkpoint import read_checkpoint
 
     head, meta, tensors = read_checkpoint(path, key="cxrlens.vae", schema=CHECKPOINT_SCHEMA, kind="VAE")
     return head, json.loads(meta.get("history", "[]")), tensors
@@ -385,7 +386,6 @@ def traversal_grid(
 ) -> Path:
     """Latent traversal PNG: one row per latent channel (most active first, inactive ones marked), columns vary that
     channel (every position of a map at once) over ``base ± span·std`` with std taken from ``mu_ref``."""
-    from cxrlens.figures import image_grid
 
     base = encode(model, base_image_SS[None])[0]
     act = latent_activity(mu_ref_NCgg)

@@ -14,6 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrlens.backbones.base import Backbone
+from cxrlens.backbones.hf import HFBackbone
+from cxrlens.backbones.vit import CxrlensViT
+from cxrlens.backbones.xrv import XRVBackbone
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import Workspace
 
@@ -56,15 +59,9 @@ def load_backbone(
     """
     kind, arg = parse_spec(spec)
     if kind == "hf":
-        from cxrlens.backbones.hf import HFBackbone
-
         backbone: Backbone = HFBackbone(arg, allow_download=allow_download, spec=spec)
     elif kind == "xrv":
-        from cxrlens.backbones.xrv import XRVBackbone
-
         backbone = XRVBackbone(arg, cache_dir=xrv_cache_dir, spec=spec)
     else:
-        from cxrlens.backbones.vit import CxrlensViT
-
         backbone = CxrlensViT(arg, workspace)
     return backbone.to(device)

@@ -35,14 +35,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from cxrlens.backbones.vit import DEFAULT_BACKBONE, ViTArch, build_vit
+from cxrlens.console import progress, quiet_transformers
+from cxrlens.data.images import load_image
+from cxrlens.data.reports import plain_report_text
+from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.data.store import image_file, read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_json
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
+from cxrlens.minilm import embed_sentences
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
 __all__ = [
     "OBJECTIVES",
@@ -130,7 +141,6 @@ class TrainData:
 def load_train_data(workspace: Workspace, cfg: BackboneTrainConfig, show_progress: bool = True) -> TrainData:
     """Decode and downsize the datasets' images once (they fit in memory at the ViT's input size): ``cfg.dataset``
     with its splits, then every image of ``cfg.pretrain_datasets`` with split ``pretrain``."""
-    from cxrlens.data.schema import CHEXPERT_LABELS
 
     parts = [_load_split_images(workspace, cfg.dataset, cfg, show_progress)]
     for name in cfg.pretrain_datasets:
@@ -151,13 +161,6 @@ def _load_split_images(
     workspace: Workspace, dataset: str, cfg: BackboneTrainConfig, show_progress: bool
 ) -> tuple[torch.Tensor, np.ndarray, list[str], np.ndarray]:
     """One dataset → (images (N, S, S) in [0, 1], labels (N, 14), report texts, split (N,))."""
-    import pandas as pd
-
-    from cxrlens.console import progress
-    from cxrlens.data.images import load_image
-    from cxrlens.data.reports import plain_report_text
-    from cxrlens.data.schema import CHEXPERT_LABELS
-    from cxrlens.data.store import image_file, read_studies
 
     studies = read_studies(workspace, dataset)
     studies = studies[studies["image_path"].fillna("").astype(str) != ""]
@@ -189,8 +192,6 @@ def _renderable_labels(workspace: Workspace, dataset: str) -> tuple[str, ...]:
     """Labels the dataset's images can show. Phantom datasets draw the labels listed in their manifest
     (``extra.mask_channels``: one mask channel per drawable finding; "No Finding" is not one); for real datasets
     every label counts."""
-    from cxrlens.data.schema import CHEXPERT_LABELS
-    from cxrlens.workspace import read_manifest
 
     manifest = read_manifest(workspace.dataset(dataset))
     channels = (manifest.extra.get("mask_channels") if manifest else None) or ()
@@ -200,7 +201,6 @@ def _renderable_labels(workspace: Workspace, dataset: str) -> tuple[str, ...]:
 
 def _text_embeddings(texts: Sequence[str]) -> torch.Tensor:
     """(N, 384) L2-normalised all-MiniLM-L6-v2 embeddings of the texts (unique texts encoded once)."""
-    from cxrlens.minilm import embed_sentences  # one clear error when the offline MiniLM is not installed
 
     uniq = sorted(set(texts))
     emb = embed_sentences(uniq)
@@ -425,8 +425,6 @@ def probe_auc(
     rows are left out for that label. A label is scored on a split only if it has at least ``min_positives``
     positives and negatives both in train and in that split.
     """
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
 
     tr = split == "train"
     x = StandardScaler().fit(feats_ND[tr]).transform(feats_ND)
@@ -435,8 +433,6 @@ def probe_auc(
 
 
 def _probe_fits(x, labels_NL, split, label_names, eval_splits, c, min_positives) -> dict[str, dict[str, float]]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
 
     tr = split == "train"
     out: dict[str, dict[str, float]] = {s: {} for s in eval_splits}
@@ -483,7 +479,6 @@ def train_backbone(
     ``num_threads`` sets torch's intra-op threads for the run (restored afterwards); on a busy 2-core machine 1 thread
     is ~3× faster than 2 contending ones.
     """
-    from cxrlens.console import progress
 
     def build(tmp: Path) -> dict[str, Any]:
         nonlocal data
@@ -525,7 +520,6 @@ def train_backbone(
             models[objective] = model
         best = max(cfg.objectives, key=lambda o: np.nan_to_num(results[o]["val_macro_renderable"], nan=-1.0))
         _, processor = build_vit(cfg.arch, seed=cfg.seed)
-        from cxrlens.console import quiet_transformers
 
         with quiet_transformers():
             models[best].save_pretrained(tmp, safe_serialization=True)

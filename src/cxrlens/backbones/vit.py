@@ -9,9 +9,13 @@ Weights are looked up in the workspace first (``<workspace>/backbones/<name>/``)
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+import torch
+
 from cxrlens.backbones.hf import HFBackbone
+from cxrlens.console import quiet_transformers
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import Workspace
 
@@ -48,7 +52,6 @@ class ViTArch:
 
 def build_vit(arch: ViTArch, seed: int = 0):
     """A randomly initialised transformers ``ViTModel`` for ``arch`` and its image processor."""
-    import torch
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     cfg = ViTConfig(
@@ -97,7 +100,6 @@ def write_random_vit(workspace: Workspace, name: str, *, like: str = "default", 
     """``backbones/<name>``: the architecture of ``cxrlens:<like>`` at **random initialisation** (seed), with its
     image processor — the random-backbone control (``cxrlens:<name>`` then loads it like any in-project ViT).
     Rewritten only when missing, so the weights of a control never change under a workspace."""
-    import json
 
     out = workspace.backbone(name)
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
@@ -108,7 +110,6 @@ def write_random_vit(workspace: Workspace, name: str, *, like: str = "default", 
     model, processor = build_vit(arch, seed=seed)
     tmp = out.parent / f".{name}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    from cxrlens.console import quiet_transformers
 
     with quiet_transformers():  # no "Writing model shards" bar in the middle of a command's output
         model.save_pretrained(tmp)

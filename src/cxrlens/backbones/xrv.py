@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from cxrlens.backbones.base import Backbone, EncodeOutput, Preprocessor
 from cxrlens.errors import BadInputError
@@ -65,8 +66,6 @@ def _load_state(weights: str, cache_dir: str | Path | None) -> dict[str, torch.T
     path, url = xrv_weights_path(weights, cache_dir)
     st = path.with_suffix(".safetensors")
     if st.is_file():
-        from safetensors.torch import load_file
-
         return load_file(st)
     if not path.is_file():
         raise BadInputError(
@@ -93,7 +92,6 @@ def _load_state(weights: str, cache_dir: str | Path | None) -> dict[str, torch.T
 
 def build_xrv_model(weights: str) -> torch.nn.Module:
     """The untrained architecture for ``weights`` (no download, no weights)."""
-    import torchvision
     import torchxrayvision as xrv
 
     family = _family(weights)
@@ -102,6 +100,8 @@ def build_xrv_model(weights: str) -> torch.nn.Module:
         return xrv.models.DenseNet(weights=None, num_classes=n_classes)
     if family == "resnet":
         n_classes = len(xrv.models.model_urls[weights]["labels"])
+        import torchvision  # heavy (pulls torch._dynamo); only the xrv ResNet path needs it
+
         ctor = torchvision.models.resnet101 if weights.startswith("resnet101") else torchvision.models.resnet50
         net = ctor(num_classes=n_classes, weights=None)
         net.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)

@@ -11,8 +11,7 @@ import typer
 
 from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
 from cxrlens.console import console
-from cxrlens.demo import DEMO_SAE, DemoConfig, run_demo
-from cxrlens.demo.pipeline import DEMO_STREAM
+from cxrlens.demo.config import DEMO_SAE, DEMO_STREAM, DemoConfig
 
 TITLES = {
     "import": "1 · reports: IU X-ray study table with CheXpert-14 labels",
@@ -39,6 +38,8 @@ def demo(
 
     Every stage is skipped when its output in the workspace is current, so a second run is fast.
     """
+    from cxrlens.demo.pipeline import run_demo
+
     ws = open_workspace(workspace)
     console.rule("[bold]cxrlens demo")
     console.print(f"workspace: {ws.root}")

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
 from cxrlens.console import console
-from cxrlens.evaluate.summary import bootstrap_note, leak_line
 
 app = typer.Typer(
     help="Evaluate generated reports: NLG, clinical F1, phantom grounding, baselines.", no_args_is_help=True
@@ -77,6 +76,7 @@ def print_evaluation(result, reports: str) -> None:
     from cxrlens.evaluate.baselines import BASELINES
     from cxrlens.evaluate.bootstrap import units_phrase
     from cxrlens.evaluate.run import gap_table, headline_table
+    from cxrlens.evaluate.summary import bootstrap_note, leak_line
 
     metrics = json.loads((result.path / "metrics.json").read_text(encoding="utf-8"))
     table = headline_table(metrics)

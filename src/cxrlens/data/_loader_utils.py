@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.console import progress
-from cxrlens.data.images import probe_image
+from cxrlens.data.images import load_image, probe_image
 from cxrlens.data.schema import CHEXPERT_LABELS, SPLITS
 from cxrlens.errors import BadInputError
 
@@ -140,7 +140,6 @@ def verify_images(
         height_N, width_N: int32 sizes (-1 when unknown); errors: row → error; dicom_N: row → (PatientID,
         ViewPosition) read from DICOM headers.
     """
-    from cxrlens.data.images import load_image
 
     check_verify_mode(mode)
     n = len(paths)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from cxrlens.console import warn_line
 from cxrlens.errors import BadInputError
@@ -129,7 +130,6 @@ def _check_end_marker(path: Path, fmt: str) -> None:
 
 
 def _open_pil(path: Path, fmt: str):
-    from PIL import Image, UnidentifiedImageError
 
     try:
         return Image.open(path, formats=["PNG"] if fmt == "png" else ["JPEG"])

@@ -22,6 +22,7 @@ Text keeps the de-identification token ``XXXX`` as it is in the source.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import tarfile
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrlens.data.labeler import label_reports, report_text
 from cxrlens.data.schema import CHEXPERT_LABELS, finalize_study_table, normalize_view, patient_split
 from cxrlens.data.store import LoadedDataset, import_dataset
 from cxrlens.errors import BadInputError
@@ -96,7 +98,6 @@ class IUXrayTables:
 
 def xrv_data_dir() -> Path:
     """``torchxrayvision/data`` of the installed package (holds the bundled report and label files)."""
-    import importlib.util
 
     spec = importlib.util.find_spec("torchxrayvision")
     if spec is None or not spec.submodule_search_locations:
@@ -205,8 +206,6 @@ def load_iu_xray(config: IUXrayImportConfig | None = None) -> IUXrayTables:
     reports = reports.sort_values(["_order", "study_id"]).drop(columns="_order").reset_index(drop=True)
     label_cols = list(CHEXPERT_LABELS) if config.label_reports else []
     if config.label_reports:
-        from cxrlens.data.labeler import label_reports, report_text
-
         texts = [report_text(f, i) for f, i in zip(reports["findings"], reports["impression"], strict=True)]
         labels = label_reports(texts)
         for name in label_cols:

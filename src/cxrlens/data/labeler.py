@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlens.data import labeler_phrases as P
+from cxrlens.data.reports import parse_sections
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.errors import BadInputError
 
@@ -148,7 +149,6 @@ def select_sections(text: str) -> str:
     report banners). When the report has headers but neither findings nor impression (nor their aliases), the text
     is kept except the first line (or sentence) under an indication/history/comparison/technique header.
     """
-    from cxrlens.data.reports import parse_sections
 
     sections = parse_sections(text)
     if sections.findings or sections.impression:

@@ -16,6 +16,7 @@ from cxrlens.activations import ExtractConfig, extract_activations
 from cxrlens.backbones.vit import write_random_vit
 from cxrlens.data.iu_xray import IUXrayImportConfig, import_iu_xray
 from cxrlens.data.phantom.datasets import IUPhantomConfig, build_iu_phantom
+from cxrlens.demo.config import DEMO_LAYER, DEMO_SAE, DEMO_STAGES, DEMO_STREAM, DemoConfig
 from cxrlens.demo.summary import CONTROL_METRICS, overall_pointing, write_summary
 from cxrlens.evaluate.report_pointing import report_pointing
 from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports, headline_table
@@ -41,31 +42,6 @@ __all__ = [
     "demo_sae_config",
     "run_demo",
 ]
-
-DEMO_SAE = "iu-phantom-demo-patch"
-DEMO_LAYER = "block.2"
-DEMO_STREAM = f"{DEMO_LAYER}/patch"
-
-
-DEMO_STAGES: tuple[str, ...] = (
-    "import", "phantom", "activations", "sae", "interpret", "reports", "evaluation", "pointing", "controls", "summary"
-)  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoConfig:
-    """What the demo runs on.
-
-    Attributes:
-        max_images: render only the first N IU images and train token-sized SAEs (100 steps of 256 tokens) — a quick
-            look that exercises the whole chain; None = all 7,470 images and the real SAE (3,000 steps of 1,024).
-    """
-
-    max_images: int | None = None
-
-    @property
-    def quick(self) -> bool:
-        return self.max_images is not None
 
 
 @dataclasses.dataclass(frozen=True)

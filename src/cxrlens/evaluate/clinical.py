@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlens.data.labeler import label_reports
 from cxrlens.data.schema import CHEXPERT_LABELS, binarise_labels
 
 __all__ = [
@@ -217,6 +218,5 @@ def clinical_scores(generated: pd.DataFrame, reference: pd.DataFrame) -> pd.Data
 
 def clinical_scores_from_text(generated: Sequence[str], reference: Sequence[str]) -> pd.DataFrame:
     """Label both lists of report texts with the cxrlens labeler, then :func:`clinical_scores`."""
-    from cxrlens.data.labeler import label_reports
 
     return clinical_scores(label_reports(list(generated)), label_reports(list(reference)))

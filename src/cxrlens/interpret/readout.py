@@ -37,7 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors import safe_open
+from safetensors.numpy import save
+from scipy.stats import fisher_exact, rankdata
+from sklearn.linear_model import LogisticRegression
 
+from cxrlens.data.reports import states_change
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_parquet
@@ -137,7 +142,6 @@ def _negative_cutoff(score: np.ndarray, y: np.ndarray, npv: float) -> float:
 
 def _ranks(codes_NF: np.ndarray) -> np.ndarray:
     """(N, F) column-wise ranks (ties averaged) for :func:`_auc_columns`."""
-    from scipy.stats import rankdata
 
     return rankdata(codes_NF, axis=0)
 
@@ -202,7 +206,6 @@ class FindingReadout:
         return {str(r.label): (str(r.positive_sentence), str(r.negative_sentence)) for r in t.itertuples()}
 
     def save(self, directory: Path) -> None:
-        from safetensors.numpy import save
 
         tensors = {
             "weights": self.weights_LF.astype(np.float32),
@@ -216,7 +219,6 @@ class FindingReadout:
 
     @classmethod
     def load(cls, directory: Path) -> FindingReadout:
-        from safetensors import safe_open
 
         path = directory / READOUT_FILES[0]
         if not path.exists() or not (directory / READOUT_FILES[1]).exists():
@@ -260,7 +262,6 @@ def fit_readout(
     base_fbeta, negative_cutoff, val_negative_coverage, train_positive, val_positive, beta``; ``beta_choice`` the
     val micro precision / recall of every β tried and the one used.
     """
-    from sklearn.linear_model import LogisticRegression
 
     cfg = config or ReadoutConfig()
     Xtr, Xva = np.asarray(codes_train_NF, np.float32), np.asarray(codes_val_NF, np.float32)
@@ -387,7 +388,6 @@ def _choose(fits: list | str, y: np.ndarray, beta: float) -> dict:
     it for every image **and** the images it is stated for are enriched for it (one-sided Fisher exact test on val,
     p ≤ 0.05) — at β = 1 a threshold that states a signal-free finding for nearly every image can edge past the
     base rate by chance."""
-    from scipy.stats import fisher_exact
 
     if isinstance(fits, str):
         return {"reason": fits}
@@ -424,7 +424,6 @@ def finding_sentences(index: object, labels: Sequence[str], signature_names: Seq
     sentences, counts = index.sentences, index.counts  # type: ignore[attr-defined]
     col = {n: i for i, n in enumerate(signature_names)}
     finding_cols = [col[n] for n in labels if n in col]
-    from cxrlens.data.reports import states_change
 
     mentioned = ~np.isnan(sig[:, finding_cols])
     single_image = np.array([not states_change(str(t)) for t in sentences])

@@ -20,6 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrlens.data.labeler import label_reports
+from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
+from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.data.store import read_studies
+from cxrlens.interpret.run import image_codes, load_sae_context
+from cxrlens.sae.metrics import probe_auc
+
 __all__ = ["PROBE_CS", "feature_recovery", "image_probe"]
 
 PROBE_CS: tuple[float, ...] = (
@@ -38,8 +45,6 @@ def feature_recovery(
 ) -> dict[str, Any]:
     """Recovery table and description summary of one run (see the module docstring); ``kinds`` rows:
     ``kind, label, best_any, best_named, named_feature, description, recovered``."""
-    from cxrlens.data.labeler import label_reports
-    from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
 
     live = features[features["n_active"] > 0]
     desc = descriptions.set_index("feature")
@@ -96,10 +101,6 @@ def image_probe(
     grouped by study (one fixed C over-regularises a 128-d vector or
     under-regularises a 1,024-feature code, so it would measure the penalty, not what the code keeps).
     Returns ``{stream: {"codes": mean AUC, "raw": mean AUC, "ratio": …, "C": {"codes": …, "raw": …}}}``."""
-    from cxrlens.data.schema import CHEXPERT_LABELS
-    from cxrlens.data.store import read_studies
-    from cxrlens.interpret.run import image_codes, load_sae_context
-    from cxrlens.sae.metrics import probe_auc
 
     ctx = load_sae_context(ws, sae_run)
     split = ctx.index["split"].astype(str).to_numpy()

@@ -23,6 +23,7 @@ run) in its manifest, so ``cxrlens report --model <run>`` needs only the run nam
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,13 +33,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from safetensors.numpy import save
 
+from cxrlens.activations import ActivationStore
+from cxrlens.backbones.registry import load_backbone
+from cxrlens.console import progress
+from cxrlens.data.images import load_image
+from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
+from cxrlens.data.reports import plain_report_text
 from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.data.store import image_file, read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_parquet
-from cxrlens.interpret.describe import AnchorConfig, DescribeConfig
-from cxrlens.interpret.llm import LLMConfig
-from cxrlens.interpret.readout import ReadoutConfig
+from cxrlens.interpret.describe import (
+    AnchorConfig,
+    DescribeConfig,
+    anchor_descriptions,
+    build_sentence_index,
+    describe_features,
+)
+from cxrlens.interpret.features import (
+    auc_matrix,
+    binarise_label_table,
+    calibrate_thresholds,
+    confound_check,
+    feature_stats,
+    top_images,
+)
+from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method, model_view, upsample
+from cxrlens.interpret.llm import LLMConfig, contrast_reports, describe_features_llm
+from cxrlens.interpret.readout import READOUT_LABELS, ReadoutConfig, finding_sentences, fit_readout, label_targets
+from cxrlens.interpret.scoring import score_descriptions, summarise_scores
+from cxrlens.retrieval import nearest_neighbours
+from cxrlens.sae.io import CONFIG_FILE, load_sae
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
 
 __all__ = [
@@ -148,8 +176,6 @@ class SAEContext:
 def load_sae_context(ws: Workspace, sae_run: str, activations: str = "") -> SAEContext:
     """Open ``saes/<sae_run>`` and the activation store it was trained on (or ``activations``, another store with
     the same stream, e.g. the same backbone on another dataset); one clear error for each gap."""
-    from cxrlens.activations import ActivationStore
-    from cxrlens.sae.io import CONFIG_FILE, load_sae
 
     sae_dir = ws.sae(sae_run)
     if not (sae_dir / CONFIG_FILE).exists():
@@ -232,7 +258,6 @@ def token_code_maps(sae: Any, store: Any, stream: str, image_row: int) -> np.nda
 
 def image_reports(studies: pd.DataFrame, image_ids: Any) -> list[str]:
     """The report text (findings, then impression) of each image id, in order ("" where none)."""
-    from cxrlens.data.reports import plain_report_text
 
     table = studies.drop_duplicates("image_id").set_index("image_id")
     parts = [table[c].reindex(list(image_ids)).tolist() for c in ("findings", "impression")]
@@ -245,7 +270,6 @@ def phantom_truth(ws: Workspace, dataset: str, image_ids: Any) -> tuple[pd.DataF
     ``kinds``: (n, n_kinds) {0, 1} per finding kind (``<kind>.present``); ``labels``: (n, 13) {0, 1} per CheXpert
     label (a label is present when any kind mapping to it was drawn; "No Finding" is left out).
     """
-    from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
 
     path = ws.dataset(dataset) / "factors.parquet"
     if not path.exists():
@@ -306,20 +330,6 @@ def interpret_run(
 
     ``embed`` / ``signature`` replace the MiniLM sentence encoder and the labeler's sentence signature (tests).
     """
-    from cxrlens.console import progress
-    from cxrlens.data.store import read_studies
-    from cxrlens.interpret.describe import anchor_descriptions, build_sentence_index, describe_features
-    from cxrlens.interpret.features import (
-        auc_matrix,
-        binarise_label_table,
-        calibrate_thresholds,
-        confound_check,
-        feature_stats,
-        top_images,
-    )
-    from cxrlens.interpret.llm import contrast_reports, describe_features_llm
-    from cxrlens.interpret.readout import READOUT_LABELS, finding_sentences, fit_readout, label_targets
-    from cxrlens.interpret.scoring import score_descriptions, summarise_scores
 
     ctx = load_sae_context(ws, cfg.sae, cfg.activations)
     if not ctx.dataset:
@@ -454,7 +464,6 @@ def interpret_run(
             atomic_write_parquet(tmp / "descriptions.parquet", desc)
             if cfg.llm is not None:
                 atomic_write_parquet(tmp / "descriptions_extractive.parquet", extractive)
-            from safetensors.numpy import save
 
             atomic_write_bytes(tmp / "thresholds.safetensors", save({"thresholds": thresholds.astype(np.float32)}))
             words = finding_sentences(index, READOUT_LABELS, CHEXPERT_LABELS)
@@ -507,8 +516,6 @@ def retrieval_baseline(
     when present, as the evaluation's nearest-neighbour baseline) — the baseline the readout's β is chosen against
     on val, with its recall.
     None when the store has no image-level stream, the studies no patient ids, or the copied labels state nothing."""
-    from cxrlens.interpret.readout import label_targets
-    from cxrlens.retrieval import nearest_neighbours
 
     image_level = [n for n in ctx.store.stream_names if ctx.store.info(n).tokens_per_image == 1]
     if not image_level or "patient_id" not in studies.columns:
@@ -592,12 +599,6 @@ def _feature_heatmaps(
         return {"method": "none", "reason": "heatmap_features = 0"}
     if not ctx.backbone:
         return {"method": "none", "reason": "the activation store records no backbone"}
-    from safetensors.numpy import save
-
-    from cxrlens.backbones.registry import load_backbone
-    from cxrlens.data.images import load_image
-    from cxrlens.data.store import image_file, read_studies
-    from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method
 
     described = set(desc.loc[desc["sentences"].map(len) > 0, "feature"].astype(int))
     chosen = table[table["feature"].isin(described)].sort_values("n_active", ascending=False)
@@ -639,7 +640,6 @@ def _feature_heatmaps(
 
 def _stack(images: list[torch.Tensor]) -> torch.Tensor:
     """(B, H, W) float32 from grayscale images; any of another size is resized (bilinear) to the first one's."""
-    import torch.nn.functional as F
 
     size = tuple(images[0].shape)
     out = [
@@ -651,14 +651,11 @@ def _stack(images: list[torch.Tensor]) -> torch.Tensor:
 
 def _heatmap_figure(backbone: Any, shown: list, texts: dict[int, str], image: Any, path: Path, cols: int = 6) -> None:
     """One row per feature: its top images with the heatmap overlaid, the description as the row title."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from cxrlens.interpret.heatmaps import model_view, upsample
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(shown), cols, figsize=(1.9 * cols, 2.1 * len(shown)), squeeze=False)
@@ -682,7 +679,6 @@ def _heatmap_figure(backbone: Any, shown: list, texts: dict[int, str], image: An
 
 def _overview_figure(table: pd.DataFrame, desc: pd.DataFrame, path: Path) -> None:
     """Two panels: activation frequency of live features (log) and best-label AUC by confound verdict."""
-    import io
 
     import matplotlib
 

@@ -26,12 +26,15 @@ are both below 0.5 — i.e. its maps depend on what the model learned. A map tha
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
 
 from cxrlens.errors import BadInputError
 from cxrlens.labeltokens.model import LTViT, label_maps, upsample_maps
@@ -203,8 +206,6 @@ class MapSanityResult:
 
 
 def _similarity(a_NLHW: torch.Tensor, b_NLHW: torch.Tensor, keep_NL: torch.Tensor) -> tuple[float, float]:
-    from scipy.stats import spearmanr
-    from skimage.metrics import structural_similarity
 
     rhos, ssims = [], []
     for i, j in keep_NL.nonzero().tolist():
@@ -233,7 +234,6 @@ def sanity_check(
     ``method``: a name from :data:`MAP_METHODS` or a function ``(model, images) -> (N, L, H, W)``. Maps are compared
     on the (image, label) pairs where the label is positive (all pairs if none is).
     """
-    import copy
 
     fn: MapFn = (lambda m, x: compute_maps(m, x, method)) if isinstance(method, str) else method
     name = method if isinstance(method, str) else getattr(method, "__name__", "custom")

@@ -30,8 +30,13 @@ import torch.nn.functional as F
 
 from cxrlens.config import config_hash, save_toml
 from cxrlens.console import progress, warn_line
+from cxrlens.data.images import load_image
+from cxrlens.data.phantom import LABEL_CHANNELS, read_label_masks
+from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.data.store import image_file, read_studies
 from cxrlens.errors import BadInputError
-from cxrlens.files import atomic_write_json, atomic_write_parquet
+from cxrlens.files import atomic_path, atomic_write_json, atomic_write_parquet
+from cxrlens.labeltokens.grounding import compute_maps, map_grounding_scores, sanity_check
 from cxrlens.labeltokens.model import LTViT, LTViTConfig
 from cxrlens.labeltokens.train import (
     LabelData,
@@ -45,7 +50,7 @@ from cxrlens.labeltokens.train import (
     save_checkpoint,
     train,
 )
-from cxrlens.workspace import StageResult, Workspace, run_stage
+from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
 
 __all__ = [
     "LTExplainConfig",
@@ -104,7 +109,6 @@ class LTExplainConfig:
 # -------------------------------------------------------------------------------------------------------- data
 def _read_gray(path: Path, size: int) -> torch.Tensor:
     """(size, size) float32 in [0, 1] via :func:`cxrlens.data.images.load_image` (PNG/JPEG/DICOM), resized."""
-    from cxrlens.data.images import load_image
 
     t = torch.from_numpy(np.ascontiguousarray(load_image(path), dtype=np.float32))[None, None]
     if t.shape[-2:] != (size, size):
@@ -122,8 +126,6 @@ def _read_masks(ds_dir: Path, image_id: str, labels: tuple[str, ...], size: int)
     png, npz = ds_dir / "masks" / f"{image_id}.png", ds_dir / "masks" / f"{image_id}.npz"
     arrays: dict[str, np.ndarray] = {}
     if png.is_file():
-        from cxrlens.data.phantom import LABEL_CHANNELS, read_label_masks
-
         try:
             planes = read_label_masks(png)
         except ValueError as exc:
@@ -149,7 +151,6 @@ def load_label_data(
 
     Unreadable images are skipped with one warning line each and counted; a missing label column is an error.
     """
-    from cxrlens.data.store import image_file, read_studies
 
     ds_dir = ws.dataset(dataset)
     studies = read_studies(ws, dataset)
@@ -198,8 +199,6 @@ def load_label_data(
 
 def choose_labels(ws: Workspace, dataset: str, min_count: int = 10) -> tuple[str, ...]:
     """CheXpert label columns of ``dataset`` with at least ``min_count`` positives and negatives in its train split."""
-    from cxrlens.data.schema import CHEXPERT_LABELS
-    from cxrlens.data.store import read_studies
 
     st = read_studies(ws, dataset)
     tr = st[st["split"] == "train"]
@@ -286,7 +285,6 @@ def train_run(
 
 def _study_ids(ws: Workspace, cfg: LTRunConfig, image_ids: list[str]) -> list[str]:
     """Study id of each evaluated image: the bootstrap resamples studies, whose images share one report's labels."""
-    from cxrlens.data.store import read_studies
 
     st = read_studies(ws, cfg.dataset).drop_duplicates("image_id")
     study_of = dict(zip(st["image_id"].astype(str), st["study_id"].astype(str), strict=True))
@@ -315,7 +313,6 @@ def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, for
     models = load_run_models(ws, run)
     lt = models["label-tokens"]
     labels, size = lt.cfg.labels, lt.cfg.image_size
-    from cxrlens.workspace import read_manifest
 
     cfg = LTPredictConfig(run, read_manifest(ws.analysis(run)).config_hash, dataset, split)
     out_name = f"{run}-predict-{dataset}-{split or 'all'}"
@@ -336,7 +333,6 @@ def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, for
 # ----------------------------------------------------------------------------------------------------- explain
 def explain_run(ws: Workspace, cfg: LTExplainConfig, *, force: bool = False) -> StageResult:
     """Grounding (pointing game, IoU per label and method) and the sanity check for every model of the run."""
-    from cxrlens.labeltokens.grounding import compute_maps, map_grounding_scores, sanity_check
 
     models = load_run_models(ws, cfg.run)
     lt = models["label-tokens"]
@@ -391,8 +387,6 @@ def maps_figure(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from cxrlens.files import atomic_path
 
     show = tuple(s for s in show if s in maps)
     has = (data.labels == 1) & data.masks.flatten(2).any(-1) if data.masks is not None else data.labels == 1

@@ -30,10 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save
+from sklearn.metrics import roc_auc_score
 
+from cxrlens import __version__
+from cxrlens.checkpoint import read_checkpoint
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.console import progress
 from cxrlens.errors import BadInputError
+from cxrlens.evaluate.bootstrap import cluster_bootstrap, weighted_auc
 from cxrlens.files import atomic_write_bytes
 from cxrlens.labeltokens.model import LTViT, LTViTConfig
 
@@ -190,7 +195,6 @@ def lr_at(step: int, cfg: LTTrainConfig) -> float:
 
 # -------------------------------------------------------------------------------------------------- checkpoints
 def _header(cfg: LTTrainConfig, step: int, losses: list[float], kind: str) -> dict[str, str]:
-    from cxrlens import __version__
 
     head = {
         "schema": CHECKPOINT_SCHEMA,
@@ -212,7 +216,6 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
 ) -> Path:
     """Model (``model.*``) + AdamW state (``optim.<param index>.<key>``) as safetensors with a JSON header, atomic."""
-    from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     if optimizer is not None:
@@ -225,7 +228,6 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(header, tensors) of a file written by :func:`save_checkpoint`; a clear error for anything else."""
-    from cxrlens.checkpoint import read_checkpoint
 
     header, _, tensors = read_checkpoint(path, key="cxrlens", schema=CHECKPOINT_SCHEMA, kind="LT-ViT")
     return header, tensors
@@ -351,7 +353,6 @@ def predict(model: LTViT, images_NHW: torch.Tensor, batch_size: int = 64) -> tor
 
 def auc_per_label(probs_NL: torch.Tensor, targets_NL: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
     """ROC AUC per label over the known targets (NaN where a label has only one class among them)."""
-    from sklearn.metrics import roc_auc_score
 
     out = {}
     for j, name in enumerate(names):
@@ -384,7 +385,6 @@ def paired_bootstrap_auc(
     with a difference ≤ 0, "n_boot": resamples the interval rests on, "bootstrap_unit": what was resampled,
     "n_units": how many of them}``.
     """
-    from cxrlens.evaluate.bootstrap import cluster_bootstrap, weighted_auc
 
     cols = []
     for j in range(targets_NL.shape[1]):

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlens.data.reports import parse_side, states_change
 from cxrlens.data.schema import CHEXPERT_LABELS
 
 __all__ = [
@@ -319,7 +320,6 @@ def _sentence_for(
     and no change against a prior study (:func:`cxrlens.data.reports.states_change`).
     With ``side`` (where the evidence map peaks), a sentence naming another side is passed over: the words may
     not contradict the evidence (a bilateral sentence is kept)."""
-    from cxrlens.data.reports import parse_side, states_change
 
     for f in features:
         for i in bank.feature_sentences.get(int(f), []):

@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from cxrlens.console import warn_line
+from cxrlens.data.images import load_image
 from cxrlens.files import atomic_write_text
 
 __all__ = [
@@ -297,7 +299,6 @@ class StudyView:
 def _png_data_uri(img: Any, max_side: int, *, palette: bool = False) -> tuple[str, int, int]:
     """A PIL image → (PNG data URI, width, height), downscaled so its longer side is at most ``max_side``;
     ``palette``: colour reduced to 256 colours (a heatmap overlay: ~4× smaller, banding barely visible)."""
-    from PIL import Image
 
     img = img.copy()
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
@@ -309,16 +310,12 @@ def _png_data_uri(img: Any, max_side: int, *, palette: bool = False) -> tuple[st
 
 
 def _load_xray(path: str | Path, max_side: int) -> tuple[str, int, int]:
-    from PIL import Image
-
-    from cxrlens.data.images import load_image
 
     gray = load_image(path)  # (H, W) float32 in [0, 1]; PNG, JPEG and DICOM alike
     return _png_data_uri(Image.fromarray(np.round(gray * 255.0).astype(np.uint8), mode="L"), max_side)
 
 
 def _load_overlay(path: str | Path, max_side: int) -> tuple[str, int, int]:
-    from PIL import Image
 
     with Image.open(path) as img:
         img.load()

@@ -26,10 +26,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from safetensors.numpy import load_file
 
+from cxrlens.activations import ActivationStore, ExtractConfig, default_run_name
+from cxrlens.backbones.registry import load_backbone
+from cxrlens.console import progress
+from cxrlens.data.images import load_image
+from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes
+from cxrlens.interpret.describe import default_embed, default_signature
+from cxrlens.interpret.readout import FindingReadout
+from cxrlens.interpret.run import encode_codes, image_codes, image_reports, read_interpretation, token_code_maps
 from cxrlens.report.compile import CompileConfig, CompiledReport, DescriptionBank, compile_findings, compile_report
+from cxrlens.sae.io import load_sae
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
 __all__ = ["ReportConfig", "ReportModel", "generated_text", "read_reports", "report_dataset"]
@@ -82,10 +93,6 @@ class ReportModel:
         ``describer``: ``primary`` (``descriptions.parquet``: the LLM's when the run had one) or ``extractive``
         (``descriptions_extractive.parquet`` of an LLM run, else the primary file, which is then extractive).
         """
-        from safetensors.numpy import load_file
-
-        from cxrlens.interpret.describe import default_embed, default_signature
-        from cxrlens.interpret.run import read_interpretation
 
         d = ws.interpret(run)
         manifest = read_manifest(d)
@@ -107,8 +114,6 @@ class ReportModel:
         cfg = config or CompileConfig()
         readout = None
         if cfg.compiler == "readout":
-            from cxrlens.interpret.readout import FindingReadout
-
             readout = FindingReadout.load(d)
         grid = extra.get("grid")
         return cls(
@@ -130,16 +135,12 @@ class ReportModel:
     @property
     def sae(self) -> Any:
         if self._sae is None:
-            from cxrlens.sae.io import load_sae
-
             self._sae = load_sae(self.ws.sae(self.sae_run))
         return self._sae
 
     @property
     def backbone(self) -> Any:
         if self._backbone is None:
-            from cxrlens.backbones.registry import load_backbone
-
             if not self.backbone_spec:
                 raise BadInputError(
                     self.ws.activations(self.activations), "the store records no backbone; cannot encode new images"
@@ -159,9 +160,6 @@ class ReportModel:
         """Image codes ``(B, n_features)`` of grayscale [0, 1] images ``gray_BHW: (B, H, W)`` (one size per call)
         and, for a patch-token SAE, the per-patch codes ``(B, T, n_features)`` (else None). Image code = the code
         of the stream's token, or the maximum over patches (:func:`cxrlens.interpret.run.image_codes`)."""
-        import torch
-
-        from cxrlens.interpret.run import encode_codes
 
         bb = self.backbone
         x = bb.preprocess(torch.as_tensor(gray_BHW, dtype=torch.float32))
@@ -195,7 +193,6 @@ class ReportModel:
 
     def report_files(self, paths: Sequence[str | Path]) -> list[tuple[Path, CompiledReport | None, str | None]]:
         """(path, report or None, error or None) per image file (PNG/JPEG/DICOM); a bad file is reported, not fatal."""
-        from cxrlens.data.images import load_image
 
         out: list[tuple[Path, CompiledReport | None, str | None]] = []
         for p in map(Path, paths):
@@ -246,7 +243,6 @@ class ReportConfig:
 
 
 def _resolve(ws: Workspace, cfg: ReportConfig, model: ReportModel) -> ReportConfig:
-    from cxrlens.activations import ExtractConfig, default_run_name
 
     dataset = cfg.dataset or model.dataset
     store = cfg.activations
@@ -277,10 +273,6 @@ def report_dataset(
     show_progress: bool = True,
 ) -> StageResult:
     """Compile a report for every image of ``cfg.split`` into ``reports/<run>`` (default ``<interpret>-<split>``)."""
-    from cxrlens.activations import ActivationStore
-    from cxrlens.console import progress
-    from cxrlens.data.store import read_studies
-    from cxrlens.interpret.run import image_codes, image_reports, token_code_maps
 
     model = model or ReportModel.load(ws, cfg.interpret, config=cfg.compile, describer=cfg.describer)
     cfg = _resolve(ws, cfg, model)

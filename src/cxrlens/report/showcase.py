@@ -21,8 +21,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from cxrlens.workspace import Workspace
+from cxrlens.data.images import load_image
+from cxrlens.data.store import image_file, read_studies
+from cxrlens.files import atomic_write_json
+from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method, heatmap_sanity, model_view, overlay_png
+from cxrlens.report.compile import NORMAL_IMPRESSION
+from cxrlens.report.render import StudyView, render_html, write_html
+from cxrlens.report.run import read_reports
+from cxrlens.workspace import Workspace, read_manifest
 
 __all__ = ["pick_studies", "write_showcase"]
 
@@ -30,7 +38,6 @@ __all__ = ["pick_studies", "write_showcase"]
 def pick_studies(reports: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     """``n`` reports to show: non-empty ones, those whose impression states a finding first (then normal ones),
     seeded."""
-    from cxrlens.report.compile import NORMAL_IMPRESSION
 
     rng = np.random.default_rng(seed)
     nonempty = reports[reports["generated_text"].str.len() > 0]
@@ -56,14 +63,6 @@ def write_showcase(
 
     ``model`` is the run's :class:`~cxrlens.report.run.ReportModel` (heatmaps need its backbone and SAE).
     """
-    import torch
-
-    from cxrlens.data.images import load_image
-    from cxrlens.data.store import image_file, read_studies
-    from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method, model_view, overlay_png
-    from cxrlens.report.render import StudyView, render_html, write_html
-    from cxrlens.report.run import read_reports
-    from cxrlens.workspace import read_manifest
 
     out_dir = ws.reports(run)
     cfg = read_manifest(out_dir).config
@@ -112,10 +111,6 @@ def write_showcase(
 def _sanity(model: Any, pairs: list[tuple[Any, int]], path: Path, max_maps: int = 16, seed: int = 0) -> str:
     """Run the randomisation check on (a seeded sample of at most ``max_maps`` of) the shown maps; write its table;
     return a one-line verdict."""
-    import torch
-
-    from cxrlens.files import atomic_write_json
-    from cxrlens.interpret.heatmaps import heatmap_sanity
 
     sizes = {tuple(g.shape) for g, _ in pairs}
     if len(sizes) > 1:  # the check batches images: keep those of the most common size

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save
 
+from cxrlens import __version__
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json
@@ -23,9 +25,6 @@ CONFIG_FILE = "config.json"
 
 def save_sae(sae: SAE, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically, each file)."""
-    from safetensors.torch import save
-
-    from cxrlens import __version__
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -43,7 +42,6 @@ def save_sae(sae: SAE, directory: str | Path, extra: dict[str, Any] | None = Non
 
 def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> SAE:
     """The SAE saved in ``directory`` by :func:`save_sae`, in eval mode."""
-    from safetensors.torch import load_file
 
     directory = Path(directory)
     try:

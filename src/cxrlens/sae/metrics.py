@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.preprocessing import StandardScaler
 
 from cxrlens.data.schema import binarise_labels
 from cxrlens.files import atomic_write_json
@@ -89,7 +94,6 @@ def evaluate_sae(
 
 
 def _stack(parts):
-    import scipy.sparse as sp
 
     if parts and parts[0].layout == torch.sparse_csr:
         mats = [
@@ -123,10 +127,6 @@ def probe_auc(
     views of a study never sit on both sides of a CV split. The chosen C is returned in ``C``
     (``{"codes": …, "raw": …}``); ``codes_C`` fixes the codes' C (e.g. the one an earlier call chose against
     another raw stream), so only the raw probe's is chosen. The cross-validation fits run on two threads."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-    from sklearn.preprocessing import StandardScaler
 
     def fit_score(X: np.ndarray, y: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> float:
         scaler = StandardScaler(with_mean=False).fit(X[fit])

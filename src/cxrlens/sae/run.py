@@ -18,11 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxrlens.activations import ActivationStore
+from cxrlens.data.schema import CHEXPERT_LABELS
+from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_json
 from cxrlens.sae.base import OBJECTIVE_VERSION
 from cxrlens.sae.io import save_sae
 from cxrlens.sae.metrics import evaluate_sae, write_metrics
+from cxrlens.sae.registry import build_sae
 from cxrlens.sae.train import TrainConfig, train
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, is_current, run_stage, stage_hash
 
@@ -87,8 +91,6 @@ def _rows_of(store, stream: str, split: str, cap: int, seed: int) -> np.ndarray:
 
 
 def _labels(ws: Workspace, store, image_rows: np.ndarray) -> dict[str, np.ndarray] | None:
-    from cxrlens.data.schema import CHEXPERT_LABELS
-    from cxrlens.data.store import read_studies
 
     dataset = store.manifest.config.get("dataset")
     if not dataset:
@@ -113,7 +115,6 @@ def train_sae_run(
     show_progress: bool = True,
 ) -> StageResult:
     """Train ``cfg`` on ``activations/<cfg.activations>`` into ``saes/<run>`` (skipped when current)."""
-    from cxrlens.activations import ActivationStore
 
     store = ActivationStore(ws.activations(cfg.activations))
     stream = cfg.stream or default_stream(store)
@@ -184,8 +185,6 @@ def untrained_sae_run(ws: Workspace, cfg: SAERunConfig, *, run: str, force: bool
     start it (seed ``cfg.train.seed``; input scale and ``b_dec`` fitted on a first training batch, as the trainer
     does) and **never trained**, saved like a trained run into ``saes/<run>`` so every later stage treats it alike.
     Interpretability metrics that an untrained SAE also reaches say nothing about what training learnt."""
-    from cxrlens.activations import ActivationStore
-    from cxrlens.sae.registry import build_sae
 
     store = ActivationStore(ws.activations(cfg.activations))
     stream = cfg.stream or default_stream(store)

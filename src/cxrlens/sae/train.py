@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save
 
+from cxrlens import __version__
+from cxrlens.checkpoint import read_checkpoint
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.console import progress
 from cxrlens.errors import BadInputError
@@ -130,9 +133,6 @@ def save_checkpoint(
     gen: torch.Generator,
 ) -> Path:
     """Model + optimiser + RNG state after ``step`` steps, as one safetensors file with a JSON header (atomic)."""
-    from safetensors.torch import save
-
-    from cxrlens import __version__
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
     for i, p in enumerate(sae.parameters()):
@@ -151,7 +151,6 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(header, tensors) of a checkpoint written by :func:`save_checkpoint`; schema-checked."""
-    from cxrlens.checkpoint import read_checkpoint
 
     header, _, tensors = read_checkpoint(path, key="cxrlens", schema=CHECKPOINT_SCHEMA, kind="SAE training")
     return header, tensors

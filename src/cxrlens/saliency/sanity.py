@@ -27,6 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import rankdata
+from skimage.metrics import structural_similarity
+
+from cxrlens.figures import new_figure, save_png
 
 __all__ = [
     "MapFn",
@@ -95,7 +99,6 @@ def default_groups(model: torch.nn.Module) -> list[tuple[str, list[str]]]:
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
 
     return rankdata(x, axis=-1)
 
@@ -110,7 +113,6 @@ def _spearman_rows(a_NP: np.ndarray, b_NP: np.ndarray) -> np.ndarray:
 
 def map_similarity(a_NHW: np.ndarray, b_NHW: np.ndarray) -> dict[str, float]:
     """Mean Spearman (signed and of absolute values) and SSIM between two stacks of maps ``(N, H, W)``."""
-    from skimage.metrics import structural_similarity
 
     a_NHW, b_NHW = np.asarray(a_NHW, dtype=np.float64), np.asarray(b_NHW, dtype=np.float64)
     if a_NHW.shape != b_NHW.shape or a_NHW.ndim != 3:
@@ -213,7 +215,6 @@ def sanity_table(results: Sequence[SanityResult]) -> pd.DataFrame:
 
 def sanity_plot(results: Sequence[SanityResult], path: str | Path) -> Path:
     """Spearman(|map|) and SSIM vs randomisation depth, one line per method; the legend says pass/fail."""
-    from cxrlens.figures import new_figure, save_png
 
     fig = new_figure(7.5, 3.2)
     ax1, ax2 = fig.subplots(1, 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,13 +107,12 @@ def test_build_sprites_small_is_complete_and_byte_identical_on_rebuild(workspace
 
 def test_a_new_renderer_version_rebuilds_phantom_datasets(workspace, monkeypatch):
     """Images drawn by an older renderer are not reused: the renderer version is part of the dataset's hash."""
-    import importlib
-
     render = importlib.import_module("cxrlens.data.phantom.render")  # the module (the package exports the function)
+    datasets = importlib.import_module("cxrlens.data.phantom.datasets")
     cfg = SpritesConfig(n=4, size=48, seed=2)
     assert not build_sprites(workspace, cfg, workers=1).reused
     assert build_sprites(workspace, cfg, workers=1).reused
-    monkeypatch.setattr(render, "RENDERER_VERSION", render.RENDERER_VERSION + 1)
+    monkeypatch.setattr(datasets, "RENDERER_VERSION", render.RENDERER_VERSION + 1)  # as the builder reads it
     assert not build_sprites(workspace, cfg, workers=1).reused
 
 
@@ -146,7 +147,9 @@ def test_build_iu_phantom_keeps_reports_and_records_unrendered(workspace, monkey
         )
     )
     fake = iu_xray.IUXrayTables(reports=pd.DataFrame(), studies=studies, errors=(), inputs=())
-    monkeypatch.setattr(iu_xray, "load_iu_xray", lambda config=None: fake)
+    monkeypatch.setattr(
+        importlib.import_module("cxrlens.data.phantom.datasets"), "load_iu_xray", lambda config=None: fake
+    )
 
     res = build_iu_phantom(workspace, IUPhantomConfig(size=48, seed=0), workers=1)
     out = pd.read_parquet(res.path / "studies.parquet")

@@ -22,12 +22,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from cxrlens.data.iu_xray import xrv_data_dir
+from cxrlens.errors import BadInputError
+from cxrlens.files import atomic_path, file_sha256
 
 __all__ = [
     "LUNG_BOX",
@@ -123,13 +130,6 @@ def lung_atlas() -> tuple[np.ndarray, tuple[str, ...]]:
 
     Built from torchxrayvision's bundled zip on first use and cached on disk (safetensors + names in metadata).
     """
-    import json
-
-    from safetensors.numpy import load_file, save_file
-
-    from cxrlens.data.iu_xray import xrv_data_dir
-    from cxrlens.errors import BadInputError
-    from cxrlens.files import atomic_path, file_sha256
 
     zip_path = xrv_data_dir() / ATLAS_ZIP
     if not zip_path.exists():
@@ -138,8 +138,6 @@ def lung_atlas() -> tuple[np.ndarray, tuple[str, ...]]:
     cache = _cache_dir() / f"lung_atlas_{key}.safetensors"
     if cache.exists():
         try:
-            from safetensors import safe_open
-
             with safe_open(str(cache), framework="numpy") as fh:
                 names = tuple(json.loads((fh.metadata() or {})["names"]))
             return load_file(str(cache))["masks"], names

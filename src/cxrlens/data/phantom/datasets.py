@@ -24,19 +24,30 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 
+from cxrlens.console import progress
+from cxrlens.data.iu_xray import load_iu_xray
+from cxrlens.data.phantom.acquisition import MAX_SIZE, MIN_SIZE
+from cxrlens.data.phantom.anatomy import lung_atlas
+from cxrlens.data.phantom.figures import sample_grid
+from cxrlens.data.phantom.render import RENDERER_VERSION, encode_label_masks, label_masks, png_bytes, render
 from cxrlens.data.phantom.spec import (
     DEVICE_KINDS,
     KIND_LABEL,
     KIND_SIDES,
     KIND_ZONED,
     KINDS,
+    LABEL_CHANNELS,
     FindingSpec,
     ImageSpec,
 )
 from cxrlens.data.schema import CHEXPERT_LABELS, finalize_study_table, patient_split
+from cxrlens.data.store import LoadedDataset, import_dataset
+from cxrlens.files import atomic_write_parquet
+from cxrlens.parallel import imap_processes
 
 __all__ = [
     "IMAGE_GRID",
@@ -91,7 +102,6 @@ are sampled but have no effect."""
 
 
 def _atlas_size() -> int:
-    from cxrlens.data.phantom.anatomy import lung_atlas
 
     return len(lung_atlas()[0])
 
@@ -210,7 +220,6 @@ def sprite_report(spec: ImageSpec) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------------------ rendering
 def _render_one(job: tuple[str, dict[str, Any], int, int, str]) -> tuple[str, float]:
-    from cxrlens.data.phantom.render import encode_label_masks, label_masks, png_bytes, render
 
     image_id, row, seed, size, out_dir = job
     r = render(ImageSpec.from_row(row), size, seed)
@@ -222,7 +231,6 @@ def _render_one(job: tuple[str, dict[str, Any], int, int, str]) -> tuple[str, fl
 
 def _worker_init() -> None:
     """Runs once in each (spawned, hence thread-free) rendering worker: one OpenCV thread per process."""
-    import cv2
 
     cv2.setNumThreads(1)
 
@@ -235,8 +243,6 @@ def render_rows(factors: pd.DataFrame, size: int, out_dir: Path, workers: int | 
     deadlocked in ``cv2.setNumThreads``. A worker that dies or hangs ends the build with
     :class:`~cxrlens.parallel.WorkerPoolError`.
     """
-    from cxrlens.console import progress
-    from cxrlens.parallel import imap_processes
 
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -320,7 +326,6 @@ def build_sprites(
     workers: int | None = None,
 ):
     """Build ``datasets/<name>`` (default ``cxr-sprites``); skipped when current. Returns the StageResult."""
-    from cxrlens.data.store import LoadedDataset
 
     config = config or SpritesConfig()
     _check_size(config.size)
@@ -336,8 +341,6 @@ def build_sprites(
 def _import_rendered(workspace, name: str, stage: str, config, load, force: bool, workers: int | None):
     """``import_dataset`` of a phantom dataset: tables from ``load()``, images and masks rendered into the build
     directory, and the renderer version folded into the hash (images of an older renderer are not reused)."""
-    from cxrlens.data.phantom.render import RENDERER_VERSION
-    from cxrlens.data.store import import_dataset
 
     def write(tmp: Path, loaded) -> None:
         _write_rendered(tmp, loaded, config.size, workers)
@@ -355,7 +358,6 @@ def _import_rendered(workspace, name: str, stage: str, config, load, force: bool
 
 
 def _mask_meta(size: int) -> dict[str, Any]:
-    from cxrlens.data.phantom.spec import LABEL_CHANNELS
 
     return {
         "size": size,
@@ -366,20 +368,16 @@ def _mask_meta(size: int) -> dict[str, Any]:
 
 
 def _write_rendered(tmp: Path, loaded, size: int, workers: int | None) -> None:
-    from cxrlens.files import atomic_write_parquet
 
     factors = loaded.tables["factors"]
     ctr = render_rows(factors, size, tmp, workers)
     factors = factors.assign(ctr_drawn=factors["image_id"].map(ctr).astype("float32"))
     atomic_write_parquet(tmp / "factors.parquet", factors)
     if len(factors):
-        from cxrlens.data.phantom.figures import sample_grid
-
         sample_grid(tmp, tmp / SAMPLE_GRID)
 
 
 def _check_size(size: int) -> None:
-    from cxrlens.data.phantom.acquisition import MAX_SIZE, MIN_SIZE
 
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
@@ -394,7 +392,6 @@ def sample(
     Returns:
         images: (n, size, size) float32 in [0, 1]; factors: (n, …) flat factor rows (as in ``factors.parquet``).
     """
-    from cxrlens.data.phantom.render import render
 
     specs, seeds = sample_specs(n, seed, fixed, p_present)
     images = np.stack([render(sp, size, s).image for sp, s in zip(specs, seeds, strict=True)])
@@ -534,7 +531,6 @@ _LABEL_KIND = {KIND_LABEL[k]: k for k in KINDS if k not in DEVICE_KINDS}
 
 def iu_phantom_tables(config: IUPhantomConfig) -> tuple[pd.DataFrame, pd.DataFrame, tuple, tuple]:
     """(studies, factors, skipped inputs, input files) of iu-phantom, without rendering."""
-    from cxrlens.data.iu_xray import load_iu_xray
 
     t = load_iu_xray()
     src = t.studies if config.n is None else t.studies.iloc[: config.n]
@@ -634,7 +630,6 @@ def build_iu_phantom(
     workers: int | None = None,
 ):
     """Build ``datasets/<name>`` (default ``iu-phantom``) from the IU X-ray reports; skipped when current."""
-    from cxrlens.data.store import LoadedDataset
 
     config = config or IUPhantomConfig()
     _check_size(config.size)

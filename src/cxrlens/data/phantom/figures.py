@@ -13,6 +13,7 @@ import pandas as pd
 
 from cxrlens.data.phantom.render import read_label_masks, render, to_uint8
 from cxrlens.data.phantom.spec import LABEL_CHANNELS, FindingSpec, ImageSpec
+from cxrlens.files import atomic_write_bytes
 
 __all__ = ["GALLERY_ROWS", "finding_gallery", "sample_grid"]
 
@@ -50,7 +51,6 @@ def _with_outline(gray_u8: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 def finding_gallery(path: str | Path, size: int = 224, n_plain: int = 3, label_width: int = 190) -> Path:
     """Write the gallery PNG: one row per :data:`GALLERY_ROWS` entry — ``n_plain`` images (different anatomies,
     PA/AP, small rotations) then the first one again with its mask outline; returns ``path``."""
-    from cxrlens.files import atomic_write_bytes
 
     rows = []
     for r_i, (name, findings) in enumerate(GALLERY_ROWS):
@@ -85,7 +85,6 @@ def finding_gallery(path: str | Path, size: int = 224, n_plain: int = 3, label_w
 def sample_grid(dataset_dir: str | Path, path: str | Path, n: int = 16, cols: int = 4, seed: int = 0) -> Path:
     """Write a grid of ``n`` images of a built phantom dataset (preferring images with findings), each with the
     outline of all its label masks; returns ``path``."""
-    from cxrlens.files import atomic_write_bytes
 
     root = Path(dataset_dir)
     studies = pd.read_parquet(root / "studies.parquet", columns=["image_id", "image_path", *LABEL_CHANNELS])
