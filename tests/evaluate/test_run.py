@@ -18,17 +18,10 @@ from cxrlens.data.store import LoadedDataset, import_dataset
 from cxrlens.errors import BadInputError
 from cxrlens.evaluate.bootstrap import cluster_bootstrap
 from cxrlens.evaluate.clinical import clinical_scores_from_text
-from cxrlens.evaluate.run import (
-    AGREEMENT,
-    HEADLINE,
-    MACRO_QUOTED,
-    EvaluateConfig,
-    LeakyEvaluationError,
-    evaluate_reports,
-    gap_table,
-    headline_table,
-    leak_check,
-)
+from cxrlens.evaluate.leak import LeakyEvaluationError, leak_check
+from cxrlens.evaluate.names import AGREEMENT, HEADLINE, MACRO_QUOTED
+from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports
+from cxrlens.evaluate.tables import gap_table, headline_table
 from cxrlens.workspace import Workspace, run_stage
 from tests.conftest import run_cli
 

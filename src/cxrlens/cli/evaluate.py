@@ -75,8 +75,8 @@ def print_evaluation(result, reports: str) -> None:
     ``evaluate reports`` prints them (a leaky evaluation says so above and below the table)."""
     from cxrlens.evaluate.baselines import BASELINES
     from cxrlens.evaluate.bootstrap import units_phrase
-    from cxrlens.evaluate.run import gap_table, headline_table
     from cxrlens.evaluate.summary import bootstrap_note, leak_line
+    from cxrlens.evaluate.tables import gap_table, headline_table
 
     metrics = json.loads((result.path / "metrics.json").read_text(encoding="utf-8"))
     table = headline_table(metrics)

@@ -19,7 +19,8 @@ from cxrlens.data.phantom.datasets import IUPhantomConfig, build_iu_phantom
 from cxrlens.demo.config import DEMO_LAYER, DEMO_SAE, DEMO_STAGES, DEMO_STREAM, DemoConfig
 from cxrlens.demo.summary import CONTROL_METRICS, overall_pointing, write_summary
 from cxrlens.evaluate.report_pointing import report_pointing
-from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports, headline_table
+from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports
+from cxrlens.evaluate.tables import headline_table
 from cxrlens.files import atomic_write_json
 from cxrlens.interpret.describe import DescribeConfig
 from cxrlens.interpret.recovery import feature_recovery, image_probe

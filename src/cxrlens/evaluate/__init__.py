@@ -28,21 +28,11 @@ from cxrlens.evaluate.grounding import (
     grounding_scores,
     rendered_labels,
 )
+from cxrlens.evaluate.leak import LeakCheck, LeakyEvaluationError, leak_check
+from cxrlens.evaluate.names import AGREEMENT, GAP_METRICS, HEADLINE, MACRO_QUOTED
 from cxrlens.evaluate.nlg import NLG_METRICS, nlg_scores, tokenize_report
-from cxrlens.evaluate.run import (
-    AGREEMENT,
-    GAP_METRICS,
-    HEADLINE,
-    MACRO_QUOTED,
-    EvaluateConfig,
-    LeakCheck,
-    LeakyEvaluationError,
-    evaluate_reports,
-    gap_table,
-    headline_table,
-    leak_check,
-    read_reports_jsonl,
-)
+from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports, read_reports_jsonl
+from cxrlens.evaluate.tables import gap_table, headline_table
 
 __all__ = [
     "AGREEMENT",

@@ -70,65 +70,20 @@ from cxrlens.evaluate.baselines import (
     random_reports,
     report_plain_text,
 )
-from cxrlens.evaluate.bootstrap import BootstrapResult, cluster_bootstrap, units_phrase
-from cxrlens.evaluate.clinical import FIVE_FINDINGS, clinical_scores, ratio, variant_name
+from cxrlens.evaluate.bootstrap import units_phrase
+from cxrlens.evaluate.clinical import FIVE_FINDINGS, clinical_scores
+from cxrlens.evaluate.gaps import gap_intervals, headline_gaps
 from cxrlens.evaluate.grounding import excluded_labels, grounding_scores
+from cxrlens.evaluate.leak import LeakCheck, LeakyEvaluationError, leak_check
+from cxrlens.evaluate.leak import leak_record as leak_record_of
+from cxrlens.evaluate.names import AGREEMENT, BOOTSTRAP_UNITS, GAP_METRICS, HEADLINE, MACRO_QUOTED
 from cxrlens.evaluate.nlg import nlg_scores
 from cxrlens.files import atomic_write_json, atomic_write_parquet, file_sha256
 from cxrlens.retrieval import nearest_neighbours
 from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
 
-__all__ = [
-    "AGREEMENT",
-    "BOOTSTRAP_UNITS",
-    "GAP_METRICS",
-    "HEADLINE",
-    "MACRO_QUOTED",
-    "EvaluateConfig",
-    "LeakCheck",
-    "LeakyEvaluationError",
-    "evaluate_reports",
-    "gap_table",
-    "headline_table",
-    "leak_check",
-    "read_reports_jsonl",
-]
+__all__ = ["EVALUATION_DIR", "EvaluateConfig", "evaluate_reports", "read_reports_jsonl"]
 
-HEADLINE = variant_name("f1", "micro", "5", "positive")
-"""The headline clinical variant (as named by ``clinical_scores``): F1, micro over the 5 competition labels,
-uncertain → positive, not mentioned → negative."""
-MACRO_QUOTED = variant_name("f1", "macro-all", "14", "positive")
-"""The macro variant quoted in summaries: F1 macro over all 14 labels, zero_division=0 (= scikit-learn's
-``f1_score(average="macro", zero_division=0)``): the same fixed 14 labels for every system and every resample."""
-AGREEMENT = "reference-render agreement"
-"""Row of the reference text scored against the phantom truth drawn from the labeler's reading of it."""
-BOOTSTRAP_UNITS = ("study", "patient")
-GAP_METRICS: tuple[tuple[str, str, str, bool, str], ...] = (
-    ("clinical", f"clinical {HEADLINE}", "micro_f1", False, "clinical F1 micro-5 (u=pos)"),
-    (
-        "clinical",
-        f"clinical {MACRO_QUOTED}",
-        "macro_f1",
-        False,
-        "clinical F1 macro-14 over all labels, zero_division=0 (u=pos)",
-    ),
-    (
-        "grounding",
-        "grounding f1 micro · 13 drawable labels · uncertain=positive",
-        "micro_f1",
-        False,
-        "grounding F1 micro-13 (u=pos)",
-    ),
-    (
-        "grounding",
-        "hallucination rate per finding · uncertain=positive",
-        "fp_share",
-        True,
-        "hallucination / finding (u=pos)",
-    ),
-)
-"""(family, metric name, statistic, lower is better, short label as in :func:`headline_table`) of every gap with a
-bootstrap interval; grounding ones only on phantom datasets."""
 EVALUATION_DIR = "evaluation"
 _MAX_WARNINGS = 10
 _DEFINITIONS = {
@@ -177,76 +132,6 @@ class EvaluateConfig:
             raise BadInputError(
                 None, f"bootstrap_unit must be one of {', '.join(BOOTSTRAP_UNITS)}, got {self.bootstrap_unit!r}"
             )
-
-
-class LeakyEvaluationError(BadInputError):
-    """Refusal to score a split that the interpretation behind the report run used (see the module docstring)."""
-
-
-_SPLITS = ("train", "val", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class LeakCheck:
-    """What :func:`leak_check` found.
-
-    Attributes:
-        leaky: the evaluated split(s) include a split the interpretation used.
-        splits: those splits; uses: split → what the interpretation used it for.
-        interpretation: the interpretation run named by the report run ("" = none).
-        checked: one sentence saying what was compared (or why nothing could be).
-    """
-
-    leaky: bool
-    splits: tuple[str, ...] = ()
-    uses: tuple[tuple[str, str], ...] = ()
-    interpretation: str = ""
-    checked: str = ""
-
-    def why(self) -> str:
-        """``"val for report-threshold calibration (calibrate_split)"``-style summary of the overlap."""
-        return "; ".join(f"{s} for {u}" for s, u in self.uses)
-
-
-def _expand(split: str) -> set[str]:
-    return set(_SPLITS) if split == "all" else {split}
-
-
-def leak_check(ws: Workspace, run_cfg: dict[str, Any]) -> LeakCheck:
-    """Compare the splits a report run covers with the splits its interpretation used (describe / calibrate).
-
-    ``run_cfg`` is the report run's manifest config (``interpret``, ``dataset``, ``split``). No interpretation named,
-    or its manifest unreadable → not leaky, with ``checked`` saying why nothing was compared. An interpretation of
-    another dataset never leaks into this one.
-    """
-    interp = run_cfg.get("interpret")
-    if not isinstance(interp, str) or not interp:
-        return LeakCheck(False, checked="not checked: the report run names no interpretation")
-    manifest = read_manifest(ws.interpret(interp))
-    if manifest is None:
-        return LeakCheck(
-            False, interpretation=interp, checked=f"not checked: interpretation {interp!r} has no readable manifest"
-        )
-    icfg, extra = manifest.config, manifest.extra
-    i_dataset = str(extra.get("dataset") or "")
-    r_dataset = str(run_cfg.get("dataset") or "")
-    r_split = str(run_cfg.get("split") or "all")
-    if i_dataset and r_dataset and i_dataset != r_dataset:
-        checked = f"interpretation {interp!r} is on dataset {i_dataset!r}, the reports on {r_dataset!r}: no overlap"
-        return LeakCheck(False, interpretation=interp, checked=checked)
-    purposes = (
-        (str(icfg.get("describe_split", "train")), "feature descriptions and statistics (describe_split)"),
-        (str(icfg.get("calibrate_split", "val")), "report-threshold calibration (calibrate_split)"),
-    )
-    used: dict[str, list[str]] = {}
-    for split, purpose in purposes:
-        for s in sorted(_expand(split)):
-            used.setdefault(s, []).append(purpose)
-    overlap = sorted(_expand(r_split) & set(used))
-    desc = ", ".join(f"{s} for {' and '.join(u)}" for s, u in sorted(used.items()))
-    checked = f"report split {r_split!r} vs interpretation {interp!r}, which used {desc}"
-    uses = tuple((s, " and ".join(used[s])) for s in overlap)
-    return LeakCheck(bool(overlap), tuple(overlap), uses, interp, checked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -442,45 +327,6 @@ def _label_matrix(gen: pd.DataFrame, ref: pd.DataFrame, cols: tuple[str, ...]) -
     return tuple(x.astype(np.int64) for x in (g & r, g & ~r, ~g & r))
 
 
-def _statistic(kind: str, counts: tuple[np.ndarray, ...], weights_BN: np.ndarray) -> np.ndarray:
-    """(B,) value of a gap metric on weighted images, from per-image counts (each (n,) or (n, L)).
-
-    ``micro_f1``: 2·TP / (2·TP + FP + FN) of the weighted sums (0 when nothing is positive anywhere);
-    ``macro_f1``: per-label F1 of the weighted sums, 0/0 → 0, averaged over all labels; ``fp_share``:
-    FP / (TP + FP) (NaN when nothing is claimed: the resample is redrawn).
-    """
-    w = np.asarray(weights_BN, dtype=np.float64)
-    sums = [w @ np.asarray(c, dtype=np.float64) for c in counts]
-    if kind == "micro_f1":
-        tp, fp, fn = sums
-        return ratio(2 * tp, 2 * tp + fp + fn, 0.0)
-    if kind == "macro_f1":
-        tp, fp, fn = sums
-        return ratio(2 * tp, 2 * tp + fp + fn, 0.0).mean(axis=1)
-    if kind == "fp_share":
-        tp, fp = sums[:2]
-        return ratio(fp, tp + fp, np.nan)
-    raise ValueError(f"unknown statistic {kind!r}")
-
-
-def _interval(
-    kind: str,
-    a: tuple[np.ndarray, ...],
-    b: tuple[np.ndarray, ...] | None,
-    groups: np.ndarray,
-    config: EvaluateConfig,
-) -> BootstrapResult:
-    """Cluster-bootstrap interval of metric ``kind`` of system ``a`` (``b`` None) or of the paired gap a − b."""
-
-    def stat(w: np.ndarray) -> np.ndarray:
-        value = _statistic(kind, a, w)
-        return value if b is None else value - _statistic(kind, b, w)
-
-    return cluster_bootstrap(
-        stat, len(groups), groups=groups, unit=config.bootstrap_unit, n_boot=config.bootstrap, seed=config.seed
-    )
-
-
 def _jsonable(x: Any) -> Any:
     if isinstance(x, float) and not np.isfinite(x):
         return None
@@ -531,7 +377,107 @@ def _build(
     tmp: Path,
     leak: LeakCheck,
 ) -> dict[str, Any]:
+    """The stage body: the evaluated rows, the systems (cxrlens and baselines), each scored, then the gaps."""
+    ev = _evaluated(config, run_dir, run_cfg, dataset_dir)
+    systems, baselines = _systems(ws, config, run_cfg, ev, dataset_dir)
+    refs = ev.rows["reference_text"].tolist()
+    all_texts = refs + [t for s in systems.values() for t in s["text"]]
+    labels = _label_cache(all_texts)  # each distinct text labelled once
+    truth = _phantom_truth(dataset_dir, ev.rows, all_texts)
+    names = [*systems, *([AGREEMENT] if truth is not None else [])]
+    scored: dict[str, _Scored] = {}
+    with progress(transient=True) as bar:
+        task = bar.add_task("evaluate", total=len(names))
+        for name in names:
+            bar.update(task, description=f"evaluate {name}")
+            system = None if name == AGREEMENT else systems[name]
+            scored[name] = _score_system(name, system, ev, labels, truth, config)
+            bar.advance(task)
+    sufficient = {name: sc.counts for name, sc in scored.items() if name != AGREEMENT}
+    compared = [b for b in config.baselines if b in sufficient]
+    gap_rows, intervals, point = gap_intervals(sufficient, compared, ev.groups, config)
+    gaps = headline_gaps(gap_rows, point, config, ev.n_units)
+    long_rows = [row for sc in scored.values() for row in sc.long_rows]
+    long_rows += [
+        {"system": "cxrlens", "metric": f"gap vs {r['baseline']}", "variant": r["metric"], "value": r["gap"]}
+        for r in gap_rows
+    ]
+    meteor_status = next((sc.meteor_status for sc in reversed(scored.values()) if sc.meteor_status), "not computed")
+    leak_record = leak_record_of(leak)
+    n = len(ev.rows)
+    metrics = {
+        "report_run": config.reports,
+        "dataset": run_cfg["dataset"],
+        "n_reports": n,
+        "skipped_lines": ev.skipped,
+        "meteor_status": meteor_status,
+        "leaky": leak.leaky,
+        "leak": leak_record,
+        "leak_check": leak.checked,
+        "headline_metric": f"clinical {HEADLINE}",
+        "macro_quoted": f"clinical {MACRO_QUOTED}",
+        "systems": {name: sc.entry for name, sc in scored.items()},
+        "baselines": baselines,
+        "bootstrap": {
+            "unit": config.bootstrap_unit,
+            "n_units": ev.n_units,
+            "n_images": n,
+            "resamples": config.bootstrap,
+            "seed": config.seed,
+            "interval": "percentile 95 %, paired (same resampled units for both systems of a gap)",
+            "method": f"cluster bootstrap: {units_phrase(ev.n_units, config.bootstrap_unit)} drawn with replacement "
+            f"per resample, every image of a drawn {config.bootstrap_unit} kept",
+        },
+        "gaps": gaps,
+        "gap_table": gap_rows,
+        "intervals": intervals,
+        "grounding": None
+        if truth is None
+        else {
+            "truth": f"datasets/{run_cfg['dataset']}/factors.parquet",
+            "excluded_cells": int(truth.excluded.to_numpy().sum()),
+            "agreement_row": f"system {AGREEMENT!r} = the reference text scored against the phantom drawn from the "
+            "labeler's reading of that same text: agreement between the labeler-derived render and the labeler, "
+            "high largely by construction, not a ceiling for generated reports",
+        },
+    }
+    atomic_write_json(tmp / "metrics.json", _jsonable(metrics))
+    long = pd.DataFrame(long_rows, columns=["system", "metric", "variant", "value"])
+    long["value"] = pd.to_numeric(long["value"], errors="coerce").astype("float64")
+    long["leaky"] = leak.leaky
+    atomic_write_parquet(tmp / "metrics.parquet", long)
+    per_report = pd.concat([sc.frame for sc in scored.values()], ignore_index=True).assign(leaky=leak.leaky)
+    atomic_write_parquet(tmp / "per_report.parquet", per_report)
+    return {
+        "inputs": {str(run_dir / "reports.jsonl"): file_sha256(run_dir / "reports.jsonl")},
+        "rows": {"reports": n, "systems": len(systems)},
+        "skipped": ev.skipped,
+        "extra": {
+            "headline": gaps,
+            "meteor_status": meteor_status,
+            "leaky": leak.leaky,
+            "leak": leak_record,
+            "bootstrap_unit": config.bootstrap_unit,
+            "bootstrap_units": ev.n_units,
+        },
+    }
 
+
+@dataclasses.dataclass
+class _Evaluated:
+    """The report lines that are scored: ``rows`` (image_id, study_id, split, generated/reference text …), the
+    dataset's ``studies`` table, lines ``skipped`` by reason, and the bootstrap unit of each row (``groups``)."""
+
+    rows: pd.DataFrame
+    studies: pd.DataFrame
+    skipped: dict[str, int]
+    groups: np.ndarray
+    n_units: int
+
+
+def _evaluated(config: EvaluateConfig, run_dir: Path, run_cfg: dict[str, Any], dataset_dir: Path) -> _Evaluated:
+    """Read ``reports.jsonl``, drop lines whose image is not in the dataset (counted, warned), fill study/split
+    from the dataset, and find each row's bootstrap unit (study or patient id; every row must have one)."""
     evaluated, skipped = read_reports_jsonl(run_dir / "reports.jsonl")
     studies = pd.read_parquet(dataset_dir / "studies.parquet")
     studies["image_id"] = studies["image_id"].astype(str)
@@ -548,14 +494,10 @@ def _build(
         raise BadInputError(
             run_dir / "reports.jsonl", f"no valid report line to evaluate (skipped: {skipped or 'none'})"
         )
-    evaluated["study_id"] = np.where(
-        evaluated["study_id"] == "", by_image.loc[evaluated["image_id"], "study_id"].astype(str), evaluated["study_id"]
-    )
-    evaluated["split"] = np.where(
-        evaluated["split"] == "", by_image.loc[evaluated["image_id"], "split"].astype(str), evaluated["split"]
-    )
-    n = len(evaluated)
-    refs = evaluated["reference_text"].tolist()
+    for col in ("study_id", "split"):
+        evaluated[col] = np.where(
+            evaluated[col] == "", by_image.loc[evaluated["image_id"], col].astype(str), evaluated[col]
+        )
     unit_column = "study_id" if config.bootstrap_unit == "study" else "patient_id"
     if unit_column == "study_id":
         groups = evaluated["study_id"].astype(str).to_numpy()
@@ -566,14 +508,20 @@ def _build(
             dataset_dir / "studies.parquet",
             f"some evaluated images have no {unit_column}; the {config.bootstrap_unit}-level bootstrap needs one each",
         )
-    n_units = len(set(groups.tolist()))
+    return _Evaluated(evaluated, studies, skipped, groups, len(set(groups.tolist())))
 
-    # ------------------------------------------------------------------ systems
+
+def _systems(
+    ws: Workspace, config: EvaluateConfig, run_cfg: dict[str, Any], ev: _Evaluated, dataset_dir: Path
+) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, Any]]]:
+    """``{system: frame with "text" (and "source_study", neighbour columns)}`` — cxrlens first, then each baseline
+    of ``config.baselines`` — and each baseline's definition and details for ``metrics.json``."""
+    n = len(ev.rows)
     systems: dict[str, pd.DataFrame] = {
-        "cxrlens": pd.DataFrame({"text": evaluated["generated_text"], "source_study": None})
+        "cxrlens": pd.DataFrame({"text": ev.rows["generated_text"], "source_study": None})
     }
     baselines: dict[str, dict[str, Any]] = {}
-    pool = _training_pool(studies) if config.baselines else None
+    pool = _training_pool(ev.studies) if config.baselines else None
     if config.baselines and pool.empty:
         raise BadInputError(dataset_dir / "studies.parquet", "no training-split report to build the baselines from")
     for name in config.baselines:
@@ -583,331 +531,130 @@ def _build(
             details.update(text=text, studies_with_text=count)
             systems[name] = pd.DataFrame({"text": [text] * n, "source_study": None})
         elif name == "random":
-            texts, picked = random_reports(pool["text"].tolist(), evaluated["image_id"].tolist(), config.seed)
+            texts, picked = random_reports(pool["text"].tolist(), ev.rows["image_id"].tolist(), config.seed)
             details.update(seed=config.seed, distinct_reports_drawn=len(set(picked.tolist())))
             systems[name] = pd.DataFrame({"text": texts, "source_study": pool["study_id"].to_numpy()[picked]})
         else:
-            more, frame = _nearest(ws, run_cfg, studies, pool, evaluated)
+            more, frame = _nearest(ws, run_cfg, ev.studies, pool, ev.rows)
             details.update(more)
             if frame is None:
                 warn_line(f"nearest-neighbour baseline skipped: {more['skipped']}")
             else:
                 systems[name] = frame
         baselines[name] = details
+    return systems, baselines
 
-    # ------------------------------------------------------------------ labels (each distinct text once)
-    all_texts = refs + [t for s in systems.values() for t in s["text"]]
-    labels = _label_cache(all_texts)
-    ref_labels = labels.loc[refs].reset_index(drop=True)
-    factors = None
+
+@dataclasses.dataclass
+class _Truth:
+    """Phantom ground truth of the evaluated rows: ``factors`` (one row per row of the evaluation), the finding
+    mentions of every distinct text, and the label cells the renderer could not draw (``excluded``)."""
+
+    factors: pd.DataFrame
+    mentions_of: dict[str, list]
+    excluded: pd.DataFrame
+
+
+def _phantom_truth(dataset_dir: Path, rows: pd.DataFrame, all_texts: list[str]) -> _Truth | None:
+    """The dataset's ``factors.parquet`` for the evaluated images, or None (no phantom, or an image lacks factors —
+    then grounding is skipped with a warning)."""
     factors_path = dataset_dir / "factors.parquet"
-    if factors_path.is_file():
-        f = pd.read_parquet(factors_path)
-        f["image_id"] = f["image_id"].astype(str)
-        f = f.drop_duplicates("image_id").set_index("image_id")
-        if evaluated["image_id"].isin(f.index).all():
-            factors = f.loc[evaluated["image_id"]].reset_index()
-        else:
-            warn_line(f"{factors_path}: not every evaluated image has factors; phantom grounding skipped")
-    mentions_of: dict[str, list] = {}
-    excluded = None
-    if factors is not None:
-        unique = list(dict.fromkeys(all_texts))
-        mentions_of = dict(zip(unique, report_mentions(unique), strict=True))
-        excluded = excluded_labels(factors)
+    if not factors_path.is_file():
+        return None
+    f = pd.read_parquet(factors_path)
+    f["image_id"] = f["image_id"].astype(str)
+    f = f.drop_duplicates("image_id").set_index("image_id")
+    if not rows["image_id"].isin(f.index).all():
+        warn_line(f"{factors_path}: not every evaluated image has factors; phantom grounding skipped")
+        return None
+    factors = f.loc[rows["image_id"]].reset_index()
+    unique = list(dict.fromkeys(all_texts))
+    return _Truth(factors, dict(zip(unique, report_mentions(unique), strict=True)), excluded_labels(factors))
 
-    # ------------------------------------------------------------------ scores
-    metrics_systems: dict[str, Any] = {}
+
+@dataclasses.dataclass
+class _Scored:
+    """One system's scores: its ``metrics.json`` entry, its rows of ``per_report.parquet`` and ``metrics.parquet``,
+    the per-image counts the gap bootstrap resamples (``counts``: gap metric → arrays) and METEOR's status."""
+
+    entry: dict[str, Any]
+    frame: pd.DataFrame
+    long_rows: list[dict[str, Any]]
+    counts: dict[str, tuple[np.ndarray, ...]]
+    meteor_status: str
+
+
+def _score_system(
+    name: str,
+    system: pd.DataFrame | None,
+    ev: _Evaluated,
+    labels: pd.DataFrame,
+    truth: _Truth | None,
+    config: EvaluateConfig,
+) -> _Scored:
+    """NLG, clinical and (phantoms) grounding scores of one system; ``system`` None = the reference text itself
+    (:data:`AGREEMENT`: grounding only)."""
+    refs = ev.rows["reference_text"].tolist()
+    n = len(refs)
+    texts = refs if system is None else system["text"].tolist()
+    n_empty = sum(1 for t in texts if not t.strip())
+    entry: dict[str, Any] = {"empty_reports": {"n": n_empty, "fraction": n_empty / n}}
     long_rows: list[dict[str, Any]] = []
-    per_report: list[pd.DataFrame] = []
-    sufficient: dict[str, dict[str, tuple[np.ndarray, ...]]] = {}  # system → gap metric → per-image counts
-    meteor_status = "not computed"
-    names = [*systems, *([AGREEMENT] if factors is not None else [])]
-    with progress(transient=True) as bar:
-        task = bar.add_task("evaluate", total=len(names))
-        for name in names:
-            bar.update(task, description=f"evaluate {name}")
-            texts = refs if name == AGREEMENT else systems[name]["text"].tolist()
-            n_empty = sum(1 for t in texts if not t.strip())
-            entry: dict[str, Any] = {"empty_reports": {"n": n_empty, "fraction": n_empty / n}}
-            gen_labels = labels.loc[texts].reset_index(drop=True)
-            if name != AGREEMENT:
-                nlg = nlg_scores(texts, refs, meteor=config.meteor)
-                meteor_status = str(nlg.pop("meteor_status"))
-                entry["nlg"] = nlg
-                for metric, value in nlg.items():
-                    variant = "METEOR 1.5 -l en -norm" if metric == "METEOR" else "pycocoevalcap, corpus"
-                    long_rows.append({"system": name, "metric": metric, "variant": variant, "value": value})
-                clin = clinical_scores(gen_labels, ref_labels)
-                entry["clinical"] = clin.to_dict("records")
-                for r in clin.itertuples():
-                    long_rows.append(
-                        {"system": name, "metric": f"clinical {r.metric}", "variant": r.variant, "value": r.value}
-                    )
-                m5 = _label_matrix(gen_labels, ref_labels, FIVE_FINDINGS)
-                m14 = _label_matrix(gen_labels, ref_labels, CHEXPERT_LABELS)
-                sufficient[name] = {
-                    GAP_METRICS[0][1]: tuple(x.sum(1) for x in m5),
-                    GAP_METRICS[1][1]: m14,
-                }
-            frame = pd.DataFrame(
-                {
-                    "system": name,
-                    "image_id": evaluated["image_id"],
-                    "study_id": evaluated["study_id"],
-                    "split": evaluated["split"],
-                    "generated_text": texts,
-                    "reference_text": refs,
-                }
-            )
-            if name != AGREEMENT:
-                tp5, fp5, fn5 = sufficient[name][GAP_METRICS[0][1]]
-                tp14, fp14, fn14 = (x.sum(1) for x in sufficient[name][GAP_METRICS[1][1]])
-                frame = frame.assign(tp5=tp5, fp5=fp5, fn5=fn5, tp14=tp14, fp14=fp14, fn14=fn14)
-                for col in ("source_study", "neighbour_image_id", "neighbour_similarity"):
-                    if col in systems[name]:
-                        frame[col] = systems[name][col].to_numpy()
-            if factors is not None:
-                ms = [mentions_of[t] for t in texts]
-                grounding = []
-                for unc in ("positive", "negative"):
-                    g = grounding_scores(texts, factors, uncertain=unc, mentions=ms, excluded=excluded)
-                    grounding += g.summary.to_dict("records")
-                    if unc == "positive":
-                        if name != AGREEMENT:
-                            pr = g.per_report
-                            tp_g, fp_g, fn_g = (pr[c].to_numpy(np.int64) for c in ("n_tp", "n_fp", "n_fn"))
-                            sufficient[name][GAP_METRICS[2][1]] = (tp_g, fp_g, fn_g)
-                            sufficient[name][GAP_METRICS[3][1]] = (tp_g, fp_g)
-                        frame = frame.assign(
-                            grounding_claimed=g.per_report["claimed"],
-                            grounding_hallucinated=g.per_report["hallucinated"],
-                            grounding_excluded=g.per_report["excluded_claims"],
-                            grounding_missed=g.per_report["missed"],
-                        )
-                entry["grounding"] = grounding
-                for r in grounding:
-                    long_rows.append(
-                        {"system": name, "metric": r["metric"], "variant": r["variant"], "value": r["value"]}
-                    )
-            entry["n_reports"] = n
-            metrics_systems[name] = entry
-            per_report.append(frame)
-            bar.advance(task)
-
-    # ------------------------------------------------------------------ gaps and intervals (cluster bootstrap)
-    gap_rows: list[dict[str, Any]] = []
-    intervals: list[dict[str, Any]] = []
-    point: dict[tuple[str, str], float] = {}  # (system, gap metric) → value on the evaluated set
-    compared = [b for b in config.baselines if b in sufficient]
-    with progress(transient=True) as bar:
-        task = bar.add_task(f"bootstrap ({config.bootstrap_unit}s)", total=len(GAP_METRICS) * (1 + len(sufficient)))
-        for _family, metric, kind, lower, label in GAP_METRICS:
-            if metric not in sufficient["cxrlens"]:
-                continue
-            for name in sufficient:
-                res = _interval(kind, sufficient[name][metric], None, groups, config)
-                point[name, metric] = res.estimate
-                intervals.append(
-                    {"metric": metric, "label": label, "system": name, "value": res.estimate, "ci95": res.ci()}
-                )
-                bar.advance(task)
-            for name in compared:
-                res = _interval(kind, sufficient["cxrlens"][metric], sufficient[name][metric], groups, config)
-                gap_rows.append(
-                    {
-                        "metric": metric,
-                        "label": label,
-                        "lower_is_better": lower,
-                        "baseline": name,
-                        "cxrlens": point["cxrlens", metric],
-                        "baseline_value": point[name, metric],
-                        "gap": res.estimate,
-                        "ci95": res.ci(),
-                        "p_le_0": res.p_le_0,
-                        "bootstrap": res.n_boot,
-                    }
-                )
-                bar.advance(task)
-    head_metric = GAP_METRICS[0][1]
-    head_rows = [r for r in gap_rows if r["metric"] == head_metric]
-    gaps = {
-        "metric": head_metric,
-        "cxrlens": point["cxrlens", head_metric],
-        "bootstrap_unit": config.bootstrap_unit,
-        "n_units": n_units,
-        "vs": {
-            r["baseline"]: {
-                "baseline": r["baseline_value"],
-                "gap": r["gap"],
-                "ci95": r["ci95"],
-                "p_le_0": r["p_le_0"],
-                "bootstrap": r["bootstrap"],
-                "bootstrap_unit": config.bootstrap_unit,
-                "n_units": n_units,
-            }
-            for r in head_rows
-        },
-    }
-    for r in gap_rows:
-        long_rows.append(
-            {"system": "cxrlens", "metric": f"gap vs {r['baseline']}", "variant": r["metric"], "value": r["gap"]}
-        )
-    leak_record = (
+    counts: dict[str, tuple[np.ndarray, ...]] = {}
+    meteor_status = ""
+    frame = pd.DataFrame(
         {
-            "splits": list(leak.splits),
-            "uses": dict(leak.uses),
-            "interpretation": leak.interpretation,
-            "why": f"evaluated split(s) {', '.join(leak.splits)} used by interpretation {leak.interpretation!r} "
-            f"({leak.why()}); scored anyway because allow_leaky (--allow-leaky) was set",
+            "system": name,
+            "image_id": ev.rows["image_id"],
+            "study_id": ev.rows["study_id"],
+            "split": ev.rows["split"],
+            "generated_text": texts,
+            "reference_text": refs,
         }
-        if leak.leaky
-        else None
     )
-
-    metrics = {
-        "report_run": config.reports,
-        "dataset": run_cfg["dataset"],
-        "n_reports": n,
-        "skipped_lines": skipped,
-        "meteor_status": meteor_status,
-        "leaky": leak.leaky,
-        "leak": leak_record,
-        "leak_check": leak.checked,
-        "headline_metric": f"clinical {HEADLINE}",
-        "macro_quoted": f"clinical {MACRO_QUOTED}",
-        "systems": metrics_systems,
-        "baselines": baselines,
-        "bootstrap": {
-            "unit": config.bootstrap_unit,
-            "n_units": n_units,
-            "n_images": n,
-            "resamples": config.bootstrap,
-            "seed": config.seed,
-            "interval": "percentile 95 %, paired (same resampled units for both systems of a gap)",
-            "method": f"cluster bootstrap: {units_phrase(n_units, config.bootstrap_unit)} drawn with replacement "
-            f"per resample, every image of a drawn {config.bootstrap_unit} kept",
-        },
-        "gaps": gaps,
-        "gap_table": gap_rows,
-        "intervals": intervals,
-        "grounding": None
-        if factors is None
-        else {
-            "truth": f"datasets/{run_cfg['dataset']}/factors.parquet",
-            "excluded_cells": int(excluded.to_numpy().sum()),
-            "agreement_row": f"system {AGREEMENT!r} = the reference text scored against the phantom drawn from the "
-            "labeler's reading of that same text: agreement between the labeler-derived render and the labeler, "
-            "high largely by construction, not a ceiling for generated reports",
-        },
-    }
-    atomic_write_json(tmp / "metrics.json", _jsonable(metrics))
-    long = pd.DataFrame(long_rows, columns=["system", "metric", "variant", "value"])
-    long["value"] = pd.to_numeric(long["value"], errors="coerce").astype("float64")
-    long["leaky"] = leak.leaky
-    atomic_write_parquet(tmp / "metrics.parquet", long)
-    atomic_write_parquet(tmp / "per_report.parquet", pd.concat(per_report, ignore_index=True).assign(leaky=leak.leaky))
-    return {
-        "inputs": {str(run_dir / "reports.jsonl"): file_sha256(run_dir / "reports.jsonl")},
-        "rows": {"reports": n, "systems": len(systems)},
-        "skipped": skipped,
-        "extra": {
-            "headline": gaps,
-            "meteor_status": meteor_status,
-            "leaky": leak.leaky,
-            "leak": leak_record,
-            "bootstrap_unit": config.bootstrap_unit,
-            "bootstrap_units": n_units,
-        },
-    }
-
-
-# ----------------------------------------------------------------------------------------------------- headline
-_HEADLINE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("BLEU-4", "nlg", "BLEU-4"),
-    ("ROUGE-L", "nlg", "ROUGE-L"),
-    ("METEOR", "nlg", "METEOR"),
-    ("CIDEr-D", "nlg", "CIDEr-D"),
-    ("clinical F1 micro-5 (u=pos)", "clinical", HEADLINE),
-    ("clinical F1 micro-14 (u=pos)", "clinical", "f1 micro · CheXpert-14 · uncertain=positive"),
-    (
-        "clinical F1 macro-14 over labels with a reference positive (u=pos)",
-        "clinical",
-        variant_name("f1", "macro-ref", "14", "positive"),
-    ),
-    ("clinical F1 macro-14 over all labels, zero_division=0 (u=pos)", "clinical", MACRO_QUOTED),
-    ("empty reports (share)", "system", "empty_reports"),
-    ("grounding F1 micro-13 (u=pos)", "grounding", "grounding f1|micro · 13 drawable labels · uncertain=positive"),
-    ("hallucination / finding (u=pos)", "grounding", "hallucination rate|per finding · uncertain=positive"),
-    ("hallucination / report, all reports (u=pos)", "grounding", "hallucination rate|per report · uncertain=positive"),
-    (
-        "hallucination / non-empty report (u=pos)",
-        "grounding",
-        "hallucination rate|per non-empty report · uncertain=positive",
-    ),
-    ("side accuracy", "grounding", "side accuracy|sentences stating it · uncertain=positive"),
-    ("zone accuracy", "grounding", "zone accuracy|sentences stating it · uncertain=positive"),
-)
-
-
-def headline_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Systems × key metrics from a ``metrics.json`` dict (rows in the order cxrlens, constant, random, nearest,
-    :data:`AGREEMENT` — the last only on phantoms, and not a ceiling: see the module docstring).
-
-    Columns name their variant (``u=pos``: uncertain → positive; ``micro-5``: micro over the 5 competition labels;
-    grounding columns only on phantom datasets). Missing values (METEOR unavailable, NLG of ``reference``) are NaN.
-    """
-    has_grounding = any("grounding" in s for s in metrics["systems"].values())
-    rows = {}
-    for name, s in metrics["systems"].items():
-        row = {}
-        clin = {r["variant"]: r["value"] for r in s.get("clinical", [])}
-        grd = {f"{r['metric']}|{r['variant']}": r["value"] for r in s.get("grounding", [])}
-        for col, family, key in _HEADLINE_COLUMNS:
-            if family == "grounding" and not has_grounding:
+    if system is not None:
+        gen_labels = labels.loc[texts].reset_index(drop=True)
+        ref_labels = labels.loc[refs].reset_index(drop=True)
+        nlg = nlg_scores(texts, refs, meteor=config.meteor)
+        meteor_status = str(nlg.pop("meteor_status"))
+        entry["nlg"] = nlg
+        for metric, value in nlg.items():
+            variant = "METEOR 1.5 -l en -norm" if metric == "METEOR" else "pycocoevalcap, corpus"
+            long_rows.append({"system": name, "metric": metric, "variant": variant, "value": value})
+        clin = clinical_scores(gen_labels, ref_labels)
+        entry["clinical"] = clin.to_dict("records")
+        for r in clin.itertuples():
+            long_rows.append({"system": name, "metric": f"clinical {r.metric}", "variant": r.variant, "value": r.value})
+        m5 = _label_matrix(gen_labels, ref_labels, FIVE_FINDINGS)
+        m14 = _label_matrix(gen_labels, ref_labels, CHEXPERT_LABELS)
+        counts = {GAP_METRICS[0][1]: tuple(x.sum(1) for x in m5), GAP_METRICS[1][1]: m14}
+        tp5, fp5, fn5 = counts[GAP_METRICS[0][1]]
+        tp14, fp14, fn14 = (x.sum(1) for x in m14)
+        frame = frame.assign(tp5=tp5, fp5=fp5, fn5=fn5, tp14=tp14, fp14=fp14, fn14=fn14)
+        for col in ("source_study", "neighbour_image_id", "neighbour_similarity"):
+            if col in system:
+                frame[col] = system[col].to_numpy()
+    if truth is not None:
+        ms = [truth.mentions_of[t] for t in texts]
+        grounding = []
+        for unc in ("positive", "negative"):
+            g = grounding_scores(texts, truth.factors, uncertain=unc, mentions=ms, excluded=truth.excluded)
+            grounding += g.summary.to_dict("records")
+            if unc != "positive":
                 continue
-            empty = {"empty_reports": (s.get("empty_reports") or {}).get("fraction")}
-            src = {"nlg": s.get("nlg", {}), "clinical": clin, "grounding": grd, "system": empty}[family]
-            value = src.get(key)
-            row[col] = float(value) if value is not None else float("nan")
-        rows[name] = row
-    order = ["cxrlens", *BASELINES, AGREEMENT]
-    names = sorted(rows, key=lambda k: (order.index(k) if k in order else len(order), k))
-    table = pd.DataFrame.from_dict({k: rows[k] for k in names}, orient="index")
-    table.index.name = "system"
-    return table
-
-
-def gap_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Every gap of a ``metrics.json`` dict: columns ``metric, label, baseline, cxrlens, baseline_value, gap, ci_low,
-    ci_high, p_le_0, lower_is_better`` (``metric`` the full variant name, ``label`` its short form as in
-    :func:`headline_table`; CI NaN when no interval was computed). The unit the interval resampled is in
-    ``metrics["bootstrap"]``."""
-    cols = [
-        "metric",
-        "label",
-        "baseline",
-        "cxrlens",
-        "baseline_value",
-        "gap",
-        "ci_low",
-        "ci_high",
-        "p_le_0",
-        "lower_is_better",
-    ]
-    rows = []
-    for r in metrics.get("gap_table", []):
-        ci = r.get("ci95") or [float("nan"), float("nan")]
-        rows.append(
-            {
-                **{k: r.get(k) for k in ("metric", "baseline", "cxrlens", "baseline_value", "gap", "p_le_0")},
-                "label": r.get("label") or r.get("metric"),
-                "ci_low": ci[0],
-                "ci_high": ci[1],
-                "lower_is_better": bool(r.get("lower_is_better")),
-            }
-        )
-    out = pd.DataFrame(rows, columns=cols)
-    for c in ("cxrlens", "baseline_value", "gap", "ci_low", "ci_high", "p_le_0"):
-        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
-    return out
+            if system is not None:
+                tp_g, fp_g, fn_g = (g.per_report[c].to_numpy(np.int64) for c in ("n_tp", "n_fp", "n_fn"))
+                counts[GAP_METRICS[2][1]] = (tp_g, fp_g, fn_g)
+                counts[GAP_METRICS[3][1]] = (tp_g, fp_g)
+            frame = frame.assign(
+                grounding_claimed=g.per_report["claimed"],
+                grounding_hallucinated=g.per_report["hallucinated"],
+                grounding_excluded=g.per_report["excluded_claims"],
+                grounding_missed=g.per_report["missed"],
+            )
+        entry["grounding"] = grounding
+        long_rows += [
+            {"system": name, "metric": r["metric"], "variant": r["variant"], "value": r["value"]} for r in grounding
+        ]
+    entry["n_reports"] = n
+    return _Scored(entry, frame, long_rows, counts, meteor_status)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from cxrlens.evaluate.bootstrap import units_phrase
 from cxrlens.evaluate.clinical import variant_name
-from cxrlens.evaluate.run import AGREEMENT
+from cxrlens.evaluate.names import AGREEMENT
 
 __all__ = ["bootstrap_note", "interval_tables", "leak_line", "markdown_table", "metric_notes"]
 
