@@ -11,7 +11,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from cxrlens.errors import BadInputError
-from cxrlens.interpret.run import InterpretConfig, interpret_run, load_sae_context
+from cxrlens.interpret.codes import load_sae_context
+from cxrlens.interpret.run import InterpretConfig, interpret_run
 from cxrlens.workspace import Workspace
 from tests.interpret.planted import SAE_RUN, build_planted, hash_embed, present_kinds
 

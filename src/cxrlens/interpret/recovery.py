@@ -24,7 +24,7 @@ from cxrlens.data.labeler import label_reports
 from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.data.store import read_studies
-from cxrlens.interpret.run import image_codes, load_sae_context
+from cxrlens.interpret.codes import image_codes, load_sae_context
 from cxrlens.sae.metrics import probe_auc
 
 __all__ = ["PROBE_CS", "feature_recovery", "image_probe"]

@@ -23,8 +23,6 @@ run) in its manifest, so ``cxrlens report --model <run>`` needs only the run nam
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,20 +30,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 from safetensors.numpy import save
 
-from cxrlens.activations import ActivationStore
-from cxrlens.backbones.registry import load_backbone
 from cxrlens.console import progress
-from cxrlens.data.images import load_image
-from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
-from cxrlens.data.reports import plain_report_text
 from cxrlens.data.schema import CHEXPERT_LABELS
-from cxrlens.data.store import image_file, read_studies
+from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_parquet
+from cxrlens.interpret.codes import (
+    ImageCodes,
+    SAEContext,
+    by_study,
+    image_codes,
+    image_reports,
+    load_sae_context,
+    phantom_truth,
+    split_rows,
+)
 from cxrlens.interpret.describe import (
     AnchorConfig,
     DescribeConfig,
@@ -61,28 +62,14 @@ from cxrlens.interpret.features import (
     feature_stats,
     top_images,
 )
-from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method, model_view, upsample
 from cxrlens.interpret.llm import LLMConfig, contrast_reports, describe_features_llm
 from cxrlens.interpret.readout import READOUT_LABELS, ReadoutConfig, finding_sentences, fit_readout, label_targets
 from cxrlens.interpret.scoring import score_descriptions, summarise_scores
+from cxrlens.interpret.views import feature_heatmaps_files, overview_figure
 from cxrlens.retrieval import nearest_neighbours
-from cxrlens.sae.io import CONFIG_FILE, load_sae
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
 
-__all__ = [
-    "ImageCodes",
-    "InterpretConfig",
-    "SAEContext",
-    "by_study",
-    "encode_codes",
-    "image_codes",
-    "image_reports",
-    "interpret_run",
-    "load_sae_context",
-    "phantom_truth",
-    "read_interpretation",
-    "token_code_maps",
-]
+__all__ = ["InterpretConfig", "interpret_run", "read_interpretation", "retrieval_baseline"]
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -140,169 +127,6 @@ class InterpretConfig:
             raise BadInputError(None, "top_k must be ≥ 1 and n_random ≥ 0")
 
 
-@dataclass
-class SAEContext:
-    """An SAE with the store and stream it was trained on, and the dataset behind the store.
-
-    Attributes:
-        sae: the model (eval mode, CPU); store: :class:`~cxrlens.activations.ActivationStore`;
-        stream: ``"<layer>/<token>"`` (one token per image — CLS, mean — or the patch tokens, see
-        :func:`image_codes`); dataset: dataset name; backbone: backbone spec of the store;
-        index: (n_images,) table ``image_row, study_id, image_id, split`` of the store's images.
-    """
-
-    sae: Any
-    sae_run: str
-    store: Any
-    activations: str
-    stream: str
-    dataset: str
-    backbone: str
-    index: pd.DataFrame
-
-    @property
-    def tokens_per_image(self) -> int:
-        return int(self.store.info(self.stream).tokens_per_image)
-
-    @property
-    def layer(self) -> str:
-        return self.stream.split("/")[0]
-
-    @property
-    def token(self) -> str:
-        return self.stream.split("/")[1]
-
-
-def load_sae_context(ws: Workspace, sae_run: str, activations: str = "") -> SAEContext:
-    """Open ``saes/<sae_run>`` and the activation store it was trained on (or ``activations``, another store with
-    the same stream, e.g. the same backbone on another dataset); one clear error for each gap."""
-
-    sae_dir = ws.sae(sae_run)
-    if not (sae_dir / CONFIG_FILE).exists():
-        raise BadInputError(sae_dir, "SAE run not found; train one with `cxrlens sae train`")
-    header = json.loads((sae_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    trained_on, stream = header.get("activations"), header.get("stream")
-    activations = activations or trained_on
-    if not activations or not stream:
-        raise BadInputError(sae_dir / CONFIG_FILE, "no activation store recorded (train with `cxrlens sae train`)")
-    store = ActivationStore(ws.activations(activations))
-    if stream not in store.stream_names:
-        raise BadInputError(store.path, f"stream {stream!r} of SAE {sae_run!r} is not in the store")
-    sae = load_sae(sae_dir)
-    if store.info(stream).dim != sae.cfg.d_in:
-        raise BadInputError(
-            store.path, f"stream {stream!r} is {store.info(stream).dim}-d; SAE {sae_run!r} reads another"
-        )
-    meta = {**store.manifest.extra, **store.manifest.config}  # array stores keep dataset/backbone in extra
-    missing = [c for c in ("study_id", "image_id", "split") if c not in store.index.columns]
-    if missing:
-        raise BadInputError(store.path, f"the store's index lacks {', '.join(missing)}")
-    index = store.index[["study_id", "image_id", "split"]].reset_index(drop=True)
-    index.insert(0, "image_row", np.arange(len(index)))
-    dataset, backbone = str(meta.get("dataset") or ""), str(meta.get("backbone") or "")
-    return SAEContext(sae, sae_run, store, activations, stream, dataset, backbone, index)
-
-
-@torch.no_grad()
-def encode_codes(sae: Any, acts_ND: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-    """(N, n_latents) float32 SAE codes of activations ``acts_ND: (N, D)``."""
-    out = [sae.encode(acts_ND[i : i + batch_size].float()).numpy() for i in range(0, len(acts_ND), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, sae.cfg.n_latents), np.float32)
-
-
-@dataclass(frozen=True)
-class ImageCodes:
-    """Image-level SAE codes of a store's images.
-
-    Attributes:
-        codes_NF: (N, F) float32 — the SAE code of the image's token for one-token streams (CLS, mean); for patch
-            streams the **maximum over the image's patch tokens** (a feature is as active as its strongest patch).
-        peak_NF: (N, F) int16 token index (row-major on ``grid``) of that maximum; None for one-token streams.
-        grid: (h, w) patch grid of a patch stream, else None.
-    """
-
-    codes_NF: np.ndarray
-    peak_NF: np.ndarray | None
-    grid: tuple[int, int] | None
-
-
-@torch.no_grad()
-def image_codes(
-    sae: Any, store: Any, stream: str, image_rows: np.ndarray | None = None, batch_images: int = 256
-) -> ImageCodes:
-    """SAE codes per image of ``stream`` for ``image_rows`` (default: every image), see :class:`ImageCodes`."""
-    n_img = len(store)
-    rows = np.arange(n_img) if image_rows is None else np.asarray(image_rows, np.int64)
-    T = int(store.info(stream).tokens_per_image)
-    if T == 1:
-        acts = store.read(stream) if image_rows is None else store.get(stream, rows)
-        return ImageCodes(encode_codes(sae, acts), None, None)
-    codes = np.zeros((len(rows), sae.cfg.n_latents), np.float32)
-    peak = np.zeros((len(rows), sae.cfg.n_latents), np.int16)
-    for s in range(0, len(rows), batch_images):
-        img = rows[s : s + batch_images]
-        tok = (img[:, None] * T + np.arange(T)[None, :]).reshape(-1)
-        c = torch.from_numpy(encode_codes(sae, store.get(stream, tok))).reshape(len(img), T, -1)
-        v, a = c.max(1)
-        codes[s : s + len(img)], peak[s : s + len(img)] = v.numpy(), a.numpy().astype(np.int16)
-    grid = tuple(int(g) for g in store.grid) if store.grid is not None else (T, 1)
-    return ImageCodes(codes, peak, grid)  # type: ignore[arg-type]
-
-
-@torch.no_grad()
-def token_code_maps(sae: Any, store: Any, stream: str, image_row: int) -> np.ndarray:
-    """(T, F) SAE codes of every token of one image of a patch stream (row-major on the store's grid)."""
-    T = int(store.info(stream).tokens_per_image)
-    return encode_codes(sae, store.get(stream, np.arange(image_row * T, (image_row + 1) * T)))
-
-
-def image_reports(studies: pd.DataFrame, image_ids: Any) -> list[str]:
-    """The report text (findings, then impression) of each image id, in order ("" where none)."""
-
-    table = studies.drop_duplicates("image_id").set_index("image_id")
-    parts = [table[c].reindex(list(image_ids)).tolist() for c in ("findings", "impression")]
-    return [plain_report_text(f, i) for f, i in zip(*parts, strict=True)]
-
-
-def phantom_truth(ws: Workspace, dataset: str, image_ids: Any) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """On a phantom dataset: (kinds, labels) rendered ground truth per image id, else None.
-
-    ``kinds``: (n, n_kinds) {0, 1} per finding kind (``<kind>.present``); ``labels``: (n, 13) {0, 1} per CheXpert
-    label (a label is present when any kind mapping to it was drawn; "No Finding" is left out).
-    """
-
-    path = ws.dataset(dataset) / "factors.parquet"
-    if not path.exists():
-        return None
-    factors = pd.read_parquet(path).drop_duplicates("image_id").set_index("image_id").reindex(list(image_ids))
-    kinds = pd.DataFrame(
-        {k: factors[f"{k}.present"].fillna(0).to_numpy(dtype=float) > 0 for k in KINDS if f"{k}.present" in factors},
-    ).astype(float)
-    labels = pd.DataFrame(
-        {
-            lab: kinds[[k for k in kinds.columns if KIND_LABEL[k] == lab]].max(axis=1).to_numpy()
-            for lab in CHEXPERT_LABELS[1:]
-            if any(KIND_LABEL[k] == lab for k in kinds.columns)
-        }
-    )
-    return kinds, labels
-
-
-def _rows(index: pd.DataFrame, split: str) -> np.ndarray:
-    rows = np.arange(len(index)) if split == "all" else np.flatnonzero(index["split"].astype(str).to_numpy() == split)
-    return rows
-
-
-def by_study(codes_NF: np.ndarray, study_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Study-level codes: (n_studies, F) maximum over each study's images, and (n_studies,) the row of each study's
-    first image. Images of one study share one report, so reports are counted once per study, not per image."""
-    uniq, first, inv = np.unique(np.asarray(study_ids).astype(str), return_index=True, return_inverse=True)
-    out = np.zeros((len(uniq), codes_NF.shape[1]), np.float32)
-    np.maximum.at(out, inv, np.asarray(codes_NF, np.float32))
-    order = np.argsort(first, kind="stable")  # keep the store's order of first appearance
-    return out[order], first[order]
-
-
 def _random_inactive(codes_NF: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """(n_features, n) row indices of images where each feature is 0 (−1 where there are not enough)."""
     out = np.full((codes_NF.shape[1], n), -1, np.int64)
@@ -314,6 +138,206 @@ def _random_inactive(codes_NF: np.ndarray, n: int, rng: np.random.Generator) -> 
             pick = rng.choice(pool, size=min(n, len(pool)), replace=False)
             out[f, : len(pick)] = pick
     return out
+
+
+@dataclass(frozen=True)
+class _Coded:
+    """The store's images encoded once (``encoded``) with the image ids and the rows of the describe split
+    (``d_rows``: statistics, descriptions, readout fit) and of the calibrate split (``c_rows``: thresholds, the
+    readout's choices, description scores)."""
+
+    encoded: ImageCodes
+    ids: np.ndarray
+    d_rows: np.ndarray
+    c_rows: np.ndarray
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self.encoded.codes_NF
+
+
+def _coded(ctx: SAEContext, cfg: InterpretConfig, encoded: ImageCodes) -> _Coded:
+    d_rows, c_rows = split_rows(ctx.index, cfg.describe_split), split_rows(ctx.index, cfg.calibrate_split)
+    if len(d_rows) == 0 or len(c_rows) == 0:
+        raise BadInputError(ctx.store.path, "the describe or calibrate split has no images")
+    return _Coded(encoded, ctx.index["image_id"].to_numpy(), d_rows, c_rows)
+
+
+def _feature_table(
+    ws: Workspace, ctx: SAEContext, studies: pd.DataFrame, coded: _Coded, thresholds: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """Per feature on the describe split: statistics, its report threshold, the ROC AUC of every CheXpert label
+    (uncertain → positive) and, on phantoms, of every rendered kind, and the confound check's verdict. Returns
+    (table, the describe images' labels, the phantom truth or None)."""
+    codes_d = coded.codes[coded.d_rows]
+    stats = feature_stats(codes_d)
+    stats.insert(5, "threshold", thresholds)
+    labels = studies.drop_duplicates("image_id").set_index("image_id").reindex(coded.ids[coded.d_rows])
+    present = [c for c in CHEXPERT_LABELS if c in labels.columns]
+    labels = labels[present].reset_index(drop=True)
+    y = binarise_label_table(labels, uncertain="positive")
+    auc = auc_matrix(codes_d, y.to_numpy())
+    truth = phantom_truth(ws, ctx.dataset, coded.ids[coded.d_rows])
+    factors = None
+    if truth is not None:
+        kinds, factors = truth
+        factors = factors.reindex(columns=present, fill_value=0.0)
+        kind_auc = auc_matrix(codes_d, kinds.to_numpy())
+    conf = confound_check(codes_d, y, auc=auc, factors=factors)
+    table = stats.merge(conf, on="feature")
+    for j, name in enumerate(present):
+        table[f"auc.{name}"] = auc[:, j]
+    if truth is not None:
+        for j, kind in enumerate(kinds.columns):
+            table[f"factor.{kind}"] = kind_auc[:, j]
+    return table, labels, truth
+
+
+def _with_top_images(table: pd.DataFrame, coded: _Coded, cfg: InterpretConfig) -> pd.DataFrame:
+    """``table`` with each feature's top images (and activations), seeded random inactive images and, for patch
+    SAEs, where the feature peaks on its top images."""
+    codes_d, d_ids = coded.codes[coded.d_rows], coded.ids[coded.d_rows]
+    top = top_images(codes_d, cfg.top_k)
+    rnd = _random_inactive(codes_d, cfg.n_random, np.random.default_rng(cfg.seed))
+    table["top_image_ids"] = [[str(d_ids[r]) for r in row if r >= 0] for row in top]
+    table["top_activations"] = [[float(codes_d[r, f]) for r in row if r >= 0] for f, row in enumerate(top)]
+    table["random_image_ids"] = [[str(d_ids[r]) for r in row if r >= 0] for row in rnd]
+    if coded.encoded.peak_NF is not None:
+        table = table.join(_feature_places(coded.encoded.peak_NF[coded.d_rows], top, coded.encoded.grid))
+    return table
+
+
+def _finding_readout(
+    ctx: SAEContext,
+    studies: pd.DataFrame,
+    coded: _Coded,
+    labels: pd.DataFrame,
+    table: pd.DataFrame,
+    cfg: InterpretConfig,
+) -> tuple[Any, dict[str, Any] | None]:
+    """The finding readout fitted on the describe split, its choices made on the calibrate split against nearest
+    retrieval there (:func:`retrieval_baseline`); confounded features excluded. Returns (readout, baseline)."""
+    d_rows, c_rows, ids = coded.d_rows, coded.c_rows, coded.ids
+    baseline = None
+    if cfg.readout.baseline == "nearest":
+        baseline = retrieval_baseline(ctx, studies, d_rows, c_rows, READOUT_LABELS)
+    readout = fit_readout(
+        coded.codes[d_rows],
+        label_targets(labels, READOUT_LABELS),
+        coded.codes[c_rows],
+        label_targets(_labels_of(studies, ids[c_rows]), READOUT_LABELS),
+        READOUT_LABELS,
+        cfg.readout,
+        exclude=table.loc[table["verdict"] == "confounded", "feature"].astype(int).tolist(),
+        baseline=baseline,
+        val_groups=_patients_of(studies, ids[c_rows]),
+    )
+    return readout, baseline
+
+
+def _describe(
+    study_codes: np.ndarray,
+    s_ids: np.ndarray,
+    reports: list[str],
+    index: Any,
+    studies: pd.DataFrame,
+    cfg: InterpretConfig,
+    *,
+    show_progress: bool,
+    say: Any,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(primary descriptions, offline descriptions): label-anchored first, the extractive description where it names
+    nothing; with ``cfg.llm`` the LLM's descriptions are primary and the offline ones their fallback. ``say``
+    receives a progress line before the LLM step."""
+    extractive = describe_features(study_codes, index, cfg.describe)
+    extractive["describer"] = "extractive"
+    if cfg.anchor is not None:
+        targets = label_targets(_labels_of(studies, s_ids), READOUT_LABELS)
+        anchored = anchor_descriptions(study_codes, targets, READOUT_LABELS, index, CHEXPERT_LABELS, cfg.anchor)
+        extractive = _merge_describers(anchored, extractive)
+    if cfg.llm is None:
+        return extractive, extractive
+    say("interpret: LLM describer")
+    feats_, tops, rands = contrast_reports(study_codes, reports, extractive, n_random=16, seed=cfg.seed)
+    desc = describe_features_llm(
+        feats_, tops, rands, cfg.llm, fallback=extractive.drop(columns=["describer"]), show_progress=show_progress
+    )
+    return desc, extractive
+
+
+def _manifest_extra(
+    ctx: SAEContext,
+    table: pd.DataFrame,
+    desc: pd.DataFrame,
+    index: Any,
+    readout: Any,
+    baseline: dict[str, Any] | None,
+    encoded: ImageCodes,
+    phantom: bool,
+) -> dict[str, Any]:
+    """What the interpretation's manifest records beside its config (read by ``cxrlens interpret`` and the demo)."""
+    verdicts = table["verdict"].value_counts().to_dict()
+    return {
+        "activations": ctx.activations,
+        "stream": ctx.stream,
+        "dataset": ctx.dataset,
+        "backbone": ctx.backbone,
+        "phantom": phantom,
+        "verdicts": {str(k): int(v) for k, v in verdicts.items()},
+        "sentence_clusters": int(index.n_clusters),
+        "describers": {str(k): int(v) for k, v in desc["describer"].value_counts().items()},
+        "tokens_per_image": ctx.tokens_per_image,
+        "grid": list(encoded.grid) if encoded.grid else None,
+        "readout": {
+            "beta_choice": readout.beta_choice,
+            "baseline": baseline,
+            "kept": [str(x) for x in readout.table.loc[readout.table["kept"], "label"]],
+            "dropped": {str(r.label): str(r.reason) for r in readout.table.itertuples() if not r.kept},
+        },
+    }
+
+
+def _score_descriptions(
+    ctx: SAEContext,
+    studies: pd.DataFrame,
+    coded: _Coded,
+    desc: pd.DataFrame,
+    extractive: pd.DataFrame | None,
+    cfg: InterpretConfig,
+    embed: Any,
+    signature: Any,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any]]:
+    """Score the descriptions (and the extractive ones of an LLM run) on the calibrate split's studies
+    (:func:`~cxrlens.interpret.scoring.score_descriptions`); returns the tables with the score columns and the
+    summary of the primary descriptions' scores."""
+    c_rows = coded.c_rows
+    c_codes, c_first = by_study(coded.codes[c_rows], ctx.index["study_id"].to_numpy()[c_rows])
+    c_reports = image_reports(studies, coded.ids[c_rows][c_first])
+    cols = ["score_auc", "sim_top", "sim_random", "skip_reason"]
+    out, summary = [], {}
+    for table in (desc, extractive):
+        if table is None:
+            out.append(None)
+            continue
+        scored = score_descriptions(
+            table, c_codes, c_reports, embed=embed, signature=signature, seed=cfg.seed, show_progress=False
+        )
+        out.append(table.merge(scored[["feature", *cols]], on="feature", how="left"))
+        if table is desc:
+            summary = summarise_scores(scored)
+    return out[0], out[1], summary
+
+
+def _write_tables(
+    tmp: Path, table: pd.DataFrame, desc: pd.DataFrame, extractive: pd.DataFrame | None, thresholds: np.ndarray
+) -> None:
+    """``features.parquet``, ``descriptions.parquet`` (+ ``descriptions_extractive.parquet`` of an LLM run) and
+    ``thresholds.safetensors`` into the build directory."""
+    atomic_write_parquet(tmp / "features.parquet", table)
+    atomic_write_parquet(tmp / "descriptions.parquet", desc)
+    if extractive is not None:
+        atomic_write_parquet(tmp / "descriptions_extractive.parquet", extractive)
+    atomic_write_bytes(tmp / "thresholds.safetensors", save({"thresholds": thresholds.astype(np.float32)}))
 
 
 def interpret_run(
@@ -341,163 +365,72 @@ def interpret_run(
         with progress(disable=not show_progress) as bar:
             task = bar.add_task("interpret: encode", total=7)
             encoded = image_codes(ctx.sae, ctx.store, ctx.stream)
-            codes = encoded.codes_NF
+            coded = _coded(ctx, cfg, encoded)
+            codes, d_rows, c_rows, ids = coded.codes, coded.d_rows, coded.c_rows, coded.ids
+            thresholds = calibrate_thresholds(codes[c_rows], cfg.threshold_quantile)
             bar.advance(task)
 
-            d_rows, c_rows = _rows(ctx.index, cfg.describe_split), _rows(ctx.index, cfg.calibrate_split)
-            if len(d_rows) == 0 or len(c_rows) == 0:
-                raise BadInputError(ctx.store.path, "the describe or calibrate split has no images")
-            ids = ctx.index["image_id"].to_numpy()
-            codes_d = codes[d_rows]
-            thresholds = calibrate_thresholds(codes[c_rows], cfg.threshold_quantile)
-            stats = feature_stats(codes_d)
-            stats.insert(5, "threshold", thresholds)
-
             bar.update(task, description="interpret: label association")
-            labels = studies.drop_duplicates("image_id").set_index("image_id").reindex(ids[d_rows])
-            present = [c for c in CHEXPERT_LABELS if c in labels.columns]
-            y = binarise_label_table(labels[present].reset_index(drop=True), uncertain="positive")
-            auc = auc_matrix(codes_d, y.to_numpy())
-            truth = phantom_truth(ws, ctx.dataset, ids[d_rows])
-            factors = None
-            if truth is not None:
-                kinds, factors = truth
-                factors = factors.reindex(columns=present, fill_value=0.0)
-                kind_auc = auc_matrix(codes_d, kinds.to_numpy())
-            conf = confound_check(codes_d, y, auc=auc, factors=factors)
-            table = stats.merge(conf, on="feature")
-            for j, name in enumerate(present):
-                table[f"auc.{name}"] = auc[:, j]
-            if truth is not None:
-                for j, kind in enumerate(kinds.columns):
-                    table[f"factor.{kind}"] = kind_auc[:, j]
+            table, labels, truth = _feature_table(ws, ctx, studies, coded, thresholds)
             bar.advance(task)
 
             bar.update(task, description="interpret: top images")
-            top = top_images(codes_d, cfg.top_k)
-            rnd = _random_inactive(codes_d, cfg.n_random, np.random.default_rng(cfg.seed))
-            d_ids = ids[d_rows]
-            table["top_image_ids"] = [[str(d_ids[r]) for r in row if r >= 0] for row in top]
-            table["top_activations"] = [[float(codes_d[r, f]) for r in row if r >= 0] for f, row in enumerate(top)]
-            table["random_image_ids"] = [[str(d_ids[r]) for r in row if r >= 0] for row in rnd]
-            if encoded.peak_NF is not None:
-                table = table.join(_feature_places(encoded.peak_NF[d_rows], top, encoded.grid))
+            table = _with_top_images(table, coded, cfg)
             bar.advance(task)
 
             bar.update(task, description="interpret: finding readout")
-            baseline = None
-            if cfg.readout.baseline == "nearest":
-                baseline = retrieval_baseline(ctx, studies, d_rows, c_rows, READOUT_LABELS)
-            readout = fit_readout(
-                codes_d,
-                label_targets(labels[present].reset_index(drop=True), READOUT_LABELS),
-                codes[c_rows],
-                label_targets(_labels_of(studies, ids[c_rows]), READOUT_LABELS),
-                READOUT_LABELS,
-                cfg.readout,
-                exclude=table.loc[table["verdict"] == "confounded", "feature"].astype(int).tolist(),
-                baseline=baseline,
-                val_groups=_patients_of(studies, ids[c_rows]),
-            )
+            readout, baseline = _finding_readout(ctx, studies, coded, labels, table, cfg)
 
             bar.update(task, description="interpret: sentence index")
-            study_codes, first = by_study(codes_d, ctx.index["study_id"].to_numpy()[d_rows])
-            s_ids = d_ids[first]  # one representative image per study
+            study_codes, first = by_study(codes[d_rows], ctx.index["study_id"].to_numpy()[d_rows])
+            s_ids = ids[d_rows][first]  # one representative image per study
             reports = image_reports(studies, s_ids)
             index = build_sentence_index(
                 reports, cluster_threshold=cfg.describe.cluster_threshold, embed=embed, signature=signature
             )
             bar.advance(task)
             bar.update(task, description="interpret: describe")
-            extractive = describe_features(study_codes, index, cfg.describe)
-            extractive["describer"] = "extractive"
-            if cfg.anchor is not None:  # label-anchored first; the extractive description where it names nothing
-                targets = label_targets(_labels_of(studies, s_ids), READOUT_LABELS)
-                anchored = anchor_descriptions(study_codes, targets, READOUT_LABELS, index, CHEXPERT_LABELS, cfg.anchor)
-                extractive = _merge_describers(anchored, extractive)
-            desc = extractive
-            if cfg.llm is not None:
-                bar.update(task, description="interpret: LLM describer")
-                feats_, tops, rands = contrast_reports(study_codes, reports, extractive, n_random=16, seed=cfg.seed)
-                desc = describe_features_llm(
-                    feats_,
-                    tops,
-                    rands,
-                    cfg.llm,
-                    fallback=extractive.drop(columns=["describer"]),
-                    show_progress=show_progress,
-                )
+            desc, extractive = _describe(
+                study_codes,
+                s_ids,
+                reports,
+                index,
+                studies,
+                cfg,
+                show_progress=show_progress,
+                say=lambda what: bar.update(task, description=what),
+            )
             score_summary = None
             if cfg.score:
                 bar.update(task, description="interpret: score descriptions")
-                c_codes, c_first = by_study(codes[c_rows], ctx.index["study_id"].to_numpy()[c_rows])
-                c_reports = image_reports(studies, ids[c_rows][c_first])
-                tables = {"": desc} if cfg.llm is None else {"": desc, "_extractive": extractive}
-                for suffix, table_ in tables.items():
-                    scored = score_descriptions(
-                        table_,
-                        c_codes,
-                        c_reports,
-                        embed=embed,
-                        signature=signature,
-                        seed=cfg.seed,
-                        show_progress=False,
-                    )
-                    cols = ["score_auc", "sim_top", "sim_random", "skip_reason"]
-                    merged = table_.merge(scored[["feature", *cols]], on="feature", how="left")
-                    tables[suffix] = merged
-                    if suffix == "":
-                        score_summary = summarise_scores(scored)
-                desc = tables[""]
-                extractive = tables.get("_extractive", extractive)
+                desc, extractive, score_summary = _score_descriptions(
+                    ctx, studies, coded, desc, extractive if cfg.llm is not None else None, cfg, embed, signature
+                )
+                extractive = desc if cfg.llm is None else extractive
             for table_ in (desc, extractive):
                 table_["top_image_ids"] = [[str(s_ids[r]) for r in rows] for rows in table_["top_rows"]]
             desc, extractive = desc.drop(columns=["top_rows"]), extractive.drop(columns=["top_rows"])
             bar.advance(task)
 
             bar.update(task, description="interpret: heatmaps")
-            heatmap_info = _feature_heatmaps(ws, ctx, table, desc, cfg, tmp)
+            heatmap_info = feature_heatmaps_files(ws, ctx, table, desc, cfg, tmp)
             bar.advance(task)
 
             bar.update(task, description="interpret: write")
-            atomic_write_parquet(tmp / "features.parquet", table)
-            atomic_write_parquet(tmp / "descriptions.parquet", desc)
-            if cfg.llm is not None:
-                atomic_write_parquet(tmp / "descriptions_extractive.parquet", extractive)
-
-            atomic_write_bytes(tmp / "thresholds.safetensors", save({"thresholds": thresholds.astype(np.float32)}))
+            _write_tables(tmp, table, desc, extractive if cfg.llm is not None else None, thresholds)
             words = finding_sentences(index, READOUT_LABELS, CHEXPERT_LABELS)
             for col in ("positive_sentence", "negative_sentence"):
                 readout.table[col] = words[col].to_numpy()
             readout.save(tmp)
             (tmp / "figures").mkdir(exist_ok=True)
-            _overview_figure(table, desc, tmp / "figures" / "overview.png")
+            overview_figure(table, desc, tmp / "figures" / "overview.png")
             bar.advance(task)
 
         described = int((desc["sentences"].map(len) > 0).sum())
-        verdicts = table["verdict"].value_counts().to_dict()
         return {
             "rows": {"features": len(table), "described": described, "describe_images": len(d_rows)},
-            "extra": {
-                "activations": ctx.activations,
-                "stream": ctx.stream,
-                "dataset": ctx.dataset,
-                "backbone": ctx.backbone,
-                "phantom": truth is not None,
-                "verdicts": {str(k): int(v) for k, v in verdicts.items()},
-                "sentence_clusters": int(index.n_clusters),
-                "describers": {str(k): int(v) for k, v in desc["describer"].value_counts().items()},
-                "description_scores": score_summary,
-                "heatmaps": heatmap_info,
-                "tokens_per_image": ctx.tokens_per_image,
-                "grid": list(encoded.grid) if encoded.grid else None,
-                "readout": {
-                    "beta_choice": readout.beta_choice,
-                    "baseline": baseline,
-                    "kept": [str(x) for x in readout.table.loc[readout.table["kept"], "label"]],
-                    "dropped": {str(r.label): str(r.reason) for r in readout.table.itertuples() if not r.kept},
-                },
-            },
+            "extra": _manifest_extra(ctx, table, desc, index, readout, baseline, encoded, truth is not None)
+            | {"description_scores": score_summary, "heatmaps": heatmap_info},
         }
 
     upstream = {
@@ -588,124 +521,6 @@ def _feature_places(peak_NF: np.ndarray, top: np.ndarray, grid: tuple[int, int] 
         sides.append("image-left" if left >= 2 / 3 else "image-right" if left <= 1 / 3 else "both")
         thirds.append(("upper", "middle", "lower")[min(int(np.median(yf) * 3), 2)])
     return pd.DataFrame({"peak_y": ys, "peak_x": xs, "side": sides, "third": thirds})
-
-
-def _feature_heatmaps(
-    ws: Workspace, ctx: SAEContext, table: pd.DataFrame, desc: pd.DataFrame, cfg: InterpretConfig, tmp: Path
-) -> dict[str, Any]:
-    """Heatmaps of the top images of up to ``cfg.heatmap_features`` described features → ``heatmaps.safetensors``
-    (key ``f<feature>``: (k, h, w) float16 on the patch grid, rows in ``top_image_ids`` order) and a figure."""
-    if cfg.heatmap_features <= 0:
-        return {"method": "none", "reason": "heatmap_features = 0"}
-    if not ctx.backbone:
-        return {"method": "none", "reason": "the activation store records no backbone"}
-
-    described = set(desc.loc[desc["sentences"].map(len) > 0, "feature"].astype(int))
-    chosen = table[table["feature"].isin(described)].sort_values("n_active", ascending=False)
-    chosen = chosen.head(cfg.heatmap_features)
-    backbone = load_backbone(ctx.backbone, workspace=ws)
-    method = heatmap_method(backbone, ctx.token)
-    studies = read_studies(ws, ctx.dataset).drop_duplicates("image_id").set_index("image_id")
-    ds_dir = ws.dataset(ctx.dataset)
-    cache: dict[str, Any] = {}
-
-    def image(image_id: str) -> torch.Tensor:
-        if image_id not in cache:
-            path = image_file(ds_dir, studies.loc[image_id, "image_path"])
-            cache[image_id] = torch.from_numpy(np.asarray(load_image(path)))
-        return cache[image_id]
-
-    maps: dict[str, np.ndarray] = {}
-    shown: list[tuple[int, list[str], np.ndarray]] = []
-    for row in chosen.itertuples():
-        ids = [str(i) for i in row.top_image_ids]
-        if not ids:
-            continue
-        res = feature_heatmaps(
-            backbone,
-            ctx.sae,
-            layer=ctx.layer,
-            token=ctx.token,
-            images_BHW=_stack([image(i) for i in ids]),
-            features=[int(row.feature)] * len(ids),
-        )
-        maps[f"f{int(row.feature)}"] = res.maps.numpy().astype(np.float16)
-        shown.append((int(row.feature), ids, res.maps.numpy()))
-    if maps:
-        atomic_write_bytes(tmp / "heatmaps.safetensors", save(maps, metadata={"method": method}))
-        texts = dict(zip(desc["feature"].astype(int), desc["description"].astype(str), strict=True))
-        _heatmap_figure(backbone, shown[:6], texts, image, tmp / "figures" / "features.png")
-    return {"method": method, "features": len(maps), "images_per_feature": cfg.top_k}
-
-
-def _stack(images: list[torch.Tensor]) -> torch.Tensor:
-    """(B, H, W) float32 from grayscale images; any of another size is resized (bilinear) to the first one's."""
-
-    size = tuple(images[0].shape)
-    out = [
-        x if tuple(x.shape) == size else F.interpolate(x[None, None].float(), size=size, mode="bilinear")[0, 0]
-        for x in images
-    ]
-    return torch.stack(out).float().clamp(0, 1)
-
-
-def _heatmap_figure(backbone: Any, shown: list, texts: dict[int, str], image: Any, path: Path, cols: int = 6) -> None:
-    """One row per feature: its top images with the heatmap overlaid, the description as the row title."""
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(shown), cols, figsize=(1.9 * cols, 2.1 * len(shown)), squeeze=False)
-    for r, (feature, ids, maps) in enumerate(shown):
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.axis("off")
-            if c >= len(ids):
-                continue
-            view = model_view(backbone, image(ids[c])[None].float())[0]
-            heat = upsample(torch.from_numpy(maps[c : c + 1]), tuple(view.shape))[0].numpy()
-            ax.imshow(view.numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.imshow(heat, cmap="inferno", alpha=0.45)
-        axes[r, 0].set_title(f"f{feature}: {texts.get(feature, '')[:70]}", loc="left", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _overview_figure(table: pd.DataFrame, desc: pd.DataFrame, path: Path) -> None:
-    """Two panels: activation frequency of live features (log) and best-label AUC by confound verdict."""
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    live = table[table["n_active"] > 0]
-    freq = live["frequency"].to_numpy()
-    if len(freq):
-        axes[0].hist(np.log10(freq), bins=40, color="#4477aa")
-    axes[0].set_xlabel("log10 activation frequency (describe split)")
-    axes[0].set_ylabel("features")
-    axes[0].set_title(f"{len(live)} live / {len(table)} features")
-    for verdict, colour in (("associated", "#228833"), ("confounded", "#ee6677"), ("undetermined", "#bbbbbb")):
-        sel = table[table["verdict"] == verdict]["auc"].dropna().to_numpy()
-        if len(sel):
-            axes[1].hist(sel, bins=30, range=(0.5, 1.0), alpha=0.7, label=f"{verdict} ({len(sel)})", color=colour)
-    described = int((desc["sentences"].map(len) > 0).sum())
-    axes[1].set_xlabel("ROC AUC of the best-associated CheXpert label")
-    axes[1].set_title(f"label association ({described} features described)")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_interpretation(ws: Workspace, run: str) -> tuple[pd.DataFrame, pd.DataFrame]:

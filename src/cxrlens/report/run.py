@@ -36,9 +36,10 @@ from cxrlens.data.images import load_image
 from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes
+from cxrlens.interpret.codes import encode_codes, image_codes, image_reports, token_code_maps
 from cxrlens.interpret.describe import default_embed, default_signature
 from cxrlens.interpret.readout import FindingReadout
-from cxrlens.interpret.run import encode_codes, image_codes, image_reports, read_interpretation, token_code_maps
+from cxrlens.interpret.run import read_interpretation
 from cxrlens.report.compile import CompileConfig, CompiledReport, DescriptionBank, compile_findings, compile_report
 from cxrlens.sae.io import load_sae
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
@@ -159,7 +160,7 @@ class ReportModel:
     def encode_maps(self, gray_BHW: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """Image codes ``(B, n_features)`` of grayscale [0, 1] images ``gray_BHW: (B, H, W)`` (one size per call)
         and, for a patch-token SAE, the per-patch codes ``(B, T, n_features)`` (else None). Image code = the code
-        of the stream's token, or the maximum over patches (:func:`cxrlens.interpret.run.image_codes`)."""
+        of the stream's token, or the maximum over patches (:func:`cxrlens.interpret.codes.image_codes`)."""
 
         bb = self.backbone
         x = bb.preprocess(torch.as_tensor(gray_BHW, dtype=torch.float32))
