@@ -158,6 +158,17 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
         *w,
     )
     assert code == 0 and "reusing" in out
+    # the store rebuilt under the same name (another config): the adapter is retrained, not reused
+    extract_activations(
+        ws,
+        ExtractConfig(dataset="planted", backbone=f"hf:{dino}", tokens=("cls", "mean", "patch"), dtype="float32"),
+        run="acts",
+        num_workers=0,
+        show_progress=False,
+    )
+    args = ("-a", "acts", "-r", "al", "--epochs", "4", "--batch-size", "32", "--adapter", "attention")
+    code, out = _cli(capsys, "align", "train", *args, "--embed-dim", "16", *w)
+    assert code == 0 and "reusing" not in out, out
 
     code, out = _cli(capsys, "align", "zero-shot", "-r", "al", "--n-boot", "50", *w)
     assert code == 0, out

@@ -53,7 +53,16 @@ from cxrlens.data.reports import split_sentences
 from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from cxrlens.workspace import MANIFEST, Manifest, StageResult, artefact_lock, read_manifest, swap_into_place
+from cxrlens.workspace import (
+    MANIFEST,
+    Manifest,
+    StageResult,
+    artefact_identity,
+    artefact_lock,
+    read_manifest,
+    stage_hash,
+    swap_into_place,
+)
 
 __all__ = [
     "AlignConfig",
@@ -538,8 +547,11 @@ def train_adapter(
     *,
     checkpoint_dir: str | Path | None = None,
     show_progress: bool = True,
+    identity: str | None = None,
 ) -> tuple[AlignModel, dict[str, Any]]:
-    """Train the adapter on ``data``'s train split (validating on val); resumes from ``checkpoint_dir/last``.
+    """Train the adapter on ``data``'s train split (validating on val); resumes from ``checkpoint_dir/last`` when
+    that checkpoint was written for the same ``identity`` (default: the config's hash; the stage passes its job
+    hash, which also names the activations and dataset it read).
 
     Returns the model holding the best-validation weights and a dict with ``history`` (per epoch: train loss,
     val loss, val r@1/r@5, temperature), ``best_epoch`` and ``resumed_from_epoch``.
@@ -569,7 +581,7 @@ def train_adapter(
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"loss": float("inf"), "epoch": -1, "state": None}
     start_epoch = 0
-    chash = config_hash(cfg)
+    chash = identity or config_hash(cfg)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     last = ckpt_dir / "last.safetensors" if ckpt_dir else None
     if last is not None and last.exists():
@@ -650,12 +662,16 @@ def train_align(
 
     run = run or f"align-{cfg.activations}"
     final = workspace.analysis(run)
-    chash = config_hash(cfg)
+    store = ActivationStore(workspace.activations(cfg.activations))
+    dataset = cfg.dataset or str(store.manifest.config.get("dataset", ""))
+    upstream = {  # a store or dataset rebuilt under the same name retrains the adapter instead of reusing it
+        f"activations/{cfg.activations}": artefact_identity(store.path),
+        f"datasets/{dataset}": artefact_identity(workspace.dataset(dataset)),
+    }
+    chash = stage_hash(cfg, upstream)
     existing = read_manifest(final)
     if not force and existing is not None and existing.config_hash == chash:
         return StageResult(final, existing, reused=True)
-    store = ActivationStore(workspace.activations(cfg.activations))
-    dataset = cfg.dataset or str(store.manifest.config.get("dataset", ""))
     studies = read_studies(workspace, dataset)
     encoder = encoder or MiniLMEncoder()
     cache = TextEmbeddingCache.in_workspace(workspace.root, encoder)
@@ -666,7 +682,9 @@ def train_align(
         partial.mkdir(parents=True, exist_ok=True)
         data, info = build_pair_data(store, studies, cfg, cache.get)
         t0 = time.perf_counter()
-        model, result = train_adapter(data, cfg, checkpoint_dir=partial / "checkpoints", show_progress=show_progress)
+        model, result = train_adapter(
+            data, cfg, checkpoint_dir=partial / "checkpoints", show_progress=show_progress, identity=chash
+        )
         elapsed = time.perf_counter() - t0
         header = {
             "config": config_to_dict(cfg),
@@ -693,7 +711,7 @@ def train_align(
             config_hash=chash,
             package_version=__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-            inputs={"activations": store.manifest.config_hash, "dataset": dataset},
+            inputs={"activations": store.manifest.config_hash, "dataset": dataset, **upstream},
             rows={
                 "images": int(emb.shape[0]),
                 "train_images": int(((data.split_N == "train") & data.has_text_N).sum()),
