@@ -44,7 +44,7 @@ def write_disc_dataset(workspace, name: str = "discs", n: int = 160) -> None:
         workspace,
         name,
         stage="test.discs",
-        config=_Cfg(),
+        config=_Cfg(n),
         load=lambda: LoadedDataset(studies, {}, [], []),
         write_files=write_files,
     )
@@ -135,6 +135,11 @@ def test_train_predict_explain(workspace, tmp_path) -> None:
         env=env,
     )
     assert r2.returncode == 0 and "reusing" in r2.stdout
+    # the dataset rebuilt under the same name (another config): retrained, not reused
+    write_disc_dataset(workspace, n=150)
+    train_args = ["lt-vit", "train", "--dataset", "discs", "--run", "t", "--steps", "40", "--warmup", "5"]
+    r3 = cli(*train_args, "--lr", "0.002", *small, env=env)
+    assert r3.returncode == 0 and "reusing" not in r3.stdout, r3.output
 
     r = cli("lt-vit", "predict", "--run", "t", "--dataset", "discs", "--split", "test", env=env)
     assert r.returncode == 0, r.output

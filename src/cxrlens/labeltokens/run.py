@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cxrlens.config import config_hash, save_toml
+from cxrlens.config import save_toml
 from cxrlens.console import progress, warn_line
 from cxrlens.data.images import load_image
 from cxrlens.data.phantom import LABEL_CHANNELS, read_label_masks
@@ -50,7 +50,7 @@ from cxrlens.labeltokens.train import (
     save_checkpoint,
     train,
 )
-from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage, stage_hash
 
 __all__ = [
     "LTExplainConfig",
@@ -230,7 +230,8 @@ def train_run(
     labels = cfg.train.model.labels
     size = cfg.train.model.image_size
     resume = _resume_dir(ws, run)
-    cfg_h = config_hash(cfg)[:12]
+    upstream = {f"datasets/{cfg.dataset}": artefact_identity(ws.dataset(cfg.dataset))}  # a rebuilt dataset retrains
+    cfg_h = stage_hash(cfg, upstream)[:12]  # names the resume checkpoints too
 
     def build(tmp: Path) -> dict[str, Any]:
         tr = load_label_data(ws, cfg.dataset, labels, "train", size)
@@ -278,7 +279,7 @@ def train_run(
         atomic_write_json(tmp / "metrics.json", metrics)
         return {"rows": {"train_images": len(tr), "eval_images": len(ev)}, "extra": {"metrics": metrics}}
 
-    result = run_stage(ws.analysis(run), stage="lt-vit.train", config=cfg, build=build, force=force)
+    result = run_stage(ws.analysis(run), stage="lt-vit.train", config=cfg, build=build, force=force, upstream=upstream)
     shutil.rmtree(resume, ignore_errors=True)
     return result
 
@@ -327,7 +328,10 @@ def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, for
         atomic_write_parquet(tmp / "predictions.parquet", pd.DataFrame(table))
         return {"rows": {"images": len(data)}}
 
-    return run_stage(ws.analysis(out_name), stage="lt-vit.predict", config=cfg, build=build, force=force)
+    upstream = {f"datasets/{dataset}": artefact_identity(ws.dataset(dataset))}
+    return run_stage(
+        ws.analysis(out_name), stage="lt-vit.predict", config=cfg, build=build, force=force, upstream=upstream
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- explain
@@ -359,7 +363,12 @@ def explain_run(ws: Workspace, cfg: LTExplainConfig, *, force: bool = False) -> 
         maps_figure(data, probs, all_maps, tmp / "maps.png", n_images=cfg.figure_images)
         return {"rows": {"images": len(data)}}
 
-    return run_stage(ws.analysis(f"{cfg.run}-explain"), stage="lt-vit.explain", config=cfg, build=build, force=force)
+    upstream = {
+        f"analysis/{cfg.run}": artefact_identity(ws.analysis(cfg.run)),
+        f"datasets/{cfg.dataset}": artefact_identity(ws.dataset(cfg.dataset)),
+    }
+    out = ws.analysis(f"{cfg.run}-explain")
+    return run_stage(out, stage="lt-vit.explain", config=cfg, build=build, force=force, upstream=upstream)
 
 
 def maps_figure(
