@@ -23,6 +23,7 @@ from cxrlens.workspace import Workspace
 __all__ = [
     "ImageCodes",
     "SAEContext",
+    "StreamNames",
     "by_study",
     "encode_codes",
     "image_codes",
@@ -30,12 +31,33 @@ __all__ = [
     "load_sae_context",
     "phantom_truth",
     "split_rows",
+    "stream_parts",
     "token_code_maps",
 ]
 
 
+def stream_parts(stream: str) -> tuple[str, str]:
+    """``"block.2/patch"`` → ``("block.2", "patch")``: the layer and the token kind of a store's stream."""
+    layer, _, token = stream.partition("/")
+    return layer, token
+
+
+class StreamNames:
+    """``layer`` and ``token`` of a class with a ``stream`` attribute (``"<layer>/<token>"``)."""
+
+    stream: str
+
+    @property
+    def layer(self) -> str:
+        return stream_parts(self.stream)[0]
+
+    @property
+    def token(self) -> str:
+        return stream_parts(self.stream)[1]
+
+
 @dataclass
-class SAEContext:
+class SAEContext(StreamNames):
     """An SAE with the store and stream it was trained on, and the dataset behind the store.
 
     Attributes:
@@ -57,14 +79,6 @@ class SAEContext:
     @property
     def tokens_per_image(self) -> int:
         return int(self.store.info(self.stream).tokens_per_image)
-
-    @property
-    def layer(self) -> str:
-        return self.stream.split("/")[0]
-
-    @property
-    def token(self) -> str:
-        return self.stream.split("/")[1]
 
 
 def load_sae_context(ws: Workspace, sae_run: str, activations: str = "") -> SAEContext:

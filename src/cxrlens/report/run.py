@@ -36,7 +36,7 @@ from cxrlens.data.images import load_image
 from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes
-from cxrlens.interpret.codes import encode_codes, image_codes, image_reports, token_code_maps
+from cxrlens.interpret.codes import StreamNames, encode_codes, image_codes, image_reports, token_code_maps
 from cxrlens.interpret.describe import default_embed, default_signature
 from cxrlens.interpret.readout import FindingReadout
 from cxrlens.interpret.run import read_interpretation
@@ -53,7 +53,7 @@ def generated_text(report: CompiledReport) -> str:
 
 
 @dataclass
-class ReportModel:
+class ReportModel(StreamNames):
     """Everything needed to write a report for an image: descriptions, thresholds, SAE and (lazily) the backbone.
 
     Attributes:
@@ -148,14 +148,6 @@ class ReportModel:
                 )
             self._backbone = load_backbone(self.backbone_spec, workspace=self.ws)
         return self._backbone
-
-    @property
-    def layer(self) -> str:
-        return self.stream.split("/")[0]
-
-    @property
-    def token(self) -> str:
-        return self.stream.split("/")[1]
 
     def encode_maps(self, gray_BHW: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """Image codes ``(B, n_features)`` of grayscale [0, 1] images ``gray_BHW: (B, H, W)`` (one size per call)
