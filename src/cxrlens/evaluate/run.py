@@ -383,6 +383,7 @@ def _build(
     refs = ev.rows["reference_text"].tolist()
     all_texts = refs + [t for s in systems.values() for t in s["text"]]
     labels = _label_cache(all_texts)  # each distinct text labelled once
+    ref_labels = labels.loc[refs].reset_index(drop=True)
     truth = _phantom_truth(dataset_dir, ev.rows, all_texts)
     names = [*systems, *([AGREEMENT] if truth is not None else [])]
     scored: dict[str, _Scored] = {}
@@ -391,7 +392,7 @@ def _build(
         for name in names:
             bar.update(task, description=f"evaluate {name}")
             system = None if name == AGREEMENT else systems[name]
-            scored[name] = _score_system(name, system, ev, labels, truth, config)
+            scored[name] = _score_system(name, system, ev, labels, ref_labels, truth, config)
             bar.advance(task)
     sufficient = {name: sc.counts for name, sc in scored.items() if name != AGREEMENT}
     compared = [b for b in config.baselines if b in sufficient]
@@ -589,11 +590,13 @@ def _score_system(
     system: pd.DataFrame | None,
     ev: _Evaluated,
     labels: pd.DataFrame,
+    ref_labels: pd.DataFrame,
     truth: _Truth | None,
     config: EvaluateConfig,
 ) -> _Scored:
     """NLG, clinical and (phantoms) grounding scores of one system; ``system`` None = the reference text itself
-    (:data:`AGREEMENT`: grounding only)."""
+    (:data:`AGREEMENT`: grounding only). ``labels``: every distinct text's labels; ``ref_labels``: the reference
+    texts' rows of it, in evaluation order (looked up once for all systems)."""
     refs = ev.rows["reference_text"].tolist()
     n = len(refs)
     texts = refs if system is None else system["text"].tolist()
@@ -614,7 +617,6 @@ def _score_system(
     )
     if system is not None:
         gen_labels = labels.loc[texts].reset_index(drop=True)
-        ref_labels = labels.loc[refs].reset_index(drop=True)
         nlg = nlg_scores(texts, refs, meteor=config.meteor)
         meteor_status = str(nlg.pop("meteor_status"))
         entry["nlg"] = nlg
