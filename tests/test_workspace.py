@@ -16,7 +16,15 @@ import pytest
 
 from cxrlens.errors import StageLockedError
 from cxrlens.files import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from cxrlens.workspace import ARTEFACT_KINDS, Workspace, artefact_lock, is_current, read_manifest, run_stage
+from cxrlens.workspace import (
+    ARTEFACT_KINDS,
+    Workspace,
+    artefact_lock,
+    is_current,
+    partial_dir,
+    read_manifest,
+    run_stage,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +136,36 @@ def test_run_stage_failure_keeps_previous_artefact(workspace: Workspace) -> None
         run_stage(out, stage="s", config=_Cfg(seed=5), build=failing)
     assert (out / "f.txt").read_text() == "good"
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".") and "lock" not in p.name] == []
+
+
+def test_resumable_stage_keeps_progress_of_a_failed_build_for_the_same_job_only(workspace: Workspace) -> None:
+    out = workspace.activations("toy")
+    seen: list[list[str]] = []
+
+    def build(fail: bool):
+        def inner(tmp: Path) -> dict:
+            seen.append(sorted(p.name for p in tmp.iterdir() if p.name != ".stage_hash"))
+            (tmp / f"part-{len(seen)}").write_text("done")
+            if fail:
+                raise RuntimeError("killed")
+            return {}
+
+        return inner
+
+    with pytest.raises(RuntimeError):
+        run_stage(out, stage="s", config=_Cfg(), build=build(True), resumable=True)
+    assert not out.exists() and (partial_dir(out) / "part-1").is_file()
+    with pytest.raises(RuntimeError):  # the same job sees what the failed run left
+        run_stage(out, stage="s", config=_Cfg(), build=build(True), resumable=True)
+    assert seen[-1] == ["part-1"]
+    with pytest.raises(RuntimeError):  # another job (config or upstream changed) starts from nothing
+        run_stage(out, stage="s", config=_Cfg(), build=build(True), resumable=True, upstream={"in": "new"})
+    assert seen[-1] == []
+    done = run_stage(out, stage="s", config=_Cfg(), build=build(False), resumable=True, upstream={"in": "new"})
+    assert seen[-1] == ["part-3"] and not done.reused and not partial_dir(out).exists()
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "part-3", "part-4"]
+    again = run_stage(out, stage="s", config=_Cfg(), build=build(False), resumable=True, upstream={"in": "new"})
+    assert again.reused and len(seen) == 4
 
 
 KILLED_STAGE = """

@@ -10,14 +10,14 @@ A *stream* is ``"<layer>/<token>"`` (``"final/cls"``, ``"block.3/patch"``). Stre
 ``cls``/``mean``; for ``patch`` row ``r`` is image ``r // N`` at token position ``r % N`` (``N = h * w`` of the
 patch grid, row-major: ``y, x = divmod(r % N, w)``); :meth:`ActivationStore.token_index` spells that out.
 
-**Resumable writing.** :func:`cxrlens.workspace.run_stage` builds a whole artefact in a per-process directory that
-dies with the process; a long extraction instead builds in ``activations/.<run>.partial/``, a directory that
-survives a crash. Shard ``k`` holds images ``[k * S, (k + 1) * S)`` of the selected table (``S`` fixed by the
-config), is written atomically, and counts as done once its ``shard-0000k.json`` sidecar (written after it)
-exists. A re-run with the same job (config + backbone weights + dataset) skips done shards, computes the rest with
-batches that start at shard boundaries (so the numbers do not depend on where the previous run died), then writes
-``index.parquet`` and ``manifest.json`` and swaps the directory into place. The result is byte-identical to an
-uninterrupted run (except the manifest's ``created``/timing fields). A different job discards the partial dir.
+**Resumable writing.** The extraction is a resumable :func:`cxrlens.workspace.run_stage`: it builds in
+``activations/.<run>.partial/``, a directory that survives a crash. Shard ``k`` holds images
+``[k * S, (k + 1) * S)`` of the selected table (``S`` fixed by the config), is written atomically, and counts as
+done once its ``shard-0000k.json`` sidecar (written after it) exists. A re-run of the same job (config + backbone
+weights + dataset + layout, the stage hash) skips done shards, computes the rest with batches that start at shard
+boundaries (so the numbers do not depend on where the previous run died), then writes ``index.parquet`` and
+``manifest.json`` and swaps the directory into place. The result is byte-identical to an uninterrupted run (except
+the manifest's ``created``/timing fields). A different job discards the partial dir.
 
 **Reading.** :class:`ActivationStore` gives random access by row (``pread`` of the rows' bytes, no mmap) and
 :meth:`ActivationStore.iter_batches`, a seeded streaming shuffle (shuffle buffer of a fixed number of rows) whose
@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import shutil
 import struct
 import time
 from collections.abc import Iterator, Sequence
@@ -45,14 +43,13 @@ import torch
 
 from cxrlens import __version__
 from cxrlens.backbones.registry import load_backbone, spec_slug
-from cxrlens.config import config_hash, config_to_dict
 from cxrlens.console import console, progress, warn_line
 from cxrlens.data.images import load_image
 from cxrlens.data.store import image_file, read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet, file_sha256
 from cxrlens.parallel import WorkerPoolError, pool_context, stall_timeout_s
-from cxrlens.workspace import MANIFEST, Manifest, StageResult, Workspace, artefact_lock, read_manifest, swap_into_place
+from cxrlens.workspace import MANIFEST, Manifest, StageResult, Workspace, read_manifest, run_stage
 
 __all__ = [
     "STORE_DTYPES",
@@ -218,84 +215,50 @@ def extract_activations(
     bytes_per_image = sum(s["dim"] * s["tokens_per_image"] * itemsize for s in streams.values())
     per_shard = max(1, min(cfg.shard_images, int(cfg.shard_mb * 2**20) // bytes_per_image))
     n_shards = math.ceil(len(paths) / per_shard)
-    job = {
-        "format": FORMAT_VERSION,
-        "config_hash": config_hash(cfg),
-        "backbone_fingerprint": backbone.fingerprint(),
-        "dataset_sha256": dataset_sha,
-        "layers": layers,
-        "images_per_shard": per_shard,
-        "images": len(paths),
+    upstream = {  # what the shards depend on besides the config: a change in any of them re-extracts
+        "backbone": backbone.fingerprint(),
+        "dataset": dataset_sha,
+        "layout": f"format {FORMAT_VERSION}; layers {','.join(layers)}; {per_shard} images/shard; {len(paths)} images",
     }
-    job_hash = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
-    existing = read_manifest(final)
-    if not force and existing is not None and existing.extra.get("job_hash") == job_hash:
-        return StageResult(final, existing, reused=True)
 
-    with artefact_lock(final):
-        partial = final.parent / f".{run}.partial"
-        job_file = partial / "job.json"
-        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            if force or json.loads(job_file.read_text()).get("job_hash") != job_hash:
-                shutil.rmtree(partial)
-        if not (partial / MANIFEST).exists():
-            partial.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(job_file, {"job_hash": job_hash, **job})
-            done = [k for k in range(n_shards) if (partial / _sidecar(k)).is_file()]
-            todo = [k for k in range(n_shards) if k not in set(done)]
-            if done:
-                console.print(f"resuming {run}: {len(done)}/{n_shards} shards already complete")
-            t0 = time.perf_counter()
-            dims = {name: s["dim"] for name, s in streams.items()}
-            n_new = _extract_shards(
-                backbone,
-                cfg,
-                layers,
-                dims,
-                paths,
-                partial,
-                todo,
-                per_shard,
-                device,
-                num_workers,
-                show_progress,
-                progress,
-            )
-            elapsed = time.perf_counter() - t0
-            index, skipped, shard_info = _assemble_index(table, partial, n_shards)
-            for err_path, problem in skipped:
-                warn_line(f"skipped {err_path}: {problem}")
-            atomic_write_parquet(partial / INDEX, index)
-            manifest = Manifest(
-                stage="activations.extract",
-                config=config_to_dict(cfg),
-                config_hash=config_hash(cfg),
-                package_version=__version__,
-                created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-                inputs={"backbone": job["backbone_fingerprint"], "dataset": dataset_sha},
-                rows={"images": len(index), **{s: len(index) * v["tokens_per_image"] for s, v in streams.items()}},
-                skipped={"images": len(skipped)},
-                extra={
-                    "job_hash": job_hash,
-                    "format": FORMAT_VERSION,
-                    "run": run,
-                    "dtype": cfg.dtype,
-                    "layers": layers,
-                    "grid": list(probe.grid),
-                    "streams": streams,
-                    "shards": shard_info,
-                    "images_per_shard": per_shard,
-                    "backbone": backbone.describe(),
-                    "device": str(device),
-                    "timing": {"seconds_this_run": round(elapsed, 3), "images_this_run": n_new},
-                },
-            )
-            for k in range(n_shards):
-                (partial / _sidecar(k)).unlink(missing_ok=True)
-            job_file.unlink(missing_ok=True)
-            atomic_write_json(partial / MANIFEST, manifest.to_json())
-        swap_into_place(partial, final)
-    return StageResult(final, read_manifest(final), reused=False)  # type: ignore[arg-type]
+    def build(partial: Path) -> dict[str, Any]:
+        done = [k for k in range(n_shards) if (partial / _sidecar(k)).is_file()]
+        todo = [k for k in range(n_shards) if k not in set(done)]
+        if done:
+            console.print(f"resuming {final.name}: {len(done)}/{n_shards} shards already complete")
+        t0 = time.perf_counter()
+        dims = {name: s["dim"] for name, s in streams.items()}
+        n_new = _extract_shards(
+            backbone, cfg, layers, dims, paths, partial, todo, per_shard, device, num_workers, show_progress, progress
+        )
+        elapsed = time.perf_counter() - t0
+        index, skipped, shard_info = _assemble_index(table, partial, n_shards)
+        for err_path, problem in skipped:
+            warn_line(f"skipped {err_path}: {problem}")
+        atomic_write_parquet(partial / INDEX, index)
+        for k in range(n_shards):
+            (partial / _sidecar(k)).unlink(missing_ok=True)
+        return {
+            "rows": {"images": len(index), **{s: len(index) * v["tokens_per_image"] for s, v in streams.items()}},
+            "skipped": {"images": len(skipped)},
+            "extra": {
+                "format": FORMAT_VERSION,
+                "run": final.name,
+                "dtype": cfg.dtype,
+                "layers": layers,
+                "grid": list(probe.grid),
+                "streams": streams,
+                "shards": shard_info,
+                "images_per_shard": per_shard,
+                "backbone": backbone.describe(),
+                "device": str(device),
+                "timing": {"seconds_this_run": round(elapsed, 3), "images_this_run": n_new},
+            },
+        }
+
+    return run_stage(
+        final, stage="activations.extract", config=cfg, build=build, force=force, upstream=upstream, resumable=True
+    )
 
 
 def default_num_workers() -> int:

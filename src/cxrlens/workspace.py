@@ -53,13 +53,14 @@ __all__ = [
     "artefact_lock",
     "default_root",
     "is_current",
+    "partial_dir",
     "read_manifest",
     "run_stage",
     "stage_hash",
     "swap_into_place",
 ]
 
-ARTEFACT_KINDS = ("datasets", "backbones", "activations", "saes", "interpret", "reports", "analysis")
+ARTEFACT_KINDS = ("datasets", "backbones", "activations", "saes", "interpret", "reports", "align", "lt-vit", "analysis")
 MANIFEST = "manifest.json"
 ENV_VAR = "CXRLENS_WORKSPACE"
 DEFAULT_DIRNAME = "cxrlens-workspace"
@@ -220,6 +221,7 @@ def run_stage(
     build: Callable[[Path], dict[str, Any] | None],
     force: bool = False,
     upstream: Mapping[str, str] | None = None,
+    resumable: bool = False,
 ) -> StageResult:
     """Run ``build(tmp_dir)`` unless ``artefact_dir`` is current for ``config`` (and ``upstream``, see
     :func:`stage_hash`); swap the result into place.
@@ -227,6 +229,12 @@ def run_stage(
     ``build`` writes every file of the artefact into ``tmp_dir`` and may return a dict with any of ``inputs``,
     ``rows``, ``skipped``, ``extra`` for the manifest. The manifest is written last; then the directory replaces
     the old artefact (if any). An exception (or SIGKILL) leaves the previous artefact untouched.
+
+    ``resumable=True`` is for long jobs (extraction shards, training checkpoints): ``tmp_dir`` is then the fixed
+    ``.<name>.partial/`` beside the artefact, tagged with the stage hash, and it is **kept** when ``build`` fails or
+    the process dies, so the next run of the *same* job finds the shards/checkpoints it left there
+    (:func:`partial_dir`). A different job (or ``force``) discards it first. Whatever ``build`` leaves in it becomes
+    the artefact, so it removes its scratch files (old checkpoints …) before returning.
     """
 
     artefact_dir = Path(artefact_dir)
@@ -239,11 +247,20 @@ def run_stage(
         if not force and existing is not None and existing.config_hash == cfg_hash:
             return StageResult(artefact_dir, existing, reused=True)
         _remove_stale_siblings(artefact_dir.parent, artefact_dir.name)
-        tmp = artefact_dir.parent / f".{artefact_dir.name}.{os.getpid()}.building"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        if resumable:
+            tmp = partial_dir(artefact_dir)
+            tag = tmp / PARTIAL_TAG
+            if tmp.exists() and (force or not tag.is_file() or tag.read_text() != cfg_hash):
+                shutil.rmtree(tmp)  # another job's progress: it cannot be resumed
+            tmp.mkdir(parents=True, exist_ok=True)
+            tag.write_text(cfg_hash)
+        else:
+            tmp = artefact_dir.parent / f".{artefact_dir.name}.{os.getpid()}.building"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
         try:
             info = build(tmp) or {}
+            (tmp / PARTIAL_TAG).unlink(missing_ok=True)
             manifest = Manifest(
                 stage=stage,
                 config=config_to_dict(config),
@@ -259,9 +276,24 @@ def run_stage(
             fsync_dir(tmp)
             swap_into_place(tmp, artefact_dir)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if resumable:
+                (tmp / MANIFEST).unlink(missing_ok=True)
+                if tmp.exists():
+                    (tmp / PARTIAL_TAG).write_text(cfg_hash)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
     return StageResult(artefact_dir, manifest, reused=False)
+
+
+PARTIAL_TAG = ".stage_hash"
+
+
+def partial_dir(artefact_dir: str | Path) -> Path:
+    """Where a resumable stage (``run_stage(..., resumable=True)``) keeps the progress of an unfinished build:
+    ``<parent>/.<name>.partial/``."""
+    artefact_dir = Path(artefact_dir)
+    return artefact_dir.parent / f".{artefact_dir.name}.partial"
 
 
 # ------------------------------------------------------------------------------------------------------ workspace
@@ -314,6 +346,14 @@ class Workspace:
 
     def reports(self, run: str) -> Path:
         return self.path("reports", run)
+
+    def align(self, run: str) -> Path:
+        """An alignment adapter run and its zero-shot / index / probe artefacts (``align/<run>[-…]``)."""
+        return self.path("align", run)
+
+    def lt_vit(self, run: str) -> Path:
+        """A label-token ViT run and its predict / explain artefacts (``lt-vit/<run>[-…]``)."""
+        return self.path("lt-vit", run)
 
     def analysis(self, run: str) -> Path:
         return self.path("analysis", run)

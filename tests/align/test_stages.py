@@ -135,7 +135,7 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     )
     assert code == 0, out
     assert "val image→report R@1" in out
-    run = ws.analysis("al")
+    run = ws.align("al")
     emb = stages.load_align_run(run).image_emb_NE
     assert emb.shape == (240, 16) and torch.allclose(emb.norm(dim=1), torch.ones(240), atol=1e-5)
     assert not (run.parent / ".al.partial").exists()
@@ -172,16 +172,16 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
 
     code, out = _cli(capsys, "align", "zero-shot", "-r", "al", "--n-boot", "50", *w)
     assert code == 0, out
-    zs = pd.read_parquet(ws.analysis("al-zeroshot") / "zeroshot.parquet").set_index("finding")
+    zs = pd.read_parquet(ws.align("al-zeroshot") / "zeroshot.parquet").set_index("finding")
     eff = zs.loc["Pleural Effusion"]
     assert eff.n_pos > 5 and eff.ci_low <= eff.auc <= eff.ci_high and 0 <= eff.auc <= 1
     assert eff.ci_unit == "study"  # the CI resamples studies (their images together), not images
-    neg = pd.read_parquet(ws.analysis("al-zeroshot") / "negation.parquet")
+    neg = pd.read_parquet(ws.align("al-zeroshot") / "negation.parquet")
     assert {"raw_cos", "proj_cos", "auc_neg"} <= set(neg.columns)
 
     code, out = _cli(capsys, "align", "index", "-r", "al", *w)
     assert code == 0, out
-    q = pd.read_parquet(ws.analysis("al-index") / "queries.parquet")
+    q = pd.read_parquet(ws.align("al-index") / "queries.parquet")
     assert len(q) == len(QUERIES) and q["ndcg@10"].between(0, 1).all()
     left = q.set_index("query").loc["left pleural effusion"]
     assert left.n_rel2 > 0 and left.n_rel1 > 0  # factors give sides: same side 2, other side 1
@@ -192,9 +192,9 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
 
     code, out = _cli(capsys, "align", "probe", "-r", "al", "--seeds", "2", "--fractions", "0.1,1.0", *w)
     assert code == 0, out
-    summary = pd.read_parquet(ws.analysis("al-probe") / "summary.parquet")
+    summary = pd.read_parquet(ws.align("al-probe") / "summary.parquet")
     assert {"adapter", "backbone (final/cls)"} <= set(summary["features"])
-    assert (ws.analysis("al-probe") / "learning_curve.png").stat().st_size > 1000
+    assert (ws.align("al-probe") / "learning_curve.png").stat().st_size > 1000
 
 
 def test_cli_bad_inputs(tmp_path, capsys) -> None:

@@ -108,7 +108,7 @@ def test_train_predict_explain(workspace, tmp_path) -> None:
     assert r.returncode == 0, r.output
     assert "LT-ViT" in r.stdout and "CLS ViT" in r.stdout and "disc-upper-left" in r.stdout
     assert "missing.png" in r.output  # the bad image was reported
-    run_dir = workspace.analysis("t")
+    run_dir = workspace.lt_vit("t")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["models"]) == {"label-tokens", "cls"}
     boot = metrics["lt_minus_cls_mean_auc"]
@@ -116,7 +116,8 @@ def test_train_predict_explain(workspace, tmp_path) -> None:
     assert metrics["models"]["label-tokens"]["params"] - metrics["models"]["cls"]["params"] == 3 * 32
     auc = pd.read_parquet(run_dir / "auc.parquet")
     assert len(auc) == 6 and auc["auc"].between(0, 1).all()
-    assert not any(p.name.startswith(".t.resume") for p in run_dir.parent.iterdir())
+    assert not any(p.name.startswith(".t.") and "lock" not in p.name for p in run_dir.parent.iterdir())
+    assert not (run_dir / "resume").exists()
     # same config: reused, not retrained
     r2 = cli(
         "lt-vit",
@@ -143,13 +144,13 @@ def test_train_predict_explain(workspace, tmp_path) -> None:
 
     r = cli("lt-vit", "predict", "--run", "t", "--dataset", "discs", "--split", "test", env=env)
     assert r.returncode == 0, r.output
-    pred = pd.read_parquet(workspace.analysis("t-predict-discs-test") / "predictions.parquet")
+    pred = pd.read_parquet(workspace.lt_vit("t-predict-discs-test") / "predictions.parquet")
     assert list(pred.columns[:2]) == ["image_id", "label-tokens:disc-upper-left"]
     assert pred.drop(columns="image_id").stack().between(0, 1).all()
 
     r = cli("lt-vit", "explain", "--run", "t", "--max-images", "30", "--sanity-images", "8", env=env)
     assert r.returncode == 0, r.output
-    out = workspace.analysis("t-explain")
+    out = workspace.lt_vit("t-explain")
     g = pd.read_parquet(out / "grounding.parquet")
     assert set(g["method"]) == {"attention", "rollout", "gradcam"} and set(g["model"]) == {"label-tokens", "cls"}
     assert g["pointing"].dropna().between(0, 1).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,7 +11,9 @@ from typer.testing import CliRunner
 from cxrlens.activations import ExtractConfig, extract_activations
 from cxrlens.backbones.fake import save_tiny_model
 from cxrlens.cli import app
-from cxrlens.sae import load_sae
+from cxrlens.sae import SAEConfig, load_sae
+from cxrlens.sae import run as sae_run
+from cxrlens.sae.train import TrainConfig
 from cxrlens.workspace import Workspace
 from tests.activations.conftest import make_png_dataset
 
@@ -45,7 +48,7 @@ def test_sae_train_writes_model_metrics_and_checkpoint(ws):
     assert "FVE" in res.output and "wrote" in res.output
     again = _train(ws, "--arch", "topk", "--latents", "64", "--k", "4", "--checkpoint-every", "3", "--run", "t")
     assert "reusing" in again.output
-    assert not (ws.root / "saes" / ".t.resume").exists()
+    assert not (ws.root / "saes" / ".t.partial").exists()
 
 
 def test_sae_train_patch_stream_and_set_option(ws):
@@ -90,3 +93,26 @@ def test_a_changed_objective_version_retrains_instead_of_reusing(ws, monkeypatch
     monkeypatch.setattr(sae_run, "OBJECTIVE_VERSION", sae_run.OBJECTIVE_VERSION + 1)
     again = _train(ws, *args)
     assert again.exit_code == 0 and "reusing" not in again.output
+
+
+def test_a_run_that_dies_after_training_resumes_from_its_checkpoints(ws, monkeypatch):
+    """The stage keeps ``saes/.<run>.partial/`` when it fails; the same job then resumes at the last step."""
+
+    d_in = sae_run.ActivationStore(ws.activations("acts")).info("final/cls").dim
+    train = TrainConfig(sae=SAEConfig(arch="topk", d_in=d_in, n_latents=32, k=4), steps=6, batch_size=4)
+    cfg = sae_run.SAERunConfig(activations="acts", train=dataclasses.replace(train, checkpoint_every=3))
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed while scoring")
+
+    with monkeypatch.context() as m:
+        m.setattr(sae_run, "evaluate_sae", dies)
+        with pytest.raises(RuntimeError, match="killed"):
+            sae_run.train_sae_run(ws, cfg, run="dies", show_progress=False)
+    partial = ws.root / "saes" / ".dies.partial"
+    assert sorted(p.name for p in (partial / "checkpoints").iterdir())[-1] == "step-000000006.safetensors"
+    done = sae_run.train_sae_run(ws, cfg, run="dies", show_progress=False)
+    assert json.loads((done.path / "metrics.json").read_text())["resumed_from_step"] == 6
+    assert not partial.exists() and [p.name for p in (done.path / "checkpoints").iterdir()] == [
+        "step-000000006.safetensors"
+    ]

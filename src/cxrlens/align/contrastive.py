@@ -53,16 +53,7 @@ from cxrlens.data.reports import split_sentences
 from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from cxrlens.workspace import (
-    MANIFEST,
-    Manifest,
-    StageResult,
-    artefact_identity,
-    artefact_lock,
-    read_manifest,
-    stage_hash,
-    swap_into_place,
-)
+from cxrlens.workspace import artefact_identity, read_manifest, run_stage, stage_hash
 
 __all__ = [
     "AlignConfig",
@@ -652,34 +643,28 @@ def train_align(
     force: bool = False,
     show_progress: bool = True,
 ) -> Any:
-    """``align train``: pair, train, embed every image; writes ``analysis/<run>`` (default ``align-<activations>``).
+    """``align train``: pair, train, embed every image; writes ``align/<run>`` (default ``align-<activations>``).
 
     Files: ``model.safetensors`` (best weights + JSON header), ``config.json``, ``history.json``,
     ``image_embeddings.safetensors`` (``embeddings`` (N, E) float32, rows = the store's rows), ``images.parquet``
-    (the store's index), ``manifest.json``. Checkpoints live in ``analysis/.<run>.partial/`` until the run is done,
+    (the store's index), ``manifest.json``. Checkpoints live in ``align/.<run>.partial/`` until the run is done,
     so a killed run resumes there. Returns the :class:`cxrlens.workspace.StageResult`.
     """
 
     run = run or f"align-{cfg.activations}"
-    final = workspace.analysis(run)
+    final = workspace.align(run)
     store = ActivationStore(workspace.activations(cfg.activations))
     dataset = cfg.dataset or str(store.manifest.config.get("dataset", ""))
     upstream = {  # a store or dataset rebuilt under the same name retrains the adapter instead of reusing it
         f"activations/{cfg.activations}": artefact_identity(store.path),
         f"datasets/{dataset}": artefact_identity(workspace.dataset(dataset)),
     }
-    chash = stage_hash(cfg, upstream)
-    existing = read_manifest(final)
-    if not force and existing is not None and existing.config_hash == chash:
-        return StageResult(final, existing, reused=True)
-    studies = read_studies(workspace, dataset)
-    encoder = encoder or MiniLMEncoder()
-    cache = TextEmbeddingCache.in_workspace(workspace.root, encoder)
-    with artefact_lock(final):
-        partial = final.parent / f".{run}.partial"
-        if force:
-            shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True, exist_ok=True)
+    chash = stage_hash(cfg, upstream)  # what run_stage keys the artefact on; the checkpoints carry it too
+
+    def build(partial: Path) -> dict[str, Any]:
+        studies = read_studies(workspace, dataset)
+        text_encoder = encoder or MiniLMEncoder()
+        cache = TextEmbeddingCache.in_workspace(workspace.root, text_encoder)
         data, info = build_pair_data(store, studies, cfg, cache.get)
         t0 = time.perf_counter()
         model, result = train_adapter(
@@ -693,7 +678,7 @@ def train_align(
             "image_dim": int(data.pooled_ND.shape[1]),
             "text_dim": int(data.report_NDt.shape[1]),
             "has_patches": data.patches_NTD is not None,
-            "text_model": encoder.name,
+            "text_model": text_encoder.name,
             "dataset": dataset,
             **info,
         }
@@ -703,35 +688,31 @@ def train_align(
         atomic_write_parquet(partial / "images.parquet", store.index)
         atomic_write_json(partial / "config.json", config_to_dict(cfg))
         atomic_write_json(partial / "history.json", result)
+        shutil.rmtree(partial / "checkpoints", ignore_errors=True)
         last = result["history"][-1] if result["history"] else {}
         best = result["history"][result["best_epoch"]] if result["best_epoch"] >= 0 else {}
-        manifest = Manifest(
-            stage="align.train",
-            config=config_to_dict(cfg),
-            config_hash=chash,
-            package_version=__version__,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-            inputs={"activations": store.manifest.config_hash, "dataset": dataset, **upstream},
-            rows={
+        return {
+            "inputs": {"activations": store.manifest.config_hash, "dataset": dataset},
+            "rows": {
                 "images": int(emb.shape[0]),
                 "train_images": int(((data.split_N == "train") & data.has_text_N).sum()),
             },
-            skipped={"images_without_report": int((~data.has_text_N).sum())},
-            extra={
+            "skipped": {"images_without_report": int((~data.has_text_N).sum())},
+            "extra": {
                 **info,
                 "dataset": dataset,
-                "text_model": encoder.name,
+                "text_model": text_encoder.name,
                 "best_epoch": result["best_epoch"],
                 "best": best,
                 "last": last,
                 "resumed_from_epoch": result["resumed_from_epoch"],
                 "train_seconds_this_run": round(elapsed, 2),
             },
-        )
-        shutil.rmtree(partial / "checkpoints", ignore_errors=True)
-        atomic_write_json(partial / MANIFEST, manifest.to_json())
-        swap_into_place(partial, final)
-    return StageResult(final, read_manifest(final), reused=False)
+        }
+
+    return run_stage(
+        final, stage="align.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True
+    )
 
 
 @dataclasses.dataclass
@@ -747,7 +728,7 @@ class AlignRun:
 
 
 def load_align_run(path: str | Path) -> AlignRun:
-    """Read an ``align train`` artefact (``analysis/<run>``)."""
+    """Read an ``align train`` artefact (``align/<run>``)."""
 
     path = Path(path)
     m = read_manifest(path)

@@ -1,12 +1,12 @@
 """Workspace-level entry points of the align evaluations: each reads an ``align train`` run and writes one artefact.
 
-* :func:`run_zero_shot` → ``analysis/<align_run>-zeroshot/``: ``zeroshot.parquet`` (per-finding AUC + CI),
+* :func:`run_zero_shot` → ``align/<align_run>-zeroshot/``: ``zeroshot.parquet`` (per-finding AUC + CI),
   ``negation.parquet`` (the negation check), ``summary.json``.
-* :func:`run_index` → ``analysis/<align_run>-index/``: ``index.faiss`` (faiss ``IndexFlatIP``), ``images.parquet``
+* :func:`run_index` → ``align/<align_run>-index/``: ``index.faiss`` (faiss ``IndexFlatIP``), ``images.parquet``
   (row → image), ``queries.parquet`` (NDCG@5/@10 per query of :data:`cxrlens.align.search.QUERIES`),
   ``summary.json``.
 * :func:`search_text` — a text query against that index (no artefact).
-* :func:`run_probe` → ``analysis/<align_run>-probe/``: ``probes.parquet`` (long), ``summary.parquet``,
+* :func:`run_probe` → ``align/<align_run>-probe/``: ``probes.parquet`` (long), ``summary.parquet``,
   ``learning_curve.png``, ``summary.json``.
 
 Labels are the dataset's CheXpert columns joined on ``image_id``; search relevance also uses the dataset's
@@ -94,9 +94,9 @@ class AlignContext:
 
 
 def load_context(workspace: Workspace, align_run: str, encoder: TextEncoder | None = None) -> AlignContext:
-    """Read ``analysis/<align_run>`` and the labels of its dataset, aligned to its image rows."""
+    """Read ``align/<align_run>`` and the labels of its dataset, aligned to its image rows."""
 
-    run = load_align_run(workspace.analysis(align_run))
+    run = load_align_run(workspace.align(align_run))
     dataset = str(run.header.get("dataset") or run.config.dataset or "")
     if not dataset:
         raise BadInputError(run.path, "the align run does not name its dataset")
@@ -151,7 +151,7 @@ def run_zero_shot(
         }
 
     return run_stage(
-        workspace.analysis(f"{cfg.align_run}-zeroshot"), stage="align.zeroshot", config=cfg, build=build, force=force
+        workspace.align(f"{cfg.align_run}-zeroshot"), stage="align.zeroshot", config=cfg, build=build, force=force
     )
 
 
@@ -199,7 +199,7 @@ def run_index(
         return {"rows": {"images": len(rows), "queries": len(table)}, "extra": _finish(summary)}
 
     return run_stage(
-        workspace.analysis(f"{cfg.align_run}-index"), stage="align.index", config=cfg, build=build, force=force
+        workspace.align(f"{cfg.align_run}-index"), stage="align.index", config=cfg, build=build, force=force
     )
 
 
@@ -209,7 +209,7 @@ def search_text(
     """Top-``k`` images of the ``align index`` artefact for a text query: rank, score, image_id, study_id, split,
     image_path and the report's findings (when the dataset has them)."""
 
-    path = workspace.analysis(f"{align_run}-index")
+    path = workspace.align(f"{align_run}-index")
     if read_manifest(path) is None:
         raise BadInputError(path, f"no search index; run `cxrlens align index --run {align_run}` first")
     if not query.strip():
@@ -269,7 +269,7 @@ def run_probe(
         return {"rows": {"fits": len(long)}, "extra": info}
 
     return run_stage(
-        workspace.analysis(f"{cfg.align_run}-probe"), stage="align.probe", config=cfg, build=build, force=force
+        workspace.align(f"{cfg.align_run}-probe"), stage="align.probe", config=cfg, build=build, force=force
     )
 
 

@@ -110,7 +110,7 @@ class ZeroShotConfig:
     """``align zero-shot``.
 
     Attributes:
-        align_run: the ``align train`` artefact (``analysis/<align_run>``).
+        align_run: the ``align train`` artefact (``align/<align_run>``).
         split: images scored (``test``); findings: subset of :data:`PROMPTS` (empty = all).
         n_boot: bootstrap resamples; seed: bootstrap seed; min_positives: fewest positives (and negatives) scored.
     """

@@ -15,7 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-RUN_OPTION = typer.Option(..., "--run", "-r", help="The align run (analysis/<run>, written by `align train`).")
+RUN_OPTION = typer.Option(..., "--run", "-r", help="The align run (align/<run>, written by `align train`).")
 
 
 def _fmt(x: object, digits: int = 3) -> str:

@@ -23,7 +23,7 @@ def _fmt(v: float) -> str:
 @app.command("train")
 def train_cmd(
     dataset: str = typer.Option("cxr-sprites", help="Dataset in the workspace (study table with label columns)."),
-    run: str = typer.Option("lt-vit", help="Run name: writes analysis/<run>."),
+    run: str = typer.Option("lt-vit", help="Run name: writes lt-vit/<run>."),
     labels: str | None = typer.Option(
         None, help="Comma-separated label columns [default: CheXpert labels with ≥ 10 positives and negatives]."
     ),
@@ -51,7 +51,7 @@ def train_cmd(
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
-    """Train LT-ViT and the same-size CLS ViT (same data, schedule, seed); per-label AUC → analysis/<run>."""
+    """Train LT-ViT and the same-size CLS ViT (same data, schedule, seed); per-label AUC → lt-vit/<run>."""
     import pandas as pd
 
     from cxrlens.labeltokens.run import choose_labels, train_run
@@ -115,13 +115,13 @@ def train_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    run: str = typer.Option("lt-vit", help="Trained run (analysis/<run>)."),
+    run: str = typer.Option("lt-vit", help="Trained run (lt-vit/<run>)."),
     dataset: str = typer.Option("cxr-sprites", help="Dataset to predict on."),
     split: str | None = typer.Option("test", help="Split (train | val | test); 'all' for every image."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
-    """Per-label probabilities of every model of a run → analysis/<run>-predict-<dataset>-<split>."""
+    """Per-label probabilities of every model of a run → lt-vit/<run>-predict-<dataset>-<split>."""
     from cxrlens.labeltokens.run import predict_run
 
     result = predict_run(open_workspace(workspace), run, dataset, None if split == "all" else split, force=force)
@@ -132,7 +132,7 @@ def predict_cmd(
 
 @app.command("explain")
 def explain_cmd(
-    run: str = typer.Option("lt-vit", help="Trained run (analysis/<run>)."),
+    run: str = typer.Option("lt-vit", help="Trained run (lt-vit/<run>)."),
     dataset: str | None = typer.Option(None, help="Dataset with finding masks [default: the run's dataset]."),
     split: str = typer.Option("test", help="Split to ground on."),
     methods: str = typer.Option("attention,rollout,gradcam", help="Map methods (comma-separated)."),
@@ -143,18 +143,18 @@ def explain_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Pointing game + IoU vs finding masks per label (attention, rollout, Grad-CAM; LT-ViT and CLS), sanity check,
-    per-label map figure → analysis/<run>-explain."""
+    per-label map figure → lt-vit/<run>-explain."""
     import pandas as pd
 
     from cxrlens.labeltokens.run import LTExplainConfig, explain_run
     from cxrlens.workspace import read_manifest
 
     ws = open_workspace(workspace)
-    man = read_manifest(ws.analysis(run))
+    man = read_manifest(ws.lt_vit(run))
     if man is None:
         from cxrlens.errors import BadInputError
 
-        raise BadInputError(ws.analysis(run), f"no trained lt-vit run {run!r}; run `cxrlens lt-vit train` first")
+        raise BadInputError(ws.lt_vit(run), f"no trained lt-vit run {run!r}; run `cxrlens lt-vit train` first")
     cfg = LTExplainConfig(
         run=run,
         run_config_hash=man.config_hash,

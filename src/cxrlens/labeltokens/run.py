@@ -1,14 +1,14 @@
 """Workspace stages of the label-token ViT: train (LT-ViT + same-size CLS baseline), predict, explain.
 
-Artefacts (``analysis/<run>``, written atomically by :func:`cxrlens.workspace.run_stage`):
+Artefacts (``lt-vit/<run>``, written atomically by :func:`cxrlens.workspace.run_stage`):
 
-* ``train`` → ``analysis/<run>/``: ``config.toml``, ``lt-vit.safetensors`` and (unless ``baseline=False``)
+* ``train`` → ``lt-vit/<run>/``: ``config.toml``, ``lt-vit.safetensors`` and (unless ``baseline=False``)
   ``cls-vit.safetensors`` (model + JSON header, see :mod:`cxrlens.labeltokens.train`), ``auc.parquet`` (model,
   label, auc, n, n_pos on the evaluation split), ``losses.parquet``, ``metrics.json``. Resumable: while it runs, the
-  checkpoints live in ``analysis/.<run>.resume/`` and a re-run with the same config continues from them.
-* ``predict`` → ``analysis/<run>-predict-<dataset>-<split>/predictions.parquet`` (image_id + one probability
+  checkpoints live in ``lt-vit/.<run>.partial/resume/`` and a re-run of the same job continues from them.
+* ``predict`` → ``lt-vit/<run>-predict-<dataset>-<split>/predictions.parquet`` (image_id + one probability
   column per label, per model).
-* ``explain`` → ``analysis/<run>-explain/``: ``grounding.parquet`` (model, method, label, n, pointing, iou, chance),
+* ``explain`` → ``lt-vit/<run>-explain/``: ``grounding.parquet`` (model, method, label, n, pointing, iou, chance),
   ``sanity.parquet`` (model, method, randomised_through, spearman, ssim, passed), ``maps.png`` (per-label maps of a
   few images).
 
@@ -50,7 +50,7 @@ from cxrlens.labeltokens.train import (
     save_checkpoint,
     train,
 )
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage, stage_hash
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
 __all__ = [
     "LTExplainConfig",
@@ -215,10 +215,6 @@ def choose_labels(ws: Workspace, dataset: str, min_count: int = 10) -> tuple[str
 
 
 # ------------------------------------------------------------------------------------------------------- train
-def _resume_dir(ws: Workspace, run: str) -> Path:
-    return ws.analysis(run).parent / f".{run}.resume"
-
-
 def train_run(
     ws: Workspace, cfg: LTRunConfig, run: str, *, model: LTViT | None = None, force: bool = False
 ) -> StageResult:
@@ -229,9 +225,7 @@ def train_run(
     """
     labels = cfg.train.model.labels
     size = cfg.train.model.image_size
-    resume = _resume_dir(ws, run)
     upstream = {f"datasets/{cfg.dataset}": artefact_identity(ws.dataset(cfg.dataset))}  # a rebuilt dataset retrains
-    cfg_h = stage_hash(cfg, upstream)[:12]  # names the resume checkpoints too
 
     def build(tmp: Path) -> dict[str, Any]:
         tr = load_label_data(ws, cfg.dataset, labels, "train", size)
@@ -246,7 +240,7 @@ def train_run(
             init = None
             if model is not None:
                 init = model if kind == "label-tokens" else _same_init(model, tcfg.model)
-            ck = resume / f"{kind}-{cfg_h}.safetensors"
+            ck = tmp / RESUME_DIR / f"{kind}.safetensors"  # survives a killed run of the same job (resumable)
             res = train(tcfg, tr, model=init, checkpoint=ck, description=f"train {kind}")
             save_checkpoint(tmp / MODEL_FILES[kind], res.model, tcfg, tcfg.steps, res.losses)
             probs[kind] = predict(res.model, ev.images)
@@ -277,11 +271,15 @@ def train_run(
         atomic_write_parquet(tmp / "auc.parquet", pd.DataFrame(auc_rows))
         atomic_write_parquet(tmp / "losses.parquet", pd.DataFrame(loss_rows))
         atomic_write_json(tmp / "metrics.json", metrics)
+        shutil.rmtree(tmp / RESUME_DIR)
         return {"rows": {"train_images": len(tr), "eval_images": len(ev)}, "extra": {"metrics": metrics}}
 
-    result = run_stage(ws.analysis(run), stage="lt-vit.train", config=cfg, build=build, force=force, upstream=upstream)
-    shutil.rmtree(resume, ignore_errors=True)
-    return result
+    return run_stage(
+        ws.lt_vit(run), stage="lt-vit.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True
+    )
+
+
+RESUME_DIR = "resume"
 
 
 def _study_ids(ws: Workspace, cfg: LTRunConfig, image_ids: list[str]) -> list[str]:
@@ -302,7 +300,7 @@ def _same_init(lt: LTViT, cls_cfg: LTViTConfig) -> LTViT:
 
 def load_run_models(ws: Workspace, run: str) -> dict[str, LTViT]:
     """The trained models of run ``run`` by kind (``label-tokens``, ``cls`` if trained)."""
-    d = ws.analysis(run)
+    d = ws.lt_vit(run)
     if not (d / "manifest.json").is_file():
         raise BadInputError(d, f"no trained lt-vit run {run!r}; run `cxrlens lt-vit train --run {run}` first")
     return {kind: load_model(d / f)[0] for kind, f in MODEL_FILES.items() if (d / f).is_file()}
@@ -315,7 +313,7 @@ def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, for
     lt = models["label-tokens"]
     labels, size = lt.cfg.labels, lt.cfg.image_size
 
-    cfg = LTPredictConfig(run, read_manifest(ws.analysis(run)).config_hash, dataset, split)
+    cfg = LTPredictConfig(run, read_manifest(ws.lt_vit(run)).config_hash, dataset, split)
     out_name = f"{run}-predict-{dataset}-{split or 'all'}"
 
     def build(tmp: Path) -> dict[str, Any]:
@@ -330,7 +328,7 @@ def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, for
 
     upstream = {f"datasets/{dataset}": artefact_identity(ws.dataset(dataset))}
     return run_stage(
-        ws.analysis(out_name), stage="lt-vit.predict", config=cfg, build=build, force=force, upstream=upstream
+        ws.lt_vit(out_name), stage="lt-vit.predict", config=cfg, build=build, force=force, upstream=upstream
     )
 
 
@@ -364,10 +362,10 @@ def explain_run(ws: Workspace, cfg: LTExplainConfig, *, force: bool = False) -> 
         return {"rows": {"images": len(data)}}
 
     upstream = {
-        f"analysis/{cfg.run}": artefact_identity(ws.analysis(cfg.run)),
+        f"lt-vit/{cfg.run}": artefact_identity(ws.lt_vit(cfg.run)),
         f"datasets/{cfg.dataset}": artefact_identity(ws.dataset(cfg.dataset)),
     }
-    out = ws.analysis(f"{cfg.run}-explain")
+    out = ws.lt_vit(f"{cfg.run}-explain")
     return run_stage(out, stage="lt-vit.explain", config=cfg, build=build, force=force, upstream=upstream)
 
 

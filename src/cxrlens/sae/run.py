@@ -4,13 +4,13 @@
 (:mod:`cxrlens.sae.metrics` on the evaluation split, with the label probe for one-token-per-image streams),
 ``history.json`` (training curves), ``checkpoints/`` (the final training checkpoint) and ``manifest.json``.
 Training batches stream from the store's seeded shuffle buffer (epoch ``e`` uses seed ``1000·seed + e``), so the
-stream replays exactly and a killed run resumes from its last checkpoint (kept in ``saes/.<run>.resume/``).
+stream replays exactly and a killed run resumes from its last checkpoint (kept in
+``saes/.<run>.partial/checkpoints/``: the stage is a resumable :func:`cxrlens.workspace.run_stage`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from cxrlens.sae.io import save_sae
 from cxrlens.sae.metrics import evaluate_sae, write_metrics
 from cxrlens.sae.registry import build_sae
 from cxrlens.sae.train import TrainConfig, train
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, is_current, run_stage, stage_hash
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
 
 __all__ = ["SAERunConfig", "default_stream", "train_sae_run", "untrained_sae_run"]
 
@@ -128,29 +128,19 @@ def train_sae_run(
         f"activations/{cfg.activations}": artefact_identity(store.path),
         "sae objective": f"v{OBJECTIVE_VERSION}",  # a changed objective retrains, never reuses
     }
-    job_hash = stage_hash(cfg, upstream)
-    if not force and is_current(final, job_hash):
-        return run_stage(final, stage="sae.train", config=cfg, build=lambda tmp: None, upstream=upstream)
-    resume_dir = final.parent / f".{run}.resume"
-    tag = resume_dir / "config_hash"
-    if resume_dir.exists() and (not tag.exists() or tag.read_text() != job_hash or force):
-        shutil.rmtree(resume_dir)  # a different job: its checkpoints cannot be resumed
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    tag.write_text(job_hash)
 
     def build(tmp: Path) -> dict:
         res = train(
             _batches(store, cfg, stream),
             cfg.train,
-            checkpoint_dir=resume_dir,
+            checkpoint_dir=tmp / "checkpoints",  # kept across a killed run: the next one resumes from it
             device=device,
             show_progress=show_progress,
         )
         sae = res.sae.cpu()
         save_sae(sae, tmp, extra={"activations": cfg.activations, "stream": stream})
-        (tmp / "checkpoints").mkdir()
-        last = sorted(resume_dir.glob("step-*.safetensors"))[-1]
-        shutil.copy2(last, tmp / "checkpoints" / last.name)
+        for old in sorted((tmp / "checkpoints").glob("step-*.safetensors"))[:-1]:
+            old.unlink()  # the artefact keeps the last checkpoint only
         atomic_write_json(tmp / "history.json", res.history)
         rows = _rows_of(store, stream, cfg.eval_split, cfg.eval_max_rows, cfg.train.seed)
         if len(rows) == 0:
@@ -174,10 +164,7 @@ def train_sae_run(
             "extra": {"stream": stream, "metrics": {k: metrics[k] for k in ("fve", "l0_mean", "dead_frac")}},
         }
 
-    result = run_stage(final, stage="sae.train", config=cfg, build=build, force=force, upstream=upstream)
-    if not result.reused:
-        shutil.rmtree(resume_dir, ignore_errors=True)
-    return result
+    return run_stage(final, stage="sae.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True)
 
 
 def untrained_sae_run(ws: Workspace, cfg: SAERunConfig, *, run: str, force: bool = False) -> StageResult:
