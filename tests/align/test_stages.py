@@ -178,6 +178,13 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     assert eff.ci_unit == "study"  # the CI resamples studies (their images together), not images
     neg = pd.read_parquet(ws.align("al-zeroshot") / "negation.parquet")
     assert {"raw_cos", "proj_cos", "auc_neg"} <= set(neg.columns)
+    code, out = _cli(capsys, "align", "zero-shot", "-r", "al", "--n-boot", "50", *w)
+    assert code == 0 and "reusing" in out, out
+    # the adapter retrained under the same name (another seed): its zero-shot table is redone, not reused
+    code, out = _cli(capsys, "align", "train", *args, "--embed-dim", "16", "--seed", "1", *w)
+    assert code == 0 and "reusing" not in out, out
+    code, out = _cli(capsys, "align", "zero-shot", "-r", "al", "--n-boot", "50", *w)
+    assert code == 0 and "reusing" not in out, out
 
     code, out = _cli(capsys, "align", "index", "-r", "al", *w)
     assert code == 0, out

@@ -44,7 +44,7 @@ from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from cxrlens.sae.io import load_sae
-from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
 __all__ = [
     "PROMPTS",
@@ -110,6 +110,13 @@ def load_context(workspace: Workspace, align_run: str, encoder: TextEncoder | No
     return AlignContext(run, dataset, labels, TextEmbeddingCache.in_workspace(workspace.root, encoder))
 
 
+def upstream_of(workspace: Workspace, ctx: AlignContext, *more: Path) -> dict[str, str]:
+    """Identities of what an alignment sub-stage reads (the align run, its dataset, ``more``), for the skip hash: a
+    retrained adapter or rebuilt dataset redoes the zero-shot table, index and probes."""
+    paths = [ctx.run.path, workspace.dataset(ctx.dataset), *more]
+    return {str(Path(p).relative_to(workspace.root)): artefact_identity(p) for p in paths}
+
+
 def _finish(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if v is not None}
 
@@ -147,12 +154,11 @@ def run_zero_shot(
         return {
             "rows": {"images": len(rows), "findings": len(table)},
             "extra": _finish(summary),
-            "inputs": {"align_run": ctx.run.header.get("config_hash", "")},
         }
 
-    return run_stage(
-        workspace.align(f"{cfg.align_run}-zeroshot"), stage="align.zeroshot", config=cfg, build=build, force=force
-    )
+    out = workspace.align(f"{cfg.align_run}-zeroshot")
+    upstream = upstream_of(workspace, ctx)
+    return run_stage(out, stage="align.zeroshot", config=cfg, build=build, force=force, upstream=upstream)
 
 
 # ------------------------------------------------------------------------------------------------------------ search
@@ -198,8 +204,9 @@ def run_index(
         atomic_write_json(tmp / "summary.json", _finish(summary))
         return {"rows": {"images": len(rows), "queries": len(table)}, "extra": _finish(summary)}
 
+    out = workspace.align(f"{cfg.align_run}-index")
     return run_stage(
-        workspace.align(f"{cfg.align_run}-index"), stage="align.index", config=cfg, build=build, force=force
+        out, stage="align.index", config=cfg, build=build, force=force, upstream=upstream_of(workspace, ctx)
     )
 
 
@@ -268,9 +275,9 @@ def run_probe(
         atomic_write_json(tmp / "summary.json", info)
         return {"rows": {"fits": len(long)}, "extra": info}
 
-    return run_stage(
-        workspace.align(f"{cfg.align_run}-probe"), stage="align.probe", config=cfg, build=build, force=force
-    )
+    out = workspace.align(f"{cfg.align_run}-probe")
+    upstream = upstream_of(workspace, ctx, store.path, *([workspace.sae(cfg.sae_run)] if cfg.sae_run else []))
+    return run_stage(out, stage="align.probe", config=cfg, build=build, force=force, upstream=upstream)
 
 
 def sae_codes(workspace: Workspace, sae_run: str, acts_ND: torch.Tensor) -> torch.Tensor:

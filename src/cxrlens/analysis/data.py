@@ -28,7 +28,7 @@ from cxrlens.data.store import image_file, read_side_table, read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.labeltokens.run import load_run_models
 from cxrlens.sae import load_sae
-from cxrlens.workspace import Workspace
+from cxrlens.workspace import Workspace, artefact_identity
 
 __all__ = [
     "SPRITE_FACTORS",
@@ -37,6 +37,7 @@ __all__ = [
     "load_codes",
     "load_factors",
     "load_images",
+    "upstream_of",
 ]
 
 # Factors of cxr-sprites that change the image (sampled independently on a grid; see cxrlens.data.phantom.datasets).
@@ -129,6 +130,37 @@ class Codes:
     image_ids: np.ndarray
     names: list[str]
     maps_NCgg: np.ndarray | None = None
+
+
+def upstream_of(
+    ws: Workspace,
+    *,
+    dataset: str | None = None,
+    sources: Sequence[str] = (),
+    vae: str = "",
+    lt_vit: str = "",
+    interpret: str = "",
+) -> dict[str, str]:
+    """The artefacts an analysis reads, with their identities (for :func:`cxrlens.workspace.stage_hash`): its
+    dataset, every latent source / model spec (``vae:…``, ``activations:…``, ``sae:…``, ``lt-vit:…``) and the named
+    VAE / LT-ViT / interpretation runs. A rebuilt input under the same name then redoes the analysis."""
+
+    paths = [ws.dataset(dataset)] if dataset else []
+    for spec in sources:
+        kind, _, rest = spec.partition(":")
+        parts = rest.split(":")
+        if kind == "vae":
+            paths.append(ws.analysis(parts[0]))
+        elif kind == "lt-vit":
+            paths.append(ws.lt_vit(parts[0]))
+        elif kind == "activations":
+            paths.append(ws.activations(parts[0]))
+        elif kind == "sae" and len(parts) >= 2:
+            paths += [ws.sae(parts[0]), ws.activations(parts[1])]
+    paths += [ws.analysis(vae)] if vae else []
+    paths += [ws.lt_vit(lt_vit)] if lt_vit else []
+    paths += [ws.interpret(interpret)] if interpret else []
+    return {str(p.relative_to(ws.root)): artefact_identity(p) for p in paths}
 
 
 def load_codes(ws: Workspace, source: str, dataset: str | None = None) -> Codes:

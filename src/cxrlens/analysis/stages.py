@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_codes, load_factors, load_images
+from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_codes, load_factors, load_images, upstream_of
 from cxrlens.analysis.disentanglement import (
     VARIANTS,
     DisentanglementConfig,
@@ -83,9 +83,8 @@ def _latent_columns(c: int, g: int) -> list[str]:
 
 def train_vae_stage(ws: Workspace, cfg: TrainVAEStage, run: str, *, force: bool = False) -> StageResult:
 
-    ckpt_dir = ws.analysis(run).parent / f".{run}.checkpoints"
-
     def build(tmp: Path) -> dict[str, Any]:
+        ckpt_dir = tmp / "checkpoints"  # kept across a killed run of the same job (resumable stage)
         _threads(cfg.threads)
         images, studies = load_images(ws, cfg.dataset, cfg.vae.image_size)
         train_mask = (
@@ -141,9 +140,16 @@ def train_vae_stage(ws: Workspace, cfg: TrainVAEStage, run: str, *, force: bool 
         atomic_write_json(tmp / "summary.json", summary)
         return {"rows": {"images": len(images), "train": int(train_mask.sum())}, "extra": summary}
 
-    result = run_stage(ws.analysis(run), stage="analyze.train-vae", config=cfg, build=build, force=force)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return result
+    upstream = upstream_of(ws, dataset=cfg.dataset)
+    return run_stage(
+        ws.analysis(run),
+        stage="analyze.train-vae",
+        config=cfg,
+        build=build,
+        force=force,
+        upstream=upstream,
+        resumable=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -204,7 +210,10 @@ def importance_stage(ws: Workspace, cfg: ImportanceStage, run: str, *, force: bo
         save_toml(cfg, tmp / "config.toml")
         return {"rows": {"train": res.n_train, "test": res.n_test}, "extra": res.summary()}
 
-    return run_stage(ws.analysis(run), stage="analyze.importance", config=cfg, build=build, force=force)
+    upstream = upstream_of(ws, dataset=cfg.dataset, sources=[cfg.latents])
+    return run_stage(
+        ws.analysis(run), stage="analyze.importance", config=cfg, build=build, force=force, upstream=upstream
+    )
 
 
 # -------------------------------------------------------------------------------------------------------- embed
@@ -248,7 +257,8 @@ def embed_stage(ws: Workspace, cfg: EmbedStage, run: str, *, force: bool = False
         save_toml(cfg, tmp / "config.toml")
         return {"rows": {"points": len(idx)}, "extra": {"metrics": metrics}}
 
-    return run_stage(ws.analysis(run), stage="analyze.embed", config=cfg, build=build, force=force)
+    upstream = upstream_of(ws, dataset=cfg.dataset, sources=[cfg.latents])
+    return run_stage(ws.analysis(run), stage="analyze.embed", config=cfg, build=build, force=force, upstream=upstream)
 
 
 # -------------------------------------------------------------------------------------------------- disentangle
@@ -315,7 +325,10 @@ def disentangle_stage(ws: Workspace, cfg: DisentangleStage, run: str, *, force: 
         save_toml(cfg, tmp / "config.toml")
         return {"rows": {"representations": len(rows)}, "extra": {"table": table.to_dict("records")}}
 
-    return run_stage(ws.analysis(run), stage="analyze.disentangle", config=cfg, build=build, force=force)
+    upstream = upstream_of(ws, dataset=cfg.dataset, sources=cfg.latents)
+    return run_stage(
+        ws.analysis(run), stage="analyze.disentangle", config=cfg, build=build, force=force, upstream=upstream
+    )
 
 
 def disentanglement_plot(table: pd.DataFrame, path: Path) -> Path:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_factors, load_images
+from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_factors, load_images, upstream_of
 from cxrlens.analysis.masking import MaskingConfig, difference_figure, fit_factor_reader, mask_channel, masking_effects
 from cxrlens.analysis.tcav import LayerProbe, TCAVConfig, run_tcav, tcav_plot
 from cxrlens.analysis.vae import decode, encode, latent_activity, load_vae
@@ -115,7 +115,8 @@ def mask_stage(ws: Workspace, cfg: MaskStage, run: str, *, force: bool = False) 
         save_toml(cfg, tmp / "config.toml")
         return {"rows": {"images": len(test), "channels": len(res.table)}, "extra": {"reader_r2": reader_r2}}
 
-    return run_stage(ws.analysis(run), stage="analyze.mask", config=cfg, build=build, force=force)
+    upstream = upstream_of(ws, dataset=cfg.dataset, vae=cfg.vae)
+    return run_stage(ws.analysis(run), stage="analyze.mask", config=cfg, build=build, force=force, upstream=upstream)
 
 
 # -------------------------------------------------------------------------------------------------------- tcav
@@ -157,7 +158,7 @@ def _load_classifier(ws: Workspace, spec: str) -> tuple[nn.Module, tuple[str, ..
     models = load_run_models(ws, run)
     which = which or "label-tokens"
     if which not in models:
-        raise BadInputError(ws.analysis(run), f"run has no {which!r} model; it has {', '.join(models)}")
+        raise BadInputError(ws.lt_vit(run), f"run has no {which!r} model; it has {', '.join(models)}")
     lt = models[which].eval()
     return _LTLogits(lt), tuple(lt.cfg.labels), int(lt.cfg.image_size)
 
@@ -241,7 +242,8 @@ def tcav_stage(ws: Workspace, cfg: TCAVStage, run: str, *, force: bool = False) 
         save_toml(cfg, tmp / "config.toml")
         return {"rows": {"tests": len(table)}, "extra": {"significant": int(table["significant"].sum())}}
 
-    return run_stage(ws.analysis(run), stage="analyze.tcav", config=cfg, build=build, force=force)
+    upstream = upstream_of(ws, dataset=cfg.dataset, sources=[cfg.model])
+    return run_stage(ws.analysis(run), stage="analyze.tcav", config=cfg, build=build, force=force, upstream=upstream)
 
 
 # ------------------------------------------------------------------------------------------------------ sanity
@@ -341,7 +343,8 @@ def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = Fal
         save_toml(cfg, tmp / "config.toml")
         return {"rows": {"methods": len(results)}, "extra": {"methods": summary}}
 
-    return run_stage(ws.analysis(run), stage="analyze.sanity", config=cfg, build=build, force=force)
+    upstream = upstream_of(ws, dataset=cfg.dataset, vae=cfg.vae, lt_vit=cfg.lt_vit, interpret=cfg.interpret)
+    return run_stage(ws.analysis(run), stage="analyze.sanity", config=cfg, build=build, force=force, upstream=upstream)
 
 
 def _sae_heatmap_sanity(ws: Workspace, cfg: SanityStage) -> list:

@@ -122,9 +122,10 @@ def predict_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Per-label probabilities of every model of a run → lt-vit/<run>-predict-<dataset>-<split>."""
-    from cxrlens.labeltokens.run import predict_run
+    from cxrlens.labeltokens.run import LTPredictConfig, predict_run
 
-    result = predict_run(open_workspace(workspace), run, dataset, None if split == "all" else split, force=force)
+    cfg = LTPredictConfig(run=run, dataset=dataset, split=None if split == "all" else split)
+    result = predict_run(open_workspace(workspace), cfg, force=force)
     console.print(f"{result.manifest.rows.get('images', 0):,} images")
     print_stage_result(result, "predictions")
     console.print(f"  {result.path / 'predictions.parquet'}")
@@ -157,7 +158,6 @@ def explain_cmd(
         raise BadInputError(ws.lt_vit(run), f"no trained lt-vit run {run!r}; run `cxrlens lt-vit train` first")
     cfg = LTExplainConfig(
         run=run,
-        run_config_hash=man.config_hash,
         dataset=dataset or man.config["dataset"],
         split=split,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),

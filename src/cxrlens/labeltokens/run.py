@@ -50,7 +50,7 @@ from cxrlens.labeltokens.train import (
     save_checkpoint,
     train,
 )
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
 
 __all__ = [
     "LTExplainConfig",
@@ -85,7 +85,6 @@ class LTPredictConfig:
     """Predictions of a trained run on a dataset split (``split=None``: every image)."""
 
     run: str
-    run_config_hash: str
     dataset: str
     split: str | None = None
 
@@ -95,7 +94,6 @@ class LTExplainConfig:
     """Grounding + sanity run over a trained run's models on a dataset split."""
 
     run: str
-    run_config_hash: str
     dataset: str
     split: str = "test"
     methods: tuple[str, ...] = ("attention", "rollout", "gradcam")
@@ -307,14 +305,13 @@ def load_run_models(ws: Workspace, run: str) -> dict[str, LTViT]:
 
 
 # ----------------------------------------------------------------------------------------------------- predict
-def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, force: bool = False) -> StageResult:
-    """Probabilities of every model of ``run`` on ``dataset`` (one split or all) → ``predictions.parquet``."""
-    models = load_run_models(ws, run)
+def predict_run(ws: Workspace, cfg: LTPredictConfig, *, force: bool = False) -> StageResult:
+    """Probabilities of every model of ``cfg.run`` on ``cfg.dataset`` (one split or all) → ``predictions.parquet``."""
+    models = load_run_models(ws, cfg.run)
     lt = models["label-tokens"]
     labels, size = lt.cfg.labels, lt.cfg.image_size
-
-    cfg = LTPredictConfig(run, read_manifest(ws.lt_vit(run)).config_hash, dataset, split)
-    out_name = f"{run}-predict-{dataset}-{split or 'all'}"
+    dataset, split = cfg.dataset, cfg.split
+    out_name = f"{cfg.run}-predict-{dataset}-{split or 'all'}"
 
     def build(tmp: Path) -> dict[str, Any]:
         data = load_label_data(ws, dataset, labels, split, size)
@@ -326,7 +323,10 @@ def predict_run(ws: Workspace, run: str, dataset: str, split: str | None, *, for
         atomic_write_parquet(tmp / "predictions.parquet", pd.DataFrame(table))
         return {"rows": {"images": len(data)}}
 
-    upstream = {f"datasets/{dataset}": artefact_identity(ws.dataset(dataset))}
+    upstream = {  # a retrained run or rebuilt dataset predicts again
+        f"lt-vit/{cfg.run}": artefact_identity(ws.lt_vit(cfg.run)),
+        f"datasets/{dataset}": artefact_identity(ws.dataset(dataset)),
+    }
     return run_stage(
         ws.lt_vit(out_name), stage="lt-vit.predict", config=cfg, build=build, force=force, upstream=upstream
     )
