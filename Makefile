@@ -33,8 +33,9 @@ ifneq ($(and $(TORCH_WANTED),$(wildcard $(STAMP))),)
     endif
   endif
 endif
-# Debian packages some tests need (none yet); installed only when running as root with apt-get present.
-APT_PACKAGES ?=
+# Debian packages some tests need: chromium for the viewer's browser tests (tests/viewer, driven by Playwright; no
+# browser is downloaded). Installed only when running as root with apt-get present; elsewhere those tests skip.
+APT_PACKAGES ?= chromium
 
 .PHONY: install demo test bench lint format clean
 
@@ -51,7 +52,7 @@ else
 	$(BIN)/python -m pip install --quiet -e '.[dev]' --constraint $(VENV)/torch-constraints.txt
 endif
 	@if [ -n "$(APT_PACKAGES)" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
 	@echo '$(TORCH_BUILD)' > $(STAMP)
 
 install: $(STAMP)

@@ -25,6 +25,7 @@ from cxrlens.cli import (
     ltvit,
     report,
     sae,
+    view,
     workspace,
 )
 from cxrlens.console import err_console
@@ -70,6 +71,7 @@ app.add_typer(sae.app, name="sae")
 app.command("interpret")(interpret.interpret)
 app.command("report")(report.report)
 app.add_typer(evaluate.app, name="evaluate")
+app.command("view")(view.view)
 
 
 def main(argv: list[str] | None = None) -> None:
