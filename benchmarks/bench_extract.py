@@ -1,6 +1,6 @@
 """Activation extraction and store I/O, each against a peer measured in the same run.
 
-1. Extraction images/s: ``cxrlens.activations.extract_activations`` (DataLoader workers decode + preprocess while
+1. Extraction images/s: ``cxrlens.activations.run_extract`` (DataLoader workers decode + preprocess while
    the model computes, shards written as they fill) vs a plain loop a user would write — PIL decode,
    ``AutoImageProcessor``, ``AutoModel`` forward under ``torch.inference_mode``, CLS kept in a list — over the same
    PNGs, with the same tiny random DINOv2 and the same batch size. Model loading is excluded from both timings.
@@ -34,7 +34,7 @@ from cxrlens.activations import (
     ActivationStore,
     ExtractConfig,
     default_num_workers,
-    extract_activations,
+    run_extract,
     write_array_store,
     write_shard,
 )
@@ -116,7 +116,7 @@ def bench_extraction(tmp: Path, n: int, size: int, batch: int, repeats: int) -> 
     for r in range(repeats):  # interleaved, best of each
         t_peer, cls_peer = _plain_loop(model_dir, paths, batch)
         peer.append(n / t_peer)
-        res = extract_activations(ws, cfg, run="bench", force=True, show_progress=False)
+        res = run_extract(ws, cfg, run="bench", force=True, show_progress=False)
         t = res.manifest.extra["timing"]
         ours.append(t["images_this_run"] / t["seconds_this_run"])
         if r == 0:

@@ -190,7 +190,7 @@ def test_the_top_import_rule_catches_a_function_level_import(tmp_path: Path) -> 
     (tmp_path / "m.py").write_text(
         "def f():\n    import numpy\n    from cxrlens.workspace import Workspace\n    import matplotlib.pyplot\n"
     )
-    (tmp_path / "c.py").write_text("def cmd():\n    from cxrlens.sae.run import train_sae_run\n")
+    (tmp_path / "c.py").write_text("def cmd():\n    from cxrlens.sae.run import run_sae_train\n")
     mods = [("cxrlens.report.m", tmp_path / "m.py"), ("cxrlens.cli.c", tmp_path / "c.py")]
     found = function_level_imports(mods, root=tmp_path)
     assert sorted(f.split(" ")[1] for f in found) == ["cxrlens.workspace", "numpy"]

@@ -173,7 +173,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from tests.activations.conftest import make_png_dataset
-from cxrlens.activations import ExtractConfig, extract_activations
+from cxrlens.activations import ExtractConfig, run_extract
 from cxrlens.backbones.fake import save_tiny_model
 from cxrlens.workspace import Workspace
 ws = Workspace(Path(sys.argv[2]))
@@ -183,7 +183,7 @@ cfg = ExtractConfig(dataset="tiny", backbone=f"hf:{model}", layers=("-1",), toke
 for rep in range(3):  # three pool starts in the same threaded parent
     with progress() as bar:
         bar.add_task("parent's live bar", total=None)
-        res = extract_activations(ws, cfg, run=f"r{rep}", num_workers=2, show_progress=False)
+        res = run_extract(ws, cfg, run=f"r{rep}", num_workers=2, show_progress=False)
     assert res.path.exists()
 stop.set()
 for t in threads: t.join()

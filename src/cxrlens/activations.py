@@ -58,7 +58,7 @@ __all__ = [
     "StreamInfo",
     "default_num_workers",
     "default_run_name",
-    "extract_activations",
+    "run_extract",
     "write_array_store",
     "write_shard",
 ]
@@ -169,7 +169,7 @@ def _select_images(ws: Workspace, cfg: ExtractConfig) -> tuple[pd.DataFrame, lis
     return table, paths, file_sha256(ds_dir / "studies.parquet")
 
 
-def extract_activations(
+def run_extract(
     workspace: Workspace,
     cfg: ExtractConfig,
     *,
@@ -412,7 +412,7 @@ def write_array_store(
     extra: dict[str, Any] | None = None,
 ) -> ActivationStore:
     """A complete store from in-memory per-image arrays (``{stream: (N, D)}``, one row per image) — for
-    activations computed elsewhere, tests and benchmarks. Same shard format and reader as :func:`extract_activations`.
+    activations computed elsewhere, tests and benchmarks. Same shard format and reader as :func:`run_extract`.
     ``index`` (N rows) adds metadata columns (``study_id``, ``split`` …). Written in place: ``path`` must not exist.
     """
 

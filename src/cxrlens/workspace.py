@@ -38,13 +38,16 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from cxrlens import __version__
 from cxrlens.config import config_hash, config_to_dict
-from cxrlens.errors import StageLockedError
+from cxrlens.errors import BadInputError, StageLockedError
 from cxrlens.files import atomic_write_json, dir_size, fsync_dir
 
 __all__ = [
     "ARTEFACT_KINDS",
+    "Artefact",
     "ArtefactInfo",
     "Manifest",
     "StageResult",
@@ -53,6 +56,7 @@ __all__ = [
     "artefact_lock",
     "default_root",
     "is_current",
+    "open_artefact",
     "partial_dir",
     "read_manifest",
     "run_stage",
@@ -169,6 +173,10 @@ class StageResult:
     path: Path
     manifest: Manifest
     reused: bool
+
+    def open(self) -> Artefact:
+        """The artefact written (or reused), for typed reading of its files."""
+        return Artefact(self.path, self.manifest)
 
 
 def _remove_stale_siblings(parent: Path, name: str) -> None:
@@ -294,6 +302,53 @@ def partial_dir(artefact_dir: str | Path) -> Path:
     ``<parent>/.<name>.partial/``."""
     artefact_dir = Path(artefact_dir)
     return artefact_dir.parent / f".{artefact_dir.name}.partial"
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+@dataclasses.dataclass(frozen=True)
+class Artefact:
+    """A complete artefact opened for reading: its manifest and typed access to its files. Stage readers
+    (``read_zero_shot``, ``read_evaluation`` … listed in :mod:`cxrlens.stages`) are built on it, so no caller
+    joins a path and parses a file by hand."""
+
+    path: Path
+    manifest: Manifest
+
+    def file(self, name: str) -> Path:
+        """``<artefact>/<name>``; a :class:`BadInputError` naming the file when it is absent."""
+        path = self.path / name
+        if not path.exists():
+            raise BadInputError(path, f"missing from this {self.manifest.stage} artefact")
+        return path
+
+    def table(self, name: str) -> Any:
+        """``<name>.parquet`` as a pandas DataFrame."""
+        return pq.read_table(self.file(f"{name}.parquet")).to_pandas()
+
+    def json(self, name: str) -> Any:
+        """``<name>.json`` parsed."""
+        return json.loads(self.file(f"{name}.json").read_text(encoding="utf-8"))
+
+    def figures(self) -> list[Path]:
+        """The PNG figures in the artefact, sorted by name."""
+        return sorted(self.path.glob("*.png"))
+
+    def tables(self) -> list[str]:
+        """Names of its parquet tables (without the suffix)."""
+        return sorted(p.stem for p in self.path.glob("*.parquet"))
+
+
+def open_artefact(path: str | Path, stage: str | None = None, *, hint: str = "") -> Artefact:
+    """Open the complete artefact at ``path`` (one with a manifest), optionally checking that ``stage`` (or a stage
+    starting with ``stage + "."``) wrote it. ``hint`` says what to run when it is missing."""
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise BadInputError(path, "no complete artefact here (no manifest)" + (f"; {hint}" if hint else ""))
+    if stage is not None and not (manifest.stage == stage or manifest.stage.startswith(f"{stage}.")):
+        raise BadInputError(path, f"written by stage {manifest.stage!r}, expected {stage!r}")
+    return Artefact(path, manifest)
 
 
 # ------------------------------------------------------------------------------------------------------ workspace

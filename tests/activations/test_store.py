@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrlens.activations import ActivationStore, ExtractConfig, extract_activations
+from cxrlens.activations import ActivationStore, ExtractConfig, run_extract
 from cxrlens.backbones import load_backbone
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import Workspace
@@ -40,7 +40,7 @@ def _cfg(model: Path, **kw) -> ExtractConfig:
 
 def test_store_matches_direct_encode_and_index(workspace: Workspace, tiny_dino: Path) -> None:
     studies = make_png_dataset(workspace, n=14)
-    res = extract_activations(workspace, _cfg(tiny_dino), run="r", num_workers=0, show_progress=False)
+    res = run_extract(workspace, _cfg(tiny_dino), run="r", num_workers=0, show_progress=False)
     store = ActivationStore(res.path)
     assert len(store) == 14 and len(res.manifest.extra["shards"]) == 4  # 4 images per shard → 4+4+4+2
     assert set(store.stream_names) == {f"{la}/{t}" for la in ("final", "block.0") for t in ("cls", "mean", "patch")}
@@ -70,22 +70,22 @@ def test_store_matches_direct_encode_and_index(workspace: Workspace, tiny_dino: 
 def test_float16_and_split_and_reuse(workspace: Workspace, tiny_dino: Path) -> None:
     make_png_dataset(workspace, n=12)
     cfg = _cfg(tiny_dino, dtype="float16", split="train", tokens=("cls",), layers=("-1",))
-    res = extract_activations(workspace, cfg, run="r16", num_workers=0, show_progress=False)
+    res = run_extract(workspace, cfg, run="r16", num_workers=0, show_progress=False)
     store = ActivationStore(res.path)
     assert set(store.index["split"]) == {"train"} and len(store) == 8
-    full = extract_activations(workspace, _cfg(tiny_dino, tokens=("cls",), layers=("-1",)), run="r32", num_workers=0)
+    full = run_extract(workspace, _cfg(tiny_dino, tokens=("cls",), layers=("-1",)), run="r32", num_workers=0)
     f32 = ActivationStore(full.path)
     train_rows = np.nonzero(f32.index["split"].to_numpy() == "train")[0]
     torch.testing.assert_close(store.read("final/cls"), f32.get("final/cls", train_rows), atol=2e-3, rtol=2e-3)
     before = (res.path / "shard-00000.safetensors").stat().st_mtime_ns
-    again = extract_activations(workspace, cfg, run="r16", num_workers=0, show_progress=False)
+    again = run_extract(workspace, cfg, run="r16", num_workers=0, show_progress=False)
     assert again.reused and (res.path / "shard-00000.safetensors").stat().st_mtime_ns == before
 
 
 def test_bad_image_is_skipped_and_counted(workspace: Workspace, tiny_dino: Path) -> None:
     make_png_dataset(workspace, n=8)
     (workspace.dataset("tiny") / "images" / "i5.png").write_bytes(b"not a png")
-    res = extract_activations(workspace, _cfg(tiny_dino), run="r", num_workers=0, show_progress=False)
+    res = run_extract(workspace, _cfg(tiny_dino), run="r", num_workers=0, show_progress=False)
     store = ActivationStore(res.path)
     assert res.manifest.skipped == {"images": 1} and len(store) == 7
     assert "i5" not in set(store.index["image_id"])
@@ -158,7 +158,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path: Path, tiny_dino: Path) 
 
     clean = Workspace(tmp_path / "clean")
     make_png_dataset(clean, n=18)
-    ref = extract_activations(clean, _cfg(tiny_dino), run="r", num_workers=0, show_progress=False)
+    ref = run_extract(clean, _cfg(tiny_dino), run="r", num_workers=0, show_progress=False)
     assert _store_bytes(final) == _store_bytes(ref.path)
     assert ActivationStore(final).manifest.extra["shards"] == ref.manifest.extra["shards"]
 
@@ -169,7 +169,7 @@ def test_changed_job_discards_partial(workspace: Workspace, tiny_dino: Path) -> 
     partial.mkdir(parents=True)
     (partial / "job.json").write_text('{"job_hash": "something else"}')
     (partial / "shard-00000.json").write_text('{"images": [], "errors": []}')
-    res = extract_activations(workspace, _cfg(tiny_dino), run="r", num_workers=0, show_progress=False)
+    res = run_extract(workspace, _cfg(tiny_dino), run="r", num_workers=0, show_progress=False)
     assert len(ActivationStore(res.path)) == 6
 
 

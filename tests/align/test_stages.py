@@ -15,7 +15,7 @@ from PIL import Image
 import cxrlens.align.contrastive as contrastive
 import cxrlens.align.stages as stages
 import cxrlens.align.text as text_mod
-from cxrlens.activations import ExtractConfig, extract_activations
+from cxrlens.activations import ExtractConfig, run_extract
 from cxrlens.align.search import QUERIES
 from cxrlens.backbones.fake import save_tiny_model
 from cxrlens.cli import main
@@ -102,7 +102,7 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     ws = Workspace(tmp_path / "ws")
     _planted_dataset(ws)
     dino = save_tiny_model(tmp_path / "dino", family="dinov2", image_size=32, patch_size=8)
-    extract_activations(
+    run_extract(
         ws,
         ExtractConfig(dataset="planted", backbone=f"hf:{dino}", tokens=("cls", "patch"), dtype="float32"),
         run="acts",
@@ -159,7 +159,7 @@ def test_align_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     )
     assert code == 0 and "reusing" in out
     # the store rebuilt under the same name (another config): the adapter is retrained, not reused
-    extract_activations(
+    run_extract(
         ws,
         ExtractConfig(dataset="planted", backbone=f"hf:{dino}", tokens=("cls", "mean", "patch"), dtype="float32"),
         run="acts",

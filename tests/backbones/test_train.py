@@ -19,7 +19,7 @@ from cxrlens.backbones.train import (
     BackboneTrainConfig,
     load_train_data,
     probe_auc,
-    train_backbone,
+    run_backbone_train,
     train_objective,
 )
 from cxrlens.backbones.vit import ViTArch
@@ -51,7 +51,7 @@ def shapes_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 def test_train_compares_objectives_and_saves_a_loadable_backbone(shapes_ws: Workspace) -> None:
     torch.set_num_threads(1)
     cfg = BackboneTrainConfig(dataset="shapes", name="tiny", arch=TINY, steps=4, batch_size=16, min_positives=3)
-    res = train_backbone(shapes_ws, cfg, text_embed=_hash_embed, show_progress=False)
+    res = run_backbone_train(shapes_ws, cfg, text_embed=_hash_embed, show_progress=False)
     probe = json.loads((res.path / "probe.json").read_text())
     assert set(probe["results"]) == {"random", *OBJECTIVES}
     assert probe["chosen"] in OBJECTIVES
@@ -64,7 +64,7 @@ def test_train_compares_objectives_and_saves_a_loadable_backbone(shapes_ws: Work
     backbone = load_backbone("cxrlens:tiny", workspace=shapes_ws)
     out = backbone.encode(backbone.preprocess(torch.rand(2, 48, 48)))
     assert out.cls["final"].shape == (2, 32) and out.grid == (4, 4)
-    assert train_backbone(shapes_ws, cfg, text_embed=_hash_embed, show_progress=False).reused
+    assert run_backbone_train(shapes_ws, cfg, text_embed=_hash_embed, show_progress=False).reused
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
@@ -109,7 +109,7 @@ def test_pretrain_datasets_join_training_but_not_the_probe(
         load_train_data(shapes_ws, dataclasses.replace(cfg, pretrain_datasets=()), show_progress=False).split
     )
     torch.set_num_threads(1)
-    res = train_backbone(
+    res = run_backbone_train(
         shapes_ws,
         dataclasses.replace(cfg, name="with-extra", objectives=("supervised",), min_positives=3),
         data=data,
@@ -119,9 +119,9 @@ def test_pretrain_datasets_join_training_but_not_the_probe(
     assert probe["images"] == {"train": 90, "val": 30, "test": 30} and probe["pretrain_images"] == {"extra": 60}
     # a rebuilt pretraining dataset is a different upstream: the backbone is trained again, not reused
     again = dataclasses.replace(cfg, name="with-extra", objectives=("supervised",), min_positives=3)
-    assert train_backbone(shapes_ws, again, data=data, show_progress=False).reused
+    assert run_backbone_train(shapes_ws, again, data=data, show_progress=False).reused
     make_finding_dataset(shapes_ws, name="extra", n=60, size=40, seed=4)
-    assert not train_backbone(shapes_ws, again, data=data, show_progress=False).reused
+    assert not run_backbone_train(shapes_ws, again, data=data, show_progress=False).reused
     # the batches draw from the probed dataset's train split and from every pretrain row, never from val/test
     seen: list[int] = []
     original = train_mod._Supervised.loss

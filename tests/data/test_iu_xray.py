@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlens.data.iu_xray import IUXrayImportConfig, import_iu_xray, iter_report_files, load_iu_xray, xrv_data_dir
+from cxrlens.data.iu_xray import (
+    IUXrayImportConfig,
+    iter_report_files,
+    load_iu_xray,
+    run_data_import_iu_xray,
+    xrv_data_dir,
+)
 from cxrlens.data.schema import CHEXPERT_LABELS, STUDY_COLUMNS, patient_split, validate_study_table
 from cxrlens.data.store import read_side_table, read_studies
 from cxrlens.errors import BadInputError
@@ -98,7 +104,7 @@ def test_tgz_source_and_workspace_import(tmp_path: Path, workspace) -> None:
         for f in sorted((tmp_path / "xml").iterdir()):
             tar.add(f, arcname=f"ecgen-radiology/{f.name}")
     cfg = IUXrayImportConfig(reports_source=str(archive))
-    r = import_iu_xray(workspace, cfg, name="small")
+    r = run_data_import_iu_xray(workspace, cfg, name="small")
     assert not r.reused
     assert r.manifest.rows["reports"] == len(files) and r.manifest.skipped == {"total": 1}
     assert str(archive) in r.manifest.inputs and len(r.manifest.inputs[str(archive)]) == 64
@@ -106,7 +112,7 @@ def test_tgz_source_and_workspace_import(tmp_path: Path, workspace) -> None:
     assert len(studies) == r.manifest.rows["images"]
     skipped = read_side_table(workspace, "small", "skipped")
     assert skipped["path"].tolist() == [f"{archive}:ecgen-radiology/bad.xml"]
-    assert import_iu_xray(workspace, cfg, name="small").reused
+    assert run_data_import_iu_xray(workspace, cfg, name="small").reused
     with pytest.raises(BadInputError, match="not found in the workspace"):
         read_studies(workspace, "absent")
 

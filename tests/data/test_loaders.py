@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlens.data.chexpert import CheXpertImportConfig, import_chexpert, load_chexpert, parse_chexpert_path
-from cxrlens.data.folder import FolderImportConfig, import_folder, load_folder
-from cxrlens.data.mimic import MimicImportConfig, import_mimic_cxr, load_mimic_cxr
-from cxrlens.data.nih import NIH_ONLY_LABELS, NIHImportConfig, import_nih14, load_nih14
+from cxrlens.data.chexpert import CheXpertImportConfig, load_chexpert, parse_chexpert_path, run_data_import_chexpert
+from cxrlens.data.folder import FolderImportConfig, load_folder, run_data_import_folder
+from cxrlens.data.mimic import MimicImportConfig, load_mimic_cxr, run_data_import_mimic_cxr
+from cxrlens.data.nih import NIH_ONLY_LABELS, NIHImportConfig, load_nih14, run_data_import_nih14
 from cxrlens.data.schema import CHEXPERT_LABELS, STUDY_COLUMNS, validate_study_table
 from cxrlens.data.store import read_side_table, read_studies
 from cxrlens.errors import BadInputError
@@ -56,7 +56,7 @@ def mimic_tree(tmp_path: Path) -> tuple[Path, Path, dict]:
 
 def test_mimic_study_table_split_labels_reports(mimic_tree, workspace) -> None:
     root, reports, info = mimic_tree
-    result = import_mimic_cxr(workspace, MimicImportConfig(root=str(root), reports=str(reports)))
+    result = run_data_import_mimic_cxr(workspace, MimicImportConfig(root=str(root), reports=str(reports)))
     st = read_studies(workspace, "mimic-cxr")
     validate_study_table(st)
     assert list(st.columns[: len(STUDY_COLUMNS)]) == list(STUDY_COLUMNS)
@@ -96,7 +96,7 @@ def test_mimic_study_table_split_labels_reports(mimic_tree, workspace) -> None:
     assert "FINAL REPORT" in rep["text"].iloc[0]
     assert (st["image_height"] == 16).all()
     # skipped when current
-    assert import_mimic_cxr(workspace, MimicImportConfig(root=str(root), reports=str(reports))).reused
+    assert run_data_import_mimic_cxr(workspace, MimicImportConfig(root=str(root), reports=str(reports))).reused
 
 
 def test_mimic_without_reports_or_split_file(mimic_tree, capsys) -> None:
@@ -146,7 +146,7 @@ def test_mimic_bad_inputs_skipped_counted_rest_imported(mimic_tree, workspace) -
     labels.loc[labels["study_id"] == "50771383", "Edema"] = "2.0"
     labels.to_csv(labels_path, index=False)
 
-    result = import_mimic_cxr(workspace, MimicImportConfig(root=str(root), reports=str(reports)))
+    result = run_data_import_mimic_cxr(workspace, MimicImportConfig(root=str(root), reports=str(reports)))
     st = read_studies(workspace, "mimic-cxr")
     skipped = read_side_table(workspace, "mimic-cxr", "skipped")
     assert result.manifest.skipped == {"total": 5} and len(skipped) == 5
@@ -165,12 +165,12 @@ def test_mimic_bad_inputs_skipped_counted_rest_imported(mimic_tree, workspace) -
 
 def test_mimic_metadata_missing_column_stops_and_writes_nothing(mimic_tree, workspace) -> None:
     root, _, _ = mimic_tree
-    import_mimic_cxr(workspace, MimicImportConfig(root=str(root)), name="m")
+    run_data_import_mimic_cxr(workspace, MimicImportConfig(root=str(root)), name="m")
     before = (workspace.dataset("m") / "studies.parquet").read_bytes()
     meta = root / "mimic-cxr-2.0.0-metadata.csv.gz"
     pd.read_csv(meta).drop(columns=["study_id"]).to_csv(meta, index=False)
     with pytest.raises(BadInputError) as info:
-        import_mimic_cxr(workspace, MimicImportConfig(root=str(root)), name="m", force=True)
+        run_data_import_mimic_cxr(workspace, MimicImportConfig(root=str(root)), name="m", force=True)
     _one_line_naming(info.value, meta, "missing required column(s) 'study_id'")
     assert (workspace.dataset("m") / "studies.parquet").read_bytes() == before  # old artefact untouched
     assert [p.name for p in workspace.dataset("m").parent.iterdir() if p.name.startswith(".m.")] in ([], [".m.lock"])
@@ -190,7 +190,7 @@ def test_chexpert_path_parsing() -> None:
 @pytest.mark.parametrize("small", [True, False])
 def test_chexpert_study_table_and_split(tmp_path: Path, workspace, small: bool) -> None:
     root = make_chexpert_tree(tmp_path, n_train=12, small=small)
-    result = import_chexpert(workspace, CheXpertImportConfig(root=str(root), val_frac=0.3, seed=1))
+    result = run_data_import_chexpert(workspace, CheXpertImportConfig(root=str(root), val_frac=0.3, seed=1))
     st = read_studies(workspace, "chexpert")
     validate_study_table(st)
     assert len(st) == 16 and result.manifest.skipped == {"total": 0}
@@ -253,7 +253,7 @@ def test_chexpert_missing_label_column_stops(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------------ NIH-14
 def test_nih_labels_mapping_extras_and_official_split(tmp_path: Path, workspace) -> None:
     entries = make_nih_tree(tmp_path / "nih", n=10)
-    result = import_nih14(workspace, NIHImportConfig(root=str(tmp_path / "nih"), val_frac=0.5, seed=2))
+    result = run_data_import_nih14(workspace, NIHImportConfig(root=str(tmp_path / "nih"), val_frac=0.5, seed=2))
     st = read_studies(workspace, "nih14").set_index("image_id")
     assert len(st) == 10 and result.manifest.skipped == {"total": 0}
     row = st.loc["00000001_002"]  # "Cardiomegaly|Effusion"
@@ -377,7 +377,7 @@ def test_folder_csv_labels_ids_split(tmp_path: Path, workspace) -> None:
             "impression": ["Cardiomegaly.", "", ""],
         }
     ).to_csv(csv, index=False)
-    r = import_folder(workspace, FolderImportConfig(root=str(tmp_path / "imgs"), csv=str(csv)), name="f")
+    r = run_data_import_folder(workspace, FolderImportConfig(root=str(tmp_path / "imgs"), csv=str(csv)), name="f")
     st = read_studies(workspace, "f").set_index("image_id")
     assert list(st.index) == ["pa/case01", "pa/case02", "dicom/case04"]  # CSV rows are the dataset
     assert st["patient_id"].tolist() == ["A", "A", "B"] and st["split"].tolist() == ["train", "train", "val"]
@@ -413,7 +413,7 @@ def test_folder_bad_battery(tmp_path: Path, workspace) -> None:
         "empty report": "empty report (no text)",
         "non-utf8 report": "report is not UTF-8 text (byte 0xe9",
     }
-    r = import_folder(workspace, FolderImportConfig(root=str(root), label_reports=False), name="bad")
+    r = run_data_import_folder(workspace, FolderImportConfig(root=str(root), label_reports=False), name="bad")
     skipped = read_side_table(workspace, "bad", "skipped")
     assert r.manifest.skipped == {"total": 7} and len(skipped) == 7
     for case, path in bad.items():

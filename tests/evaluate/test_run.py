@@ -20,7 +20,7 @@ from cxrlens.evaluate.bootstrap import cluster_bootstrap
 from cxrlens.evaluate.clinical import clinical_scores_from_text
 from cxrlens.evaluate.leak import LeakyEvaluationError, leak_check
 from cxrlens.evaluate.names import AGREEMENT, HEADLINE, MACRO_QUOTED
-from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports
+from cxrlens.evaluate.run import EvaluateConfig, run_evaluate_reports
 from cxrlens.evaluate.tables import gap_table, headline_table
 from cxrlens.workspace import Workspace, run_stage
 from tests.conftest import run_cli
@@ -154,7 +154,7 @@ def _brute_nearest(x: np.ndarray, studies: pd.DataFrame, image_id: str) -> str:
 
 def test_stage_writes_every_file_and_scores_consistently(tiny) -> None:
     ws, x, studies = tiny
-    result = evaluate_reports(ws, EvaluateConfig("good", meteor=False, bootstrap=200))
+    result = run_evaluate_reports(ws, EvaluateConfig("good", meteor=False, bootstrap=200))
     out = ws.reports("good") / "evaluation"
     assert result.path == out and not result.reused
     for f in ("metrics.json", "metrics.parquet", "per_report.parquet", "manifest.json"):
@@ -215,7 +215,7 @@ def test_intervals_resample_studies_with_their_images(tiny) -> None:
     """The gap interval is the study-level cluster bootstrap: recomputed here from the per-image counts with the
     study ids as groups it comes out identical, and every output says the unit and how many units."""
     ws, _, _ = tiny
-    result = evaluate_reports(ws, EvaluateConfig("good", meteor=False, bootstrap=300, seed=3))
+    result = run_evaluate_reports(ws, EvaluateConfig("good", meteor=False, bootstrap=300, seed=3))
     m = json.loads((result.path / "metrics.json").read_text())
     assert m["bootstrap"]["unit"] == "study" and m["bootstrap"]["n_units"] == 4 and m["bootstrap"]["n_images"] == 8
     per = pd.read_parquet(result.path / "per_report.parquet")
@@ -257,7 +257,7 @@ def test_intervals_resample_studies_with_their_images(tiny) -> None:
     cx = {r["metric"]: r for r in m["intervals"] if r["system"] == "cxrlens"}
     assert cx["hallucination rate per finding · uncertain=positive"]["value"] == pytest.approx(2 / 6)
 
-    by_patient = evaluate_reports(
+    by_patient = run_evaluate_reports(
         ws, EvaluateConfig("good", meteor=False, bootstrap=50, bootstrap_unit="patient", baselines=("constant",))
     )
     mp = json.loads((by_patient.path / "metrics.json").read_text())
@@ -270,7 +270,7 @@ def test_empty_reports_get_their_own_row_and_a_non_empty_denominator(tiny) -> No
     ws, _, _ = tiny
     lines = [_line(i, "" if p == "P7" else GENERATED[p], _reference(p)) for p in GENERATED for i in _image_ids(p)]
     _write_run(ws, "withempty", lines)
-    result = evaluate_reports(ws, EvaluateConfig("withempty", baselines=("constant",), meteor=False, bootstrap=0))
+    result = run_evaluate_reports(ws, EvaluateConfig("withempty", baselines=("constant",), meteor=False, bootstrap=0))
     m = json.loads((result.path / "metrics.json").read_text())
     assert m["systems"]["cxrlens"]["empty_reports"] == {"n": 2, "fraction": 0.25}
     table = headline_table(m)
@@ -287,18 +287,18 @@ def test_reused_then_redone_when_reports_change(tiny) -> None:
     ws, _, _ = tiny
     path = _write_run(ws, "again", _good_lines())
     cfg = EvaluateConfig("again", baselines=("constant",), meteor=False, bootstrap=0)
-    first = evaluate_reports(ws, cfg)
+    first = run_evaluate_reports(ws, cfg)
     assert not first.reused
-    assert evaluate_reports(ws, cfg).reused
+    assert run_evaluate_reports(ws, cfg).reused
     lines = _good_lines()
     lines[0] = _line("P5-a", "Left pleural effusion. Cardiomegaly.", _reference("P5"))
     (path / "reports.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    third = evaluate_reports(ws, cfg)
+    third = run_evaluate_reports(ws, cfg)
     assert not third.reused and third.manifest.config_hash != first.manifest.config_hash
     per = pd.read_parquet(path / "evaluation" / "per_report.parquet")
     assert "Left pleural effusion. Cardiomegaly." in set(per.generated_text)
-    assert not evaluate_reports(ws, dataclasses.replace(cfg, seed=1)).reused  # a config change redoes it too
-    assert not evaluate_reports(ws, dataclasses.replace(cfg, seed=1), force=True).reused
+    assert not run_evaluate_reports(ws, dataclasses.replace(cfg, seed=1)).reused  # a config change redoes it too
+    assert not run_evaluate_reports(ws, dataclasses.replace(cfg, seed=1), force=True).reused
 
 
 def test_bad_lines_are_skipped_counted_and_reported(tiny, capsys) -> None:
@@ -316,7 +316,9 @@ def test_bad_lines_are_skipped_counted_and_reported(tiny, capsys) -> None:
         *good[4:],
     ]
     _write_run(ws, "messy", lines)
-    result = evaluate_reports(ws, EvaluateConfig("messy", baselines=("constant", "random"), meteor=False, bootstrap=0))
+    result = run_evaluate_reports(
+        ws, EvaluateConfig("messy", baselines=("constant", "random"), meteor=False, bootstrap=0)
+    )
     m = json.loads((result.path / "metrics.json").read_text())
     assert m["n_reports"] == 8
     assert m["skipped_lines"] == {
@@ -335,14 +337,14 @@ def test_bad_lines_are_skipped_counted_and_reported(tiny, capsys) -> None:
 def test_missing_store_skips_nearest_with_a_warning(tiny, capsys) -> None:
     ws, _, _ = tiny
     _write_run(ws, "nostore", _good_lines(), _RunCfg(activations="gone"))
-    result = evaluate_reports(ws, EvaluateConfig("nostore", meteor=False, bootstrap=0))
+    result = run_evaluate_reports(ws, EvaluateConfig("nostore", meteor=False, bootstrap=0))
     m = json.loads((result.path / "metrics.json").read_text())
     assert "nearest" not in m["systems"] and "nearest" not in m["gaps"]["vs"]
     assert "gone" in m["baselines"]["nearest"]["skipped"]
     assert {"constant", "random"} <= set(m["gaps"]["vs"])
     assert "nearest-neighbour baseline skipped" in capsys.readouterr().err.replace("\n", " ")
     _write_run(ws, "badstream", _good_lines(), _RunCfg(stream="final/nope"))
-    result = evaluate_reports(ws, EvaluateConfig("badstream", baselines=("nearest",), meteor=False, bootstrap=0))
+    result = run_evaluate_reports(ws, EvaluateConfig("badstream", baselines=("nearest",), meteor=False, bootstrap=0))
     m = json.loads((result.path / "metrics.json").read_text())
     assert "no stream 'final/nope'" in m["baselines"]["nearest"]["skipped"]
 
@@ -351,18 +353,18 @@ def test_bad_input_gives_one_clear_error(tiny) -> None:
     ws, _, _ = tiny
     fast = {"meteor": False, "bootstrap": 0}
     with pytest.raises(BadInputError, match="no report run 'absent'"):
-        evaluate_reports(ws, EvaluateConfig("absent", **fast))
+        run_evaluate_reports(ws, EvaluateConfig("absent", **fast))
     half = ws.reports("half")
     half.mkdir(parents=True)
     (half / "reports.jsonl").write_text(_good_lines()[0] + "\n")
     with pytest.raises(BadInputError, match=r"manifest\.json: missing or unreadable"):
-        evaluate_reports(ws, EvaluateConfig("half", **fast))
+        run_evaluate_reports(ws, EvaluateConfig("half", **fast))
     _write_run(ws, "nodata", _good_lines(), _RunCfg(dataset="vanished"))
     with pytest.raises(BadInputError, match=r"dataset 'vanished' .* is not in the workspace"):
-        evaluate_reports(ws, EvaluateConfig("nodata", **fast))
+        run_evaluate_reports(ws, EvaluateConfig("nodata", **fast))
     _write_run(ws, "allbad", ["{oops", json.dumps({"image_id": 3})])
     with pytest.raises(BadInputError, match="no valid report line"):
-        evaluate_reports(ws, EvaluateConfig("allbad", **fast))
+        run_evaluate_reports(ws, EvaluateConfig("allbad", **fast))
     with pytest.raises(BadInputError, match="unknown baseline"):
         EvaluateConfig("good", baselines=("constant", "oracle"))
 
@@ -415,12 +417,12 @@ def test_leak_guard_refuses_a_split_the_interpretation_used_unless_allowed(tiny)
     _write_run(ws, "onval", _good_lines(), _InterpretedRunCfg(split="val"))
     fast = {"meteor": False, "bootstrap": 0, "baselines": ("constant",)}
     with pytest.raises(LeakyEvaluationError) as err:
-        evaluate_reports(ws, EvaluateConfig("onval", **fast))
+        run_evaluate_reports(ws, EvaluateConfig("onval", **fast))
     msg = str(err.value)
     assert "\n" not in msg and "'onval'" in msg and "'val'" in msg and "--allow-leaky" in msg
     assert "calibrat" in msg and not (ws.reports("onval") / "evaluation").exists()
 
-    result = evaluate_reports(ws, EvaluateConfig("onval", allow_leaky=True, **fast))
+    result = run_evaluate_reports(ws, EvaluateConfig("onval", allow_leaky=True, **fast))
     m = json.loads((result.path / "metrics.json").read_text())
     assert m["leaky"] is True and m["leak"]["splits"] == ["val"]
     assert "calibrate_split" in m["leak"]["uses"]["val"] and "--allow-leaky" in m["leak"]["why"]
@@ -429,7 +431,7 @@ def test_leak_guard_refuses_a_split_the_interpretation_used_unless_allowed(tiny)
     assert pd.read_parquet(result.path / "per_report.parquet")["leaky"].all()
 
     _write_run(ws, "ontest", _good_lines(), _InterpretedRunCfg(split="test"))
-    ok = evaluate_reports(ws, EvaluateConfig("ontest", **fast))
+    ok = run_evaluate_reports(ws, EvaluateConfig("ontest", **fast))
     mo = json.loads((ok.path / "metrics.json").read_text())
     assert mo["leaky"] is False and "report split 'test' vs interpretation 'interp'" in mo["leak_check"]
 
@@ -470,7 +472,7 @@ def test_demo_summary_shows_study_level_intervals_the_named_macro_and_a_leak_mar
     from cxrlens.demo import write_summary
 
     ws, _, _ = tiny
-    result = evaluate_reports(ws, EvaluateConfig("good", meteor=False, bootstrap=100))
+    result = run_evaluate_reports(ws, EvaluateConfig("good", meteor=False, bootstrap=100))
     m = json.loads((result.path / "metrics.json").read_text())
     interp = SimpleNamespace(
         manifest=SimpleNamespace(

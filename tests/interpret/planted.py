@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 
 from cxrlens.activations import write_array_store
-from cxrlens.data.phantom.datasets import SpritesConfig, build_sprites
+from cxrlens.data.phantom.datasets import SpritesConfig, run_data_build_sprites
 from cxrlens.data.phantom.spec import KINDS
 from cxrlens.data.store import read_side_table, read_studies
 from cxrlens.sae.base import SAEConfig
-from cxrlens.sae.run import SAERunConfig, train_sae_run
+from cxrlens.sae.run import SAERunConfig, run_sae_train
 from cxrlens.sae.train import TrainConfig
 from cxrlens.workspace import Workspace
 
@@ -44,7 +44,7 @@ def hash_embed(texts: Sequence[str], dim: int = 256) -> np.ndarray:
 
 def build_planted(ws: Workspace, n: int = 480, seed: int = 0) -> None:
     """datasets/sprites (n images, 32 px), activations/planted (final/cls, 24-d) and saes/planted-topk."""
-    build_sprites(ws, SpritesConfig(n=n, size=32, seed=seed, p_present=0.2), name=DATASET, workers=1)
+    run_data_build_sprites(ws, SpritesConfig(n=n, size=32, seed=seed, p_present=0.2), name=DATASET, workers=1)
     studies = read_studies(ws, DATASET)
     factors = read_side_table(ws, DATASET, "factors").set_index("image_id").reindex(studies["image_id"])
     rng = np.random.default_rng(seed)
@@ -68,7 +68,7 @@ def build_planted(ws: Workspace, n: int = 480, seed: int = 0) -> None:
         shuffle_buffer=1024,
         train=TrainConfig(sae=sae, steps=300, batch_size=128, lr=3e-3, warmup_steps=10, log_every=50),
     )
-    train_sae_run(ws, cfg, run=SAE_RUN, device="cpu", show_progress=False)
+    run_sae_train(ws, cfg, run=SAE_RUN, device="cpu", show_progress=False)
 
 
 def present_kinds(ws: Workspace) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 
 from cxrlens.errors import BadInputError
 from cxrlens.interpret.codes import load_sae_context
-from cxrlens.interpret.run import InterpretConfig, interpret_run
+from cxrlens.interpret.run import InterpretConfig, run_interpret
 from cxrlens.workspace import Workspace
 from tests.interpret.planted import SAE_RUN, build_planted, hash_embed, present_kinds
 
@@ -21,7 +21,7 @@ from tests.interpret.planted import SAE_RUN, build_planted, hash_embed, present_
 def planted(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = Workspace(tmp_path_factory.mktemp("planted"))
     build_planted(ws)
-    interpret_run(ws, InterpretConfig(sae=SAE_RUN), embed=hash_embed, show_progress=False)
+    run_interpret(ws, InterpretConfig(sae=SAE_RUN), embed=hash_embed, show_progress=False)
     return ws
 
 
@@ -65,8 +65,8 @@ def test_planted_findings_get_features_whose_descriptions_name_them(planted: Wor
 
 def test_rerun_is_reused_and_force_redoes(planted: Workspace) -> None:
     cfg = InterpretConfig(sae=SAE_RUN)
-    assert interpret_run(planted, cfg, embed=hash_embed, show_progress=False).reused
-    other = interpret_run(planted, cfg, run="again", embed=hash_embed, show_progress=False)
+    assert run_interpret(planted, cfg, embed=hash_embed, show_progress=False).reused
+    other = run_interpret(planted, cfg, run="again", embed=hash_embed, show_progress=False)
     assert not other.reused
     a = pd.read_parquet(planted.interpret(SAE_RUN) / "descriptions.parquet")
     b = pd.read_parquet(planted.interpret("again") / "descriptions.parquet")
@@ -103,7 +103,7 @@ def test_llm_describer_in_the_stage_and_dead_endpoint_fallback(planted: Workspac
 
     with _server(answer) as (url, log):
         cfg = InterpretConfig(sae=SAE_RUN, llm=LLMConfig(url=url, model="fake", timeout_s=5, retries=0))
-        res = interpret_run(planted, cfg, run="llm", embed=hash_embed, show_progress=False)
+        res = run_interpret(planted, cfg, run="llm", embed=hash_embed, show_progress=False)
     desc = pd.read_parquet(res.path / "descriptions.parquet")
     extractive = pd.read_parquet(res.path / "descriptions_extractive.parquet")
     assert len(log) > 0 and (desc["describer"] == "llm:fake").sum() == len(log)
@@ -123,7 +123,7 @@ def test_llm_describer_in_the_stage_and_dead_endpoint_fallback(planted: Workspac
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cfg = InterpretConfig(sae=SAE_RUN, llm=LLMConfig(url=dead, model="fake", timeout_s=1, retries=0, backoff_s=0))
-    res = interpret_run(planted, cfg, run="dead", embed=hash_embed, show_progress=False)
+    res = run_interpret(planted, cfg, run="dead", embed=hash_embed, show_progress=False)
     desc = pd.read_parquet(res.path / "descriptions.parquet")
     marked = desc["describer"].str.startswith("extractive (llm")
     assert marked.sum() > 0 and not (desc["describer"] == "llm:fake").any()
@@ -136,7 +136,7 @@ def test_interpret_on_another_store_with_the_same_stream(planted: Workspace) -> 
     import shutil
 
     shutil.copytree(planted.activations("planted"), planted.activations("copy"))
-    res = interpret_run(
+    res = run_interpret(
         planted, InterpretConfig(sae=SAE_RUN, activations="copy"), run="on-copy", embed=hash_embed, show_progress=False
     )
     assert res.manifest.extra["activations"] == "copy"
@@ -154,11 +154,11 @@ def test_untrained_sae_control_is_computed_and_recovers_less(planted: Workspace)
     from cxrlens.interpret.readout import FindingReadout
     from cxrlens.interpret.recovery import feature_recovery
     from cxrlens.interpret.run import read_interpretation
-    from cxrlens.sae.run import SAERunConfig, untrained_sae_run
+    from cxrlens.sae.run import SAERunConfig, run_sae_untrained
 
     cfg = config_from_dict(SAERunConfig, json.loads((planted.sae(SAE_RUN) / "manifest.json").read_text())["config"])
-    untrained_sae_run(planted, cfg, run="planted-untrained")
-    interpret_run(planted, InterpretConfig(sae="planted-untrained"), embed=hash_embed, show_progress=False)
+    run_sae_untrained(planted, cfg, run="planted-untrained")
+    run_interpret(planted, InterpretConfig(sae="planted-untrained"), embed=hash_embed, show_progress=False)
     trained = feature_recovery(*read_interpretation(planted, SAE_RUN), min_auc=0.8)
     control = feature_recovery(*read_interpretation(planted, "planted-untrained"), min_auc=0.8)
     assert trained["renderable_kinds"] == control["renderable_kinds"] > 0

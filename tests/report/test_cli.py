@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrlens.activations import ActivationStore, ExtractConfig, extract_activations
+from cxrlens.activations import ActivationStore, ExtractConfig, run_extract
 from cxrlens.backbones.fake import save_tiny_model
-from cxrlens.data.phantom.datasets import SpritesConfig, build_sprites
-from cxrlens.interpret.run import InterpretConfig, interpret_run
+from cxrlens.data.phantom.datasets import SpritesConfig, run_data_build_sprites
+from cxrlens.interpret.run import InterpretConfig, run_interpret
 from cxrlens.sae.base import SAEConfig
-from cxrlens.sae.run import SAERunConfig, train_sae_run
+from cxrlens.sae.run import SAERunConfig, run_sae_train
 from cxrlens.sae.train import TrainConfig
 from cxrlens.workspace import Workspace
 from tests.conftest import run_cli
@@ -24,15 +24,15 @@ from tests.interpret.planted import hash_embed
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("report-cli")
     ws = Workspace(root / "ws")
-    build_sprites(ws, SpritesConfig(n=96, size=32, seed=1), name="sprites", workers=1)
+    run_data_build_sprites(ws, SpritesConfig(n=96, size=32, seed=1), name="sprites", workers=1)
     model = save_tiny_model(root / "dino", family="dinov2", image_size=32, patch_size=8)
     cfg = ExtractConfig(dataset="sprites", backbone=f"hf:{model}", dtype="float32")
-    extract_activations(ws, cfg, run="acts", num_workers=0, show_progress=False)
+    run_extract(ws, cfg, run="acts", num_workers=0, show_progress=False)
     d = ActivationStore(ws.activations("acts")).info("final/cls").dim
     sae = SAEConfig(arch="topk", d_in=d, n_latents=32, k=4, aux_k=4, dead_tokens=64)
     train = TrainConfig(sae=sae, steps=40, batch_size=16, warmup_steps=4)
-    train_sae_run(ws, SAERunConfig(activations="acts", stream="final/cls", train=train), run="s", show_progress=False)
-    interpret_run(ws, InterpretConfig(sae="s"), embed=hash_embed, show_progress=False)
+    run_sae_train(ws, SAERunConfig(activations="acts", stream="final/cls", train=train), run="s", show_progress=False)
+    run_interpret(ws, InterpretConfig(sae="s"), embed=hash_embed, show_progress=False)
     return ws
 
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from cxrlens.errors import BadInputError
-from cxrlens.interpret.run import InterpretConfig, interpret_run
+from cxrlens.interpret.run import InterpretConfig, run_interpret
 from cxrlens.report.compile import CompileConfig
-from cxrlens.report.run import ReportConfig, ReportModel, read_reports, report_dataset
+from cxrlens.report.run import ReportConfig, ReportModel, read_reports, run_report
 from cxrlens.workspace import Workspace, read_manifest
 from tests.interpret.planted import SAE_RUN, build_planted, hash_embed
 
@@ -18,7 +18,7 @@ from tests.interpret.planted import SAE_RUN, build_planted, hash_embed
 def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, ReportModel]:
     ws = Workspace(tmp_path_factory.mktemp("planted-report"))
     build_planted(ws)
-    interpret_run(ws, InterpretConfig(sae=SAE_RUN), embed=hash_embed, show_progress=False)
+    run_interpret(ws, InterpretConfig(sae=SAE_RUN), embed=hash_embed, show_progress=False)
     return ws, ReportModel.load(ws, SAE_RUN, embed=hash_embed, config=FEATURES)
 
 
@@ -27,7 +27,7 @@ FEATURES = CompileConfig(compiler="features")  # SAE-Rad's rule; the readout com
 
 def test_reports_for_the_test_split_with_evidence(planted) -> None:
     ws, model = planted
-    result = report_dataset(ws, ReportConfig(interpret=SAE_RUN, compile=FEATURES), model=model, show_progress=False)
+    result = run_report(ws, ReportConfig(interpret=SAE_RUN, compile=FEATURES), model=model, show_progress=False)
     df = read_reports(ws, result.path.name)
     n_test = int((pd.read_parquet(ws.activations("planted") / "index.parquet")["split"] == "test").sum())
     assert len(df) == n_test == result.manifest.rows["reports"]
@@ -50,9 +50,7 @@ def test_reports_for_the_test_split_with_evidence(planted) -> None:
             texts = {model.bank.texts[i] for ev in s["evidence"] for i in model.bank.feature_sentences[ev["feature"]]}
             assert s["text"] in texts
     assert n_sentences > len(df)  # most reports say something
-    assert report_dataset(
-        ws, ReportConfig(interpret=SAE_RUN, compile=FEATURES), model=model, show_progress=False
-    ).reused
+    assert run_report(ws, ReportConfig(interpret=SAE_RUN, compile=FEATURES), model=model, show_progress=False).reused
 
 
 def test_readout_reports_state_what_the_readout_decides_with_features_as_evidence(planted) -> None:
@@ -61,7 +59,7 @@ def test_readout_reports_state_what_the_readout_decides_with_features_as_evidenc
     ws, _ = planted
     model = ReportModel.load(ws, SAE_RUN, embed=hash_embed)
     assert model.readout is not None and model.config.compiler == "readout"
-    result = report_dataset(ws, ReportConfig(interpret=SAE_RUN), model=model, show_progress=False, run="ro")
+    result = run_report(ws, ReportConfig(interpret=SAE_RUN), model=model, show_progress=False, run="ro")
     df = read_reports(ws, "ro")
     index = pd.read_parquet(ws.activations("planted") / "index.parquet")
     W, labels = model.readout.weights_LF, list(model.readout.labels)
@@ -98,7 +96,7 @@ def test_bad_inputs(planted, tmp_path) -> None:
     with pytest.raises(BadInputError, match="split"):
         ReportConfig(interpret=SAE_RUN, split="testing")
     with pytest.raises(BadInputError, match="no activations of dataset"):
-        report_dataset(ws, ReportConfig(interpret=SAE_RUN, dataset="other"), model=model, show_progress=False)
+        run_report(ws, ReportConfig(interpret=SAE_RUN, dataset="other"), model=model, show_progress=False)
     with pytest.raises(BadInputError, match="no backbone"):
         model.encode(np.zeros((1, 32, 32), np.float32))
     bad = tmp_path / "bad.png"
@@ -115,10 +113,10 @@ def test_downstream_stages_redo_when_an_upstream_artefact_changes_under_the_same
 
     ws, model = planted
     cfg = ReportConfig(interpret=SAE_RUN)
-    first = report_dataset(ws, cfg, model=model, show_progress=False)
-    assert report_dataset(ws, cfg, model=model, show_progress=False).reused
+    first = run_report(ws, cfg, model=model, show_progress=False)
+    assert run_report(ws, cfg, model=model, show_progress=False).reused
     other = InterpretConfig(sae=SAE_RUN, describe=dataclasses.replace(DescribeConfig(), top_k=8))
-    interpret_run(ws, other, embed=hash_embed, show_progress=False)  # same name, other content
-    again = report_dataset(ws, cfg, model=ReportModel.load(ws, SAE_RUN, embed=hash_embed), show_progress=False)
+    run_interpret(ws, other, embed=hash_embed, show_progress=False)  # same name, other content
+    again = run_report(ws, cfg, model=ReportModel.load(ws, SAE_RUN, embed=hash_embed), show_progress=False)
     assert not again.reused and again.manifest.config_hash != first.manifest.config_hash
     assert again.manifest.inputs[f"interpret/{SAE_RUN}"] == read_manifest(ws.interpret(SAE_RUN)).config_hash

@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cxrlens.activations import ExtractConfig, extract_activations
+from cxrlens.activations import ExtractConfig, run_extract
 from cxrlens.backbones.fake import save_tiny_model
 from cxrlens.cli import app
 from cxrlens.sae import SAEConfig, load_sae
@@ -25,7 +25,7 @@ def ws(tmp_path_factory) -> Workspace:
     make_png_dataset(ws, "tiny", n=24)
     model = save_tiny_model(root / "dino", family="dinov2", image_size=32, patch_size=8)
     cfg = ExtractConfig(dataset="tiny", backbone=f"hf:{model}", tokens=("cls", "patch"), dtype="float32")
-    extract_activations(ws, cfg, run="acts", num_workers=0, show_progress=False)
+    run_extract(ws, cfg, run="acts", num_workers=0, show_progress=False)
     return ws
 
 
@@ -108,10 +108,10 @@ def test_a_run_that_dies_after_training_resumes_from_its_checkpoints(ws, monkeyp
     with monkeypatch.context() as m:
         m.setattr(sae_run, "evaluate_sae", dies)
         with pytest.raises(RuntimeError, match="killed"):
-            sae_run.train_sae_run(ws, cfg, run="dies", show_progress=False)
+            sae_run.run_sae_train(ws, cfg, run="dies", show_progress=False)
     partial = ws.root / "saes" / ".dies.partial"
     assert sorted(p.name for p in (partial / "checkpoints").iterdir())[-1] == "step-000000006.safetensors"
-    done = sae_run.train_sae_run(ws, cfg, run="dies", show_progress=False)
+    done = sae_run.run_sae_train(ws, cfg, run="dies", show_progress=False)
     assert json.loads((done.path / "metrics.json").read_text())["resumed_from_step"] == 6
     assert not partial.exists() and [p.name for p in (done.path / "checkpoints").iterdir()] == [
         "step-000000006.safetensors"

@@ -17,8 +17,8 @@ from cxrlens.align.contrastive import (
     info_nce,
     load_align_run,
     retrieval_at_k,
+    run_align_train,
     train_adapter,
-    train_align,
 )
 from cxrlens.align.negation import flip_polarity
 from cxrlens.align.probes import ProbeConfig, run_probes, summarize_probes
@@ -47,10 +47,10 @@ __all__ = [
     "load_align_run",
     "ndcg_at_k",
     "retrieval_at_k",
+    "run_align_train",
     "run_probes",
     "search_index",
     "summarize_probes",
     "train_adapter",
-    "train_align",
     "zero_shot",
 ]

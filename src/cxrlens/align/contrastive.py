@@ -64,9 +64,9 @@ __all__ = [
     "load_align_run",
     "load_checkpoint",
     "retrieval_at_k",
+    "run_align_train",
     "save_checkpoint",
     "train_adapter",
-    "train_align",
 ]
 
 SCHEMA_VERSION = 1
@@ -634,7 +634,7 @@ def train_adapter(
 
 
 # ------------------------------------------------------------------------------------------------------ the stage
-def train_align(
+def run_align_train(
     workspace: Any,
     cfg: AlignConfig,
     *,

@@ -1,12 +1,12 @@
 """Workspace-level entry points of the align evaluations: each reads an ``align train`` run and writes one artefact.
 
-* :func:`run_zero_shot` → ``align/<align_run>-zeroshot/``: ``zeroshot.parquet`` (per-finding AUC + CI),
+* :func:`run_align_zero_shot` → ``align/<align_run>-zeroshot/``: ``zeroshot.parquet`` (per-finding AUC + CI),
   ``negation.parquet`` (the negation check), ``summary.json``.
-* :func:`run_index` → ``align/<align_run>-index/``: ``index.faiss`` (faiss ``IndexFlatIP``), ``images.parquet``
+* :func:`run_align_index` → ``align/<align_run>-index/``: ``index.faiss`` (faiss ``IndexFlatIP``), ``images.parquet``
   (row → image), ``queries.parquet`` (NDCG@5/@10 per query of :data:`cxrlens.align.search.QUERIES`),
   ``summary.json``.
 * :func:`search_text` — a text query against that index (no artefact).
-* :func:`run_probe` → ``align/<align_run>-probe/``: ``probes.parquet`` (long), ``summary.parquet``,
+* :func:`run_align_probe` → ``align/<align_run>-probe/``: ``probes.parquet`` (long), ``summary.parquet``,
   ``learning_curve.png``, ``summary.json``.
 
 Labels are the dataset's CheXpert columns joined on ``image_id``; search relevance also uses the dataset's
@@ -44,15 +44,21 @@ from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from cxrlens.sae.io import load_sae
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, open_artefact, read_manifest, run_stage
 
 __all__ = [
     "PROMPTS",
     "AlignContext",
+    "IndexTables",
+    "ProbeTables",
+    "ZeroShotTables",
     "load_context",
-    "run_index",
-    "run_probe",
-    "run_zero_shot",
+    "read_index",
+    "read_probes",
+    "read_zero_shot",
+    "run_align_index",
+    "run_align_probe",
+    "run_align_zero_shot",
     "sae_codes",
     "search_facts",
     "search_text",
@@ -122,7 +128,7 @@ def _finish(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------- zero-shot
-def run_zero_shot(
+def run_align_zero_shot(
     workspace: Workspace, cfg: ZeroShotConfig, *, encoder: TextEncoder | None = None, force: bool = False
 ) -> StageResult:
     """Zero-shot AUCs with CIs and the negation check on ``cfg.split``; see module docstring."""
@@ -175,7 +181,7 @@ def search_facts(workspace: Workspace, ctx: AlignContext) -> tuple[pd.DataFrame,
     return facts, source
 
 
-def run_index(
+def run_align_index(
     workspace: Workspace, cfg: SearchConfig, *, encoder: TextEncoder | None = None, force: bool = False
 ) -> StageResult:
     """Build the faiss index over ``cfg.split``'s image embeddings and evaluate the query set (NDCG@k)."""
@@ -234,7 +240,7 @@ def search_text(
 
 
 # ------------------------------------------------------------------------------------------------------------- probes
-def run_probe(
+def run_align_probe(
     workspace: Workspace,
     cfg: ProbeConfig,
     *,
@@ -285,3 +291,47 @@ def sae_codes(workspace: Workspace, sae_run: str, acts_ND: torch.Tensor) -> torc
     sae = load_sae(workspace.sae(sae_run))
     with torch.no_grad():
         return torch.cat([sae.encode(acts_ND[i : i + 4096]) for i in range(0, len(acts_ND), 4096)]).float()
+
+
+# ------------------------------------------------------------------------------------------------------------ readers
+@dataclasses.dataclass(frozen=True)
+class ZeroShotTables:
+    """``align zero-shot`` read back: per-finding AUC + CI (``table``), the negation check, the summary."""
+
+    table: pd.DataFrame
+    negation: pd.DataFrame
+    summary: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexTables:
+    """``align index`` read back: per-query NDCG/recall (``queries``) and the summary."""
+
+    queries: pd.DataFrame
+    summary: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeTables:
+    """``align probe`` read back: every fit (``long``), means ± sd per finding/features/fraction, the summary."""
+
+    long: pd.DataFrame
+    summary: pd.DataFrame
+    info: dict[str, Any]
+
+
+def read_zero_shot(workspace: Workspace, align_run: str) -> ZeroShotTables:
+    art = open_artefact(
+        workspace.align(f"{align_run}-zeroshot"), "align.zeroshot", hint="run `cxrlens align zero-shot`"
+    )
+    return ZeroShotTables(art.table("zeroshot"), art.table("negation"), art.json("summary"))
+
+
+def read_index(workspace: Workspace, align_run: str) -> IndexTables:
+    art = open_artefact(workspace.align(f"{align_run}-index"), "align.index", hint="run `cxrlens align index`")
+    return IndexTables(art.table("queries"), art.json("summary"))
+
+
+def read_probes(workspace: Workspace, align_run: str) -> ProbeTables:
+    art = open_artefact(workspace.align(f"{align_run}-probe"), "align.probe", hint="run `cxrlens align probe`")
+    return ProbeTables(art.table("probes"), art.table("summary"), art.json("summary"))

@@ -43,17 +43,18 @@ from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.figures import new_figure, save_png
 from cxrlens.files import atomic_write_json, atomic_write_parquet
-from cxrlens.workspace import StageResult, Workspace, run_stage
+from cxrlens.workspace import Artefact, StageResult, Workspace, open_artefact, run_stage
 
 __all__ = [
-    "DisentangleStage",
-    "EmbedStage",
-    "ImportanceStage",
-    "TrainVAEStage",
-    "disentangle_stage",
-    "embed_stage",
-    "importance_stage",
-    "train_vae_stage",
+    "AnalyzeDisentangleConfig",
+    "AnalyzeEmbedConfig",
+    "AnalyzeImportanceConfig",
+    "AnalyzeTrainVAEConfig",
+    "read_analysis",
+    "run_analyze_disentangle",
+    "run_analyze_embed",
+    "run_analyze_importance",
+    "run_analyze_train_vae",
 ]
 
 
@@ -64,7 +65,7 @@ def _threads(n: int) -> None:
 
 # ---------------------------------------------------------------------------------------------------- train-vae
 @dataclass(frozen=True)
-class TrainVAEStage:
+class AnalyzeTrainVAEConfig:
     """``cxrlens analyze train-vae``: train on ``split`` of ``dataset``, then encode every image of the dataset.
 
     Writes ``model.safetensors``, ``history.parquet`` (per-step losses), ``latents.parquet`` (image_id, split and
@@ -81,7 +82,7 @@ def _latent_columns(c: int, g: int) -> list[str]:
     return [f"z{ci}_{y}_{x}" for ci in range(c) for y in range(g) for x in range(g)]
 
 
-def train_vae_stage(ws: Workspace, cfg: TrainVAEStage, run: str, *, force: bool = False) -> StageResult:
+def run_analyze_train_vae(ws: Workspace, cfg: AnalyzeTrainVAEConfig, run: str, *, force: bool = False) -> StageResult:
 
     def build(tmp: Path) -> dict[str, Any]:
         ckpt_dir = tmp / "checkpoints"  # kept across a killed run of the same job (resumable stage)
@@ -180,7 +181,7 @@ def _aligned(ws: Workspace, dataset: str, latents: str) -> tuple[Any, pd.DataFra
 
 # --------------------------------------------------------------------------------------------------- importance
 @dataclass(frozen=True)
-class ImportanceStage:
+class AnalyzeImportanceConfig:
     """``cxrlens analyze importance``: which latent dims/maps predict ``target`` (a label or factor).
 
     Trained on the ``train`` split, permutation importance on the other splits.
@@ -192,7 +193,9 @@ class ImportanceStage:
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
 
 
-def importance_stage(ws: Workspace, cfg: ImportanceStage, run: str, *, force: bool = False) -> StageResult:
+def run_analyze_importance(
+    ws: Workspace, cfg: AnalyzeImportanceConfig, run: str, *, force: bool = False
+) -> StageResult:
 
     def build(tmp: Path) -> dict[str, Any]:
         codes, studies = _aligned(ws, cfg.dataset, cfg.latents)
@@ -218,7 +221,7 @@ def importance_stage(ws: Workspace, cfg: ImportanceStage, run: str, *, force: bo
 
 # -------------------------------------------------------------------------------------------------------- embed
 @dataclass(frozen=True)
-class EmbedStage:
+class AnalyzeEmbedConfig:
     """``cxrlens analyze embed``: a 2-D embedding of ``latents`` coloured by ``colour_by`` (labels or factors)."""
 
     latents: str = "vae:beta-vae"
@@ -228,7 +231,7 @@ class EmbedStage:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
 
-def embed_stage(ws: Workspace, cfg: EmbedStage, run: str, *, force: bool = False) -> StageResult:
+def run_analyze_embed(ws: Workspace, cfg: AnalyzeEmbedConfig, run: str, *, force: bool = False) -> StageResult:
 
     def build(tmp: Path) -> dict[str, Any]:
         codes, studies = _aligned(ws, cfg.dataset, cfg.latents)
@@ -263,7 +266,7 @@ def embed_stage(ws: Workspace, cfg: EmbedStage, run: str, *, force: bool = False
 
 # -------------------------------------------------------------------------------------------------- disentangle
 @dataclass(frozen=True)
-class DisentangleStage:
+class AnalyzeDisentangleConfig:
     """``cxrlens analyze disentangle``: the five metrics for each latent source against ground-truth factors.
 
     ``interventional``: VAE sources get BetaVAE/FactorVAE scores from freshly rendered sprites with one factor held
@@ -301,7 +304,9 @@ def _interventional_sampler(
     )
 
 
-def disentangle_stage(ws: Workspace, cfg: DisentangleStage, run: str, *, force: bool = False) -> StageResult:
+def run_analyze_disentangle(
+    ws: Workspace, cfg: AnalyzeDisentangleConfig, run: str, *, force: bool = False
+) -> StageResult:
 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
@@ -356,3 +361,9 @@ def disentanglement_plot(table: pd.DataFrame, path: Path) -> Path:
     names = [f"{r} ({s})" for r, s in zip(table["representation"], table["sampler"], strict=True)]
     ax.set_yticks(range(len(table)), names, fontsize=7)
     return save_png(fig, path)
+
+
+def read_analysis(ws: Workspace, run: str) -> Artefact:
+    """An ``analyze …`` artefact: ``.table(name)`` / ``.json(name)`` / ``.figures()`` (files listed in each stage's
+    config docstring: ``importance``, ``embedding``, ``disentanglement``, ``masking``, ``tcav``, ``sanity`` …)."""
+    return open_artefact(ws.analysis(run), "analyze", hint="run one of `cxrlens analyze …`")

@@ -32,13 +32,13 @@ from cxrlens.saliency.sanity import SanityConfig, cascading_randomization, sanit
 from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
 
 __all__ = [
-    "MaskStage",
-    "SanityStage",
-    "TCAVStage",
-    "mask_stage",
+    "AnalyzeMaskConfig",
+    "AnalyzeSanityConfig",
+    "AnalyzeTCAVConfig",
     "parse_concept",
-    "sanity_stage",
-    "tcav_stage",
+    "run_analyze_mask",
+    "run_analyze_sanity",
+    "run_analyze_tcav",
 ]
 
 
@@ -57,7 +57,7 @@ def _vae(ws: Workspace, run: str):
 
 # -------------------------------------------------------------------------------------------------------- mask
 @dataclass(frozen=True)
-class MaskStage:
+class AnalyzeMaskConfig:
     """``cxrlens analyze mask``: mask each latent channel of VAE run ``vae``, decode, count the factors it moves.
 
     The factor reader is trained on the VAE's reconstructions of ``reader_images`` training images; masking runs
@@ -75,7 +75,7 @@ class MaskStage:
     threads: int = 1
 
 
-def mask_stage(ws: Workspace, cfg: MaskStage, run: str, *, force: bool = False) -> StageResult:
+def run_analyze_mask(ws: Workspace, cfg: AnalyzeMaskConfig, run: str, *, force: bool = False) -> StageResult:
 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
@@ -164,7 +164,7 @@ def _load_classifier(ws: Workspace, spec: str) -> tuple[nn.Module, tuple[str, ..
 
 
 @dataclass(frozen=True)
-class TCAVStage:
+class AnalyzeTCAVConfig:
     """``cxrlens analyze tcav``: TCAV of ``classes`` of a classifier for ``concepts`` at ``layer``.
 
     A random-set concept (``random-control``) is always added: it must come out not significant. Each concept keeps
@@ -200,7 +200,7 @@ def _folder_images(path: str, size: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def tcav_stage(ws: Workspace, cfg: TCAVStage, run: str, *, force: bool = False) -> StageResult:
+def run_analyze_tcav(ws: Workspace, cfg: AnalyzeTCAVConfig, run: str, *, force: bool = False) -> StageResult:
 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
@@ -248,7 +248,7 @@ def tcav_stage(ws: Workspace, cfg: TCAVStage, run: str, *, force: bool = False) 
 
 # ------------------------------------------------------------------------------------------------------ sanity
 @dataclass(frozen=True)
-class SanityStage:
+class AnalyzeSanityConfig:
     """``cxrlens analyze sanity``: cascading randomisation of every map the project draws that is available:
 
     * ``masking`` of VAE run ``vae``: |difference image| of masking each of its most active channels;
@@ -286,7 +286,7 @@ def _vae_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
     return groups
 
 
-def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = False) -> StageResult:
+def run_analyze_sanity(ws: Workspace, cfg: AnalyzeSanityConfig, run: str, *, force: bool = False) -> StageResult:
 
     if not cfg.vae and not cfg.lt_vit and not cfg.interpret:
         raise BadInputError(None, "nothing to check: give --vae, --lt-vit and/or --interpret")
@@ -347,7 +347,7 @@ def sanity_stage(ws: Workspace, cfg: SanityStage, run: str, *, force: bool = Fal
     return run_stage(ws.analysis(run), stage="analyze.sanity", config=cfg, build=build, force=force, upstream=upstream)
 
 
-def _sae_heatmap_sanity(ws: Workspace, cfg: SanityStage) -> list:
+def _sae_heatmap_sanity(ws: Workspace, cfg: AnalyzeSanityConfig) -> list:
     """The two analyses of :func:`~cxrlens.interpret.heatmaps.heatmap_sanity` for an interpretation run's maps."""
 
     manifest = read_manifest(ws.interpret(cfg.interpret))

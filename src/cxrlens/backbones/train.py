@@ -62,7 +62,7 @@ __all__ = [
     "encode_images",
     "load_train_data",
     "probe_auc",
-    "train_backbone",
+    "run_backbone_train",
     "train_objective",
 ]
 
@@ -459,7 +459,7 @@ def _macro(aucs: dict[str, float], labels: Sequence[str]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def train_backbone(
+def run_backbone_train(
     workspace: Workspace,
     cfg: BackboneTrainConfig,
     *,
@@ -566,5 +566,5 @@ def _headline(r: dict[str, Any]) -> dict[str, float]:
 
 
 def load_probe_table(backbone_dir: str | Path) -> dict[str, Any]:
-    """The ``probe.json`` written by :func:`train_backbone`."""
+    """The ``probe.json`` written by :func:`run_backbone_train`."""
     return json.loads((Path(backbone_dir) / "probe.json").read_text())

@@ -45,7 +45,7 @@ def train(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Train the adapter (kill it any time: re-running resumes from the last epoch's checkpoint)."""
-    from cxrlens.align.contrastive import AlignConfig, train_align
+    from cxrlens.align.contrastive import AlignConfig, run_align_train
 
     cfg = AlignConfig(
         activations=activations,
@@ -61,7 +61,7 @@ def train(
         hard_negatives=hard_negatives,
         seed=seed,
     )
-    result = train_align(open_workspace(workspace), cfg, run=run, force=force)
+    result = run_align_train(open_workspace(workspace), cfg, run=run, force=force)
     m = result.manifest
     best = m.extra.get("best", {})
     console.print(
@@ -90,14 +90,15 @@ def zero_shot_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Per-finding zero-shot AUC (positive vs negative prompt ensembles) with bootstrap CIs, and a negation check."""
-    import pandas as pd
 
-    from cxrlens.align.stages import run_zero_shot
+    from cxrlens.align.stages import run_align_zero_shot
     from cxrlens.align.zeroshot import ZeroShotConfig
 
-    result = run_zero_shot(open_workspace(workspace), ZeroShotConfig(run, split=split, n_boot=n_boot), force=force)
-    table = pd.read_parquet(result.path / "zeroshot.parquet")
-    neg = pd.read_parquet(result.path / "negation.parquet").set_index("finding")
+    result = run_align_zero_shot(
+        open_workspace(workspace), ZeroShotConfig(run, split=split, n_boot=n_boot), force=force
+    )
+    table = result.open().table("zeroshot")
+    neg = result.open().table("negation").set_index("finding")
     out = Table(title=f"Zero-shot AUC ({split}, 95 % bootstrap CI)", title_justify="left")
     for c in (
         "finding",
@@ -138,13 +139,12 @@ def index_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Build the faiss index over image embeddings and score the built-in query set (NDCG@5/@10)."""
-    import pandas as pd
 
     from cxrlens.align.search import SearchConfig
-    from cxrlens.align.stages import run_index
+    from cxrlens.align.stages import run_align_index
 
-    result = run_index(open_workspace(workspace), SearchConfig(run, split=split), force=force)
-    table = pd.read_parquet(result.path / "queries.parquet")
+    result = run_align_index(open_workspace(workspace), SearchConfig(run, split=split), force=force)
+    table = result.open().table("queries")
     out = Table(title=f"Semantic search ({split}; relevance 2/1/0)", title_justify="left")
     for c in ("query", "kind", "rel 2", "rel 1", "NDCG@5", "NDCG@10", "top-5 grades"):
         out.add_column(c, justify="left" if c in ("query", "kind", "top-5 grades") else "right")
@@ -198,10 +198,9 @@ def probe_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Logistic-regression probes on adapter embeddings vs raw backbone features (vs SAE codes); learning curve."""
-    import pandas as pd
 
     from cxrlens.align.probes import ProbeConfig
-    from cxrlens.align.stages import run_probe
+    from cxrlens.align.stages import run_align_probe
 
     cfg = ProbeConfig(
         run,
@@ -210,8 +209,8 @@ def probe_cmd(
         seeds=seeds,
         sae_run=sae,
     )
-    result = run_probe(open_workspace(workspace), cfg, force=force)
-    summary = pd.read_parquet(result.path / "summary.parquet")
+    result = run_align_probe(open_workspace(workspace), cfg, force=force)
+    summary = result.open().table("summary")
     wide = summary.assign(cell=[f"{m:.3f} ± {s:.3f}" for m, s in zip(summary.auc_mean, summary.auc_sd, strict=True)])
     wide = wide.pivot_table(index=["finding", "features"], columns="fraction", values="cell", aggfunc="first")
     out = Table(title="Probe AUC on test (mean ± sd over seeds)", title_justify="left")

@@ -4,7 +4,6 @@ disentanglement metrics, sanity checks). Each command runs one stage of :mod:`cx
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -40,7 +39,7 @@ def train_vae_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Train an autoencoder / β-VAE / FactorVAE; write the model, latents of every image and a traversal grid."""
-    from cxrlens.analysis.stages import TrainVAEStage, train_vae_stage
+    from cxrlens.analysis.stages import AnalyzeTrainVAEConfig, run_analyze_train_vae
     from cxrlens.analysis.vae import VAEConfig
 
     grid = latent_grid if latent_grid is not None else (4 if kind == "ae" else 1)
@@ -57,10 +56,10 @@ def train_vae_cmd(
         steps=steps,
         seed=seed,
     )
-    cfg = TrainVAEStage(dataset=dataset, split=split, vae=vae, threads=threads)
+    cfg = AnalyzeTrainVAEConfig(dataset=dataset, split=split, vae=vae, threads=threads)
     run = run or f"{kind}-{dataset}"
-    result = train_vae_stage(open_workspace(workspace), cfg, run, force=force)
-    s = json.loads((result.path / "summary.json").read_text())
+    result = run_analyze_train_vae(open_workspace(workspace), cfg, run, force=force)
+    s = result.open().json("summary")
     last, first = s["final_losses_mean_last_100"], s["first_losses"]
     rows = [
         ("model", f"{kind}, latent {latent_channels}×{grid}×{grid}, {steps} steps on {s['images']['train']:,} images"),
@@ -98,16 +97,17 @@ def importance_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Rank latent dims/maps by held-out permutation importance of a random forest predicting a label or factor."""
-    import pandas as pd
 
     from cxrlens.analysis.importance import ImportanceConfig
-    from cxrlens.analysis.stages import ImportanceStage, importance_stage
+    from cxrlens.analysis.stages import AnalyzeImportanceConfig, run_analyze_importance
 
-    cfg = ImportanceStage(latents, dataset, target, ImportanceConfig(n_trees=n_trees, n_repeats=repeats, seed=seed))
+    cfg = AnalyzeImportanceConfig(
+        latents, dataset, target, ImportanceConfig(n_trees=n_trees, n_repeats=repeats, seed=seed)
+    )
     run = run or _slug(f"importance-{target}-{latents}")
-    result = importance_stage(open_workspace(workspace), cfg, run, force=force)
-    s = json.loads((result.path / "importance.json").read_text())
-    table = pd.read_parquet(result.path / "importance.parquet").head(8)
+    result = run_analyze_importance(open_workspace(workspace), cfg, run, force=force)
+    s = result.open().json("importance")
+    table = result.open().table("importance").head(8)
     rows = [
         (
             "forest",
@@ -146,12 +146,12 @@ def embed_cmd(
 ) -> None:
     """UMAP / t-SNE of a latent, coloured by labels or factors, with validation numbers."""
     from cxrlens.analysis.embedding import EmbeddingConfig
-    from cxrlens.analysis.stages import EmbedStage, embed_stage
+    from cxrlens.analysis.stages import AnalyzeEmbedConfig, run_analyze_embed
 
     emb = EmbeddingConfig(method=method, max_points=max_points, seed=seed, threads=max(threads, 1))
-    cfg = EmbedStage(latents, dataset, _split_list(colour_by), split, emb)
-    result = embed_stage(open_workspace(workspace), cfg, run or _slug(f"embed-{method}-{latents}"), force=force)
-    metrics = json.loads((result.path / "embedding.json").read_text())["metrics"]
+    cfg = AnalyzeEmbedConfig(latents, dataset, _split_list(colour_by), split, emb)
+    result = run_analyze_embed(open_workspace(workspace), cfg, run or _slug(f"embed-{method}-{latents}"), force=force)
+    metrics = result.open().json("embedding")["metrics"]
     rows = [
         (
             name,
@@ -181,14 +181,13 @@ def disentangle_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """BetaVAE, FactorVAE, MIG, DCI and SAP of each latent against the ground-truth factors; one comparison table."""
-    import pandas as pd
 
     from cxrlens.analysis.data import SPRITE_FACTORS
     from cxrlens.analysis.disentanglement import DisentanglementConfig
-    from cxrlens.analysis.stages import DisentangleStage, disentangle_stage
+    from cxrlens.analysis.stages import AnalyzeDisentangleConfig, run_analyze_disentangle
 
     metrics = DisentanglementConfig(batch_size=batch_size, num_train=num_train, num_eval=num_eval, seed=seed)
-    cfg = DisentangleStage(
+    cfg = AnalyzeDisentangleConfig(
         _split_list(latents),
         dataset,
         _split_list(factors) if factors else SPRITE_FACTORS,
@@ -196,8 +195,8 @@ def disentangle_cmd(
         metrics,
         threads,
     )
-    result = disentangle_stage(open_workspace(workspace), cfg, run, force=force)
-    table = pd.read_parquet(result.path / "disentanglement.parquet")
+    result = run_analyze_disentangle(open_workspace(workspace), cfg, run, force=force)
+    table = result.open().table("disentanglement")
     from rich.table import Table
 
     out = Table(title="Disentanglement (1 = perfect; see docs/analysis.md for each metric's variant)")
@@ -228,13 +227,12 @@ def mask_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Mask each latent map, decode, show the difference and count the ground-truth factors it moves."""
-    import pandas as pd
 
     from cxrlens.analysis.data import SPRITE_FACTORS
     from cxrlens.analysis.masking import MaskingConfig
-    from cxrlens.analysis.stages_maps import MaskStage, mask_stage
+    from cxrlens.analysis.stages_maps import AnalyzeMaskConfig, run_analyze_mask
 
-    cfg = MaskStage(
+    cfg = AnalyzeMaskConfig(
         vae,
         dataset,
         _split_list(factors) if factors else SPRITE_FACTORS,
@@ -243,9 +241,9 @@ def mask_cmd(
         reader_steps=reader_steps,
         threads=threads,
     )
-    result = mask_stage(open_workspace(workspace), cfg, run or f"mask-{vae}", force=force)
-    info = json.loads((result.path / "masking.json").read_text())
-    table = pd.read_parquet(result.path / "masking.parquet").sort_values("mean_abs_diff", ascending=False)
+    result = run_analyze_mask(open_workspace(workspace), cfg, run or f"mask-{vae}", force=force)
+    info = result.open().json("masking")
+    table = result.open().table("masking").sort_values("mean_abs_diff", ascending=False)
     rows = [("factor reader R² (held out)", ", ".join(f"{k} {v:.2f}" for k, v in info["reader_r2"].items()))]
     rows += [
         (
@@ -277,10 +275,10 @@ def tcav_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """TCAV scores with random-concept nulls, t-tests and Benjamini–Hochberg; only significant scores count."""
-    from cxrlens.analysis.stages_maps import TCAVStage, tcav_stage
+    from cxrlens.analysis.stages_maps import AnalyzeTCAVConfig, run_analyze_tcav
     from cxrlens.analysis.tcav import TCAVConfig
 
-    cfg = TCAVStage(
+    cfg = AnalyzeTCAVConfig(
         model,
         dataset,
         layer,
@@ -291,8 +289,8 @@ def tcav_cmd(
         tcav=TCAVConfig(n_random=n_random, alpha=alpha, seed=seed),
         threads=threads,
     )
-    result = tcav_stage(open_workspace(workspace), cfg, run, force=force)
-    rows = json.loads((result.path / "tcav.json").read_text())["rows"]
+    result = run_analyze_tcav(open_workspace(workspace), cfg, run, force=force)
+    rows = result.open().json("tcav")["rows"]
     out = []
     for r in rows:
         verdict = "significant" if r["significant"] else "not significant"
@@ -317,10 +315,10 @@ def sanity_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Cascading parameter randomisation of the project's maps: a method passes when its maps change."""
-    from cxrlens.analysis.stages_maps import SanityStage, sanity_stage
+    from cxrlens.analysis.stages_maps import AnalyzeSanityConfig, run_analyze_sanity
     from cxrlens.saliency.sanity import SanityConfig
 
-    cfg = SanityStage(
+    cfg = AnalyzeSanityConfig(
         dataset,
         vae or "",
         lt_vit or "",
@@ -329,8 +327,8 @@ def sanity_cmd(
         sanity=SanityConfig(threshold=threshold),
         threads=threads,
     )
-    result = sanity_stage(open_workspace(workspace), cfg, run, force=force)
-    info = json.loads((result.path / "sanity.json").read_text())["methods"]
+    result = run_analyze_sanity(open_workspace(workspace), cfg, run, force=force)
+    info = result.open().json("sanity")["methods"]
     rows = [
         (
             m,

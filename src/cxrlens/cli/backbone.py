@@ -69,7 +69,7 @@ def train(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Train the in-project ViT with each objective, probe them, keep the best → backbones/<name>."""
-    from cxrlens.backbones.train import BackboneTrainConfig, load_probe_table, train_backbone
+    from cxrlens.backbones.train import BackboneTrainConfig, load_probe_table, run_backbone_train
     from cxrlens.backbones.vit import DEFAULT_BACKBONE, ViTArch
 
     arch = ViTArch(
@@ -87,7 +87,7 @@ def train(
         max_images=max_images,
         seed=seed,
     )
-    result = train_backbone(open_workspace(workspace), cfg, num_threads=threads or None, force=force)
+    result = run_backbone_train(open_workspace(workspace), cfg, num_threads=threads or None, force=force)
     print_probe_table(load_probe_table(result.path))
     print_stage_result(result, f"backbone cxrlens:{cfg.name}")
     if export is not None:

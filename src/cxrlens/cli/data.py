@@ -28,10 +28,10 @@ def import_iu(
     force: bool = FORCE_OPTION,
 ) -> None:
     """IU X-ray (Open-i) reports bundled with torchxrayvision → datasets/iu-xray (reports have no images here)."""
-    from cxrlens.data.iu_xray import IUXrayImportConfig, import_iu_xray
+    from cxrlens.data.iu_xray import IUXrayImportConfig, run_data_import_iu_xray
 
     cfg = IUXrayImportConfig(seed=seed, reports_source=str(reports) if reports else None)
-    result = import_iu_xray(open_workspace(workspace), cfg, name=name, force=force)
+    result = run_data_import_iu_xray(open_workspace(workspace), cfg, name=name, force=force)
     print_iu_summary(result.manifest.extra["summary"], result.manifest.skipped.get("total", 0))
     print_stage_result(result, f"dataset {name}")
     console.print(f"  {result.path / 'studies.parquet'}")
@@ -104,12 +104,12 @@ def import_mimic(
     force: bool = FORCE_OPTION,
 ) -> None:
     """MIMIC-CXR-JPG 2.x with its official split and CheXpert labels (+ report sections with --reports)."""
-    from cxrlens.data.mimic import MimicImportConfig, import_mimic_cxr
+    from cxrlens.data.mimic import MimicImportConfig, run_data_import_mimic_cxr
 
     cfg = MimicImportConfig(
         root=str(root.resolve()), reports=str(reports.resolve()) if reports else None, verify=verify
     )
-    result = import_mimic_cxr(open_workspace(workspace), cfg, name=name, force=force)
+    result = run_data_import_mimic_cxr(open_workspace(workspace), cfg, name=name, force=force)
     _print_loader_result(result, "MIMIC-CXR-JPG study table", name)
 
 
@@ -124,10 +124,10 @@ def import_chexpert_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """CheXpert: valid.csv → test, train.csv → train/val by patient (test.csv, when present, → test)."""
-    from cxrlens.data.chexpert import CheXpertImportConfig, import_chexpert
+    from cxrlens.data.chexpert import CheXpertImportConfig, run_data_import_chexpert
 
     cfg = CheXpertImportConfig(root=str(root.resolve()), verify=verify, seed=seed, val_frac=val_frac)
-    result = import_chexpert(open_workspace(workspace), cfg, name=name, force=force)
+    result = run_data_import_chexpert(open_workspace(workspace), cfg, name=name, force=force)
     _print_loader_result(result, "CheXpert study table", name)
     console.print(f"  split: {result.manifest.extra['split_rule']}")
 
@@ -143,10 +143,10 @@ def import_nih_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """NIH ChestX-ray14: 7 findings mapped to CheXpert columns, the 7 NIH-only labels kept as extra columns."""
-    from cxrlens.data.nih import NIHImportConfig, import_nih14
+    from cxrlens.data.nih import NIHImportConfig, run_data_import_nih14
 
     cfg = NIHImportConfig(root=str(root.resolve()), verify=verify, seed=seed, val_frac=val_frac)
-    result = import_nih14(open_workspace(workspace), cfg, name=name, force=force)
+    result = run_data_import_nih14(open_workspace(workspace), cfg, name=name, force=force)
     _print_loader_result(result, "NIH ChestX-ray14 study table", name)
 
 
@@ -166,7 +166,7 @@ def import_folder_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Any image folder; reports from the CSV or <image>.txt files; labels from the CSV or the labeler."""
-    from cxrlens.data.folder import FolderImportConfig, import_folder
+    from cxrlens.data.folder import FolderImportConfig, run_data_import_folder
 
     cfg = FolderImportConfig(
         root=str(root.resolve()),
@@ -177,5 +177,5 @@ def import_folder_cmd(
         verify=verify,
         seed=seed,
     )
-    result = import_folder(open_workspace(workspace), cfg, name=name, force=force)
+    result = run_data_import_folder(open_workspace(workspace), cfg, name=name, force=force)
     _print_loader_result(result, "Image folder study table", name)

@@ -3,7 +3,6 @@ this module prints what each stage returns)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +129,7 @@ def print_controls(rows: list[dict]) -> None:
 
 
 def print_sae_summary(result) -> None:
-    full = json.loads((result.path / "metrics.json").read_text())
+    full = result.open().json("metrics")
     rows = [
         ("FVE / L0", f"{full['fve']:.4f} / {full['l0_mean']:.1f} (split val)"),
         ("dead / dense", f"{full['dead_frac']:.1%} / {full['dense_frac']:.1%}"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def reports_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Evaluate a report run and its baselines; write reports/<run>/evaluation/ and print the headline table."""
-    from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports
+    from cxrlens.evaluate.run import EvaluateConfig, run_evaluate_reports
 
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
     cfg = EvaluateConfig(
@@ -59,7 +58,7 @@ def reports_cmd(
         bootstrap_unit=bootstrap_unit,
         allow_leaky=allow_leaky,
     )
-    result = evaluate_reports(open_workspace(workspace), cfg, force=force)
+    result = run_evaluate_reports(open_workspace(workspace), cfg, force=force)
     print_evaluation(result, reports)
     print_stage_result(result, f"evaluation of {reports}")
 
@@ -78,7 +77,7 @@ def print_evaluation(result, reports: str) -> None:
     from cxrlens.evaluate.summary import bootstrap_note, leak_line
     from cxrlens.evaluate.tables import gap_table, headline_table
 
-    metrics = json.loads((result.path / "metrics.json").read_text(encoding="utf-8"))
+    metrics = result.open().json("metrics")
     table = headline_table(metrics)
     leak = leak_line(metrics)
     title = f"Evaluation of {reports} ({metrics['n_reports']:,} reports)"

@@ -31,7 +31,7 @@ def extract(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Extract activations into activations/<run> (kill it any time; re-running resumes from the last shard)."""
-    from cxrlens.activations import ExtractConfig, extract_activations
+    from cxrlens.activations import ExtractConfig, run_extract
 
     cfg = ExtractConfig(
         dataset=dataset,
@@ -44,7 +44,7 @@ def extract(
         shard_mb=shard_mb,
         shard_images=shard_images,
     )
-    result = extract_activations(
+    result = run_extract(
         open_workspace(workspace),
         cfg,
         run=run,

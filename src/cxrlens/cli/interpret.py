@@ -40,7 +40,7 @@ def interpret(
     from cxrlens.errors import BadInputError
     from cxrlens.interpret.describe import DescribeConfig
     from cxrlens.interpret.llm import LLMConfig, LLMEndpointError, check_endpoint
-    from cxrlens.interpret.run import InterpretConfig, interpret_run
+    from cxrlens.interpret.run import InterpretConfig, run_interpret
 
     if bool(llm_url) != bool(llm_model):
         raise BadInputError(None, "--llm-url and --llm-model go together")
@@ -63,18 +63,17 @@ def interpret(
         describe=DescribeConfig(top_k=top_k),
         llm=llm,
     )
-    result = interpret_run(ws, cfg, run=run, force=force)
+    result = run_interpret(ws, cfg, run=run, force=force)
     print_interpret_summary(result)
     print_stage_result(result, f"interpret {result.path.name}")
 
 
 def print_interpret_summary(result, examples: int = 8) -> None:
     """Counts, confound verdicts and the best-described features of an interpretation run."""
-    import pandas as pd
 
     m = result.manifest
-    feats = pd.read_parquet(result.path / "features.parquet")
-    desc = pd.read_parquet(result.path / "descriptions.parquet")
+    feats = result.open().table("features")
+    desc = result.open().table("descriptions")
     verdicts = ", ".join(f"{k} {v:,}" for k, v in sorted(m.extra["verdicts"].items()))
     rows = [
         ("SAE / stream", f"{m.config['sae']} on {m.extra['activations']} ({m.extra['stream']})"),

@@ -52,9 +52,8 @@ def train_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Train LT-ViT and the same-size CLS ViT (same data, schedule, seed); per-label AUC → lt-vit/<run>."""
-    import pandas as pd
 
-    from cxrlens.labeltokens.run import choose_labels, train_run
+    from cxrlens.labeltokens.run import choose_labels, run_lt_vit_train
 
     ws = open_workspace(workspace)
     names = tuple(s.strip() for s in labels.split(",") if s.strip()) if labels else choose_labels(ws, dataset)
@@ -87,8 +86,8 @@ def train_cmd(
         seed=seed,
     )
     cfg = LTRunConfig(dataset=dataset, train=tcfg, eval_split=eval_split, baseline=baseline)
-    result = train_run(ws, cfg, run, model=model, force=force)
-    auc = pd.read_parquet(result.path / "auc.parquet")
+    result = run_lt_vit_train(ws, cfg, run, model=model, force=force)
+    auc = result.open().table("auc")
     table = Table(title=f"Per-label AUC on {dataset}/{eval_split}", title_justify="left")
     table.add_column("label")
     table.add_column("n / pos", justify="right")
@@ -122,10 +121,10 @@ def predict_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Per-label probabilities of every model of a run → lt-vit/<run>-predict-<dataset>-<split>."""
-    from cxrlens.labeltokens.run import LTPredictConfig, predict_run
+    from cxrlens.labeltokens.run import LTPredictConfig, run_lt_vit_predict
 
     cfg = LTPredictConfig(run=run, dataset=dataset, split=None if split == "all" else split)
-    result = predict_run(open_workspace(workspace), cfg, force=force)
+    result = run_lt_vit_predict(open_workspace(workspace), cfg, force=force)
     console.print(f"{result.manifest.rows.get('images', 0):,} images")
     print_stage_result(result, "predictions")
     console.print(f"  {result.path / 'predictions.parquet'}")
@@ -145,9 +144,8 @@ def explain_cmd(
 ) -> None:
     """Pointing game + IoU vs finding masks per label (attention, rollout, Grad-CAM; LT-ViT and CLS), sanity check,
     per-label map figure → lt-vit/<run>-explain."""
-    import pandas as pd
 
-    from cxrlens.labeltokens.run import LTExplainConfig, explain_run
+    from cxrlens.labeltokens.run import LTExplainConfig, run_lt_vit_explain
     from cxrlens.workspace import read_manifest
 
     ws = open_workspace(workspace)
@@ -165,8 +163,8 @@ def explain_cmd(
         sanity_images=sanity_images,
         rel_threshold=rel_threshold,
     )
-    result = explain_run(ws, cfg, force=force)
-    g = pd.read_parquet(result.path / "grounding.parquet")
+    result = run_lt_vit_explain(ws, cfg, force=force)
+    g = result.open().table("grounding")
     table = Table(title="Grounding: pointing game / IoU per label (positives with a mask)", title_justify="left")
     table.add_column("label")
     table.add_column("n", justify="right")
@@ -183,7 +181,7 @@ def explain_cmd(
     means = g.groupby(["model", "method"], sort=False)[["pointing", "iou"]].mean()
     table.add_row("mean", "", "", *[f"{_fmt(means.loc[c, 'pointing'])} / {_fmt(means.loc[c, 'iou'])}" for c in combos])
     console.print(table)
-    s = pd.read_parquet(result.path / "sanity.parquet")
+    s = result.open().table("sanity")
     st = Table(title="Sanity check: cascading randomisation, Spearman ρ / SSIM vs trained maps", title_justify="left")
     st.add_column("model · method")
     steps = list(dict.fromkeys(s["randomised_through"]))

@@ -17,12 +17,11 @@ WORKERS_OPTION = typer.Option(None, help="Render processes [default: number of C
 
 def print_phantom_summary(result, title: str) -> None:
     """Counts of what a phantom build drew, and its sample grid (also used by ``cxrlens demo``)."""
-    import pandas as pd
 
     from cxrlens.data.phantom.datasets import SAMPLE_GRID
     from cxrlens.data.phantom.spec import KINDS
 
-    factors = pd.read_parquet(result.path / "factors.parquet")
+    factors = result.open().table("factors")
     drawn = {k: int(factors[f"{k}.present"].sum()) for k in KINDS}
     rows = [
         ("images", f"{len(factors):,}"),
@@ -49,10 +48,10 @@ def build_iu_phantom_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """One phantom frontal image per IU X-ray image id, drawn from its report (labels + MeSH tags)."""
-    from cxrlens.data.phantom.datasets import IUPhantomConfig, build_iu_phantom
+    from cxrlens.data.phantom.datasets import IUPhantomConfig, run_data_build_iu_phantom
 
     cfg = IUPhantomConfig(n=n, size=size, seed=seed, uncertain=uncertain)
-    result = build_iu_phantom(open_workspace(workspace), cfg, name=name, force=force, workers=workers)
+    result = run_data_build_iu_phantom(open_workspace(workspace), cfg, name=name, force=force, workers=workers)
     print_stage_result(result, f"dataset {name}")
     print_phantom_summary(result, "IU-phantom")
 
@@ -69,9 +68,9 @@ def build_sprites_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Phantoms whose factors are sampled independently on a documented grid, with templated reports."""
-    from cxrlens.data.phantom.datasets import SpritesConfig, build_sprites
+    from cxrlens.data.phantom.datasets import SpritesConfig, run_data_build_sprites
 
     cfg = SpritesConfig(n=n, size=size, seed=seed, p_present=p_present)
-    result = build_sprites(open_workspace(workspace), cfg, name=name, force=force, workers=workers)
+    result = run_data_build_sprites(open_workspace(workspace), cfg, name=name, force=force, workers=workers)
     print_stage_result(result, f"dataset {name}")
     print_phantom_summary(result, "cxr-sprites")

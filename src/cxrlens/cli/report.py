@@ -34,7 +34,7 @@ def report(
     """Compile FINDINGS/IMPRESSION from active SAE features; every sentence lists the features behind it."""
     from cxrlens.errors import BadInputError
     from cxrlens.report.compile import CompileConfig
-    from cxrlens.report.run import ReportConfig, ReportModel, report_dataset
+    from cxrlens.report.run import ReportConfig, ReportModel, run_report
 
     ws = open_workspace(workspace)
     if fmt not in ("text", "json", "html"):
@@ -55,7 +55,7 @@ def report(
             describer=describer,
             compile=compile_cfg,
         )
-        result = report_dataset(ws, cfg, run=run, force=force)
+        result = run_report(ws, cfg, run=run, force=force)
         m = result.manifest
         console.print(
             f"{m.rows['reports']:,} reports ({m.rows['empty_reports']:,} with no feature above threshold), "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -79,7 +78,7 @@ def train_cmd(
     from cxrlens.config import config_from_dict, config_to_dict
     from cxrlens.errors import BadInputError
     from cxrlens.sae.registry import ARCHS, default_latents
-    from cxrlens.sae.run import default_stream, train_sae_run
+    from cxrlens.sae.run import default_stream, run_sae_train
 
     if arch not in ARCHS:
         raise BadInputError(None, f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
@@ -116,9 +115,9 @@ def train_cmd(
         ),
     )
     name = run or f"{activations}-{arch}-{n_latents}"
-    result = train_sae_run(ws, cfg, run=name, device=device, force=force)
+    result = run_sae_train(ws, cfg, run=name, device=device, force=force)
     m = result.manifest
-    full = json.loads((result.path / "metrics.json").read_text())
+    full = result.open().json("metrics")
     rows = [
         ("stream", f"{m.extra['stream']} ({d}-d) → {n_latents:,} latents ({arch})"),
         ("trained", f"{m.rows['train_tokens']:,} tokens, {full.get('train_tokens_per_s', 0):,.0f} tokens/s"),

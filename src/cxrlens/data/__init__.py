@@ -1,12 +1,12 @@
 """Data: the study table, dataset loaders and the datasets stored in the workspace."""
 
-from cxrlens.data.chexpert import CheXpertImportConfig, import_chexpert, load_chexpert
-from cxrlens.data.folder import FolderImportConfig, import_folder, load_folder
+from cxrlens.data.chexpert import CheXpertImportConfig, load_chexpert, run_data_import_chexpert
+from cxrlens.data.folder import FolderImportConfig, load_folder, run_data_import_folder
 from cxrlens.data.images import load_image, probe_image
-from cxrlens.data.iu_xray import IUXrayImportConfig, import_iu_xray, load_iu_xray
+from cxrlens.data.iu_xray import IUXrayImportConfig, load_iu_xray, run_data_import_iu_xray
 from cxrlens.data.labeler import LabelerConfig, label_reports, label_study_table
-from cxrlens.data.mimic import MimicImportConfig, import_mimic_cxr, load_mimic_cxr
-from cxrlens.data.nih import NIHImportConfig, import_nih14, load_nih14
+from cxrlens.data.mimic import MimicImportConfig, load_mimic_cxr, run_data_import_mimic_cxr
+from cxrlens.data.nih import NIHImportConfig, load_nih14, run_data_import_nih14
 from cxrlens.data.reports import ReportSections, parse_sections
 from cxrlens.data.schema import (
     CHEXPERT_LABELS,
@@ -34,12 +34,7 @@ __all__ = [
     "NIHImportConfig",
     "ReportSections",
     "finalize_study_table",
-    "import_chexpert",
     "import_dataset",
-    "import_folder",
-    "import_iu_xray",
-    "import_mimic_cxr",
-    "import_nih14",
     "label_reports",
     "label_study_table",
     "load_chexpert",
@@ -54,5 +49,10 @@ __all__ = [
     "probe_image",
     "read_side_table",
     "read_studies",
+    "run_data_import_chexpert",
+    "run_data_import_folder",
+    "run_data_import_iu_xray",
+    "run_data_import_mimic_cxr",
+    "run_data_import_nih14",
     "validate_study_table",
 ]

@@ -57,7 +57,7 @@ from cxrlens.data.store import LoadedDataset, import_dataset
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import StageResult, Workspace
 
-__all__ = ["CheXpertImportConfig", "import_chexpert", "load_chexpert", "parse_chexpert_path"]
+__all__ = ["CheXpertImportConfig", "load_chexpert", "parse_chexpert_path", "run_data_import_chexpert"]
 
 SOURCE = "chexpert"
 CSV_NAMES = ("train.csv", "valid.csv", "test.csv")
@@ -217,7 +217,7 @@ def load_chexpert(config: CheXpertImportConfig) -> LoadedDataset:
     return LoadedDataset(studies, {}, tuple(errors), tuple(csvs.values()), extra)
 
 
-def import_chexpert(
+def run_data_import_chexpert(
     workspace: Workspace, config: CheXpertImportConfig, *, name: str = "chexpert", force: bool = False
 ) -> StageResult:
     """Import CheXpert into ``datasets/<name>``; skipped when current (same config)."""

@@ -58,7 +58,7 @@ from cxrlens.data.store import LoadedDataset, import_dataset
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import StageResult, Workspace
 
-__all__ = ["FolderImportConfig", "find_images", "import_folder", "load_folder"]
+__all__ = ["FolderImportConfig", "find_images", "load_folder", "run_data_import_folder"]
 
 SOURCE = "folder"
 _SPLITS = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
@@ -311,7 +311,7 @@ def _label_with_labeler(studies: pd.DataFrame) -> pd.DataFrame:
     return studies
 
 
-def import_folder(
+def run_data_import_folder(
     workspace: Workspace, config: FolderImportConfig, *, name: str = "folder", force: bool = False
 ) -> StageResult:
     """Import an image folder into ``datasets/<name>``; skipped when current (same config)."""

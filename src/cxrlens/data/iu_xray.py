@@ -41,10 +41,10 @@ from cxrlens.workspace import StageResult, Workspace
 __all__ = [
     "IUXrayImportConfig",
     "IUXrayTables",
-    "import_iu_xray",
     "iter_report_files",
     "load_iu_xray",
     "parse_report_xml",
+    "run_data_import_iu_xray",
     "summarize",
     "xrv_data_dir",
 ]
@@ -280,7 +280,7 @@ def summarize(reports: pd.DataFrame, studies: pd.DataFrame, top: int = 10) -> di
     }
 
 
-def import_iu_xray(
+def run_data_import_iu_xray(
     workspace: Workspace,
     config: IUXrayImportConfig | None = None,
     *,

@@ -58,7 +58,7 @@ from cxrlens.data.store import LoadedDataset, import_dataset
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import StageResult, Workspace
 
-__all__ = ["METADATA", "MimicImportConfig", "import_mimic_cxr", "load_mimic_cxr", "mimic_image_path"]
+__all__ = ["METADATA", "MimicImportConfig", "load_mimic_cxr", "mimic_image_path", "run_data_import_mimic_cxr"]
 
 SOURCE = "mimic-cxr"
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -275,7 +275,7 @@ def load_mimic_cxr(config: MimicImportConfig) -> LoadedDataset:
     return LoadedDataset(studies, tables, tuple(errors), tuple(inputs), extra)
 
 
-def import_mimic_cxr(
+def run_data_import_mimic_cxr(
     workspace: Workspace, config: MimicImportConfig, *, name: str = "mimic-cxr", force: bool = False
 ) -> StageResult:
     """Import MIMIC-CXR-JPG into ``datasets/<name>``; skipped when current (same config)."""

@@ -67,7 +67,7 @@ from cxrlens.data.store import LoadedDataset, import_dataset
 from cxrlens.errors import BadInputError
 from cxrlens.workspace import StageResult, Workspace
 
-__all__ = ["NIH_ONLY_LABELS", "NIH_TO_CHEXPERT", "NIHImportConfig", "import_nih14", "load_nih14"]
+__all__ = ["NIH_ONLY_LABELS", "NIH_TO_CHEXPERT", "NIHImportConfig", "load_nih14", "run_data_import_nih14"]
 
 SOURCE = "nih14"
 NIH_TO_CHEXPERT: dict[str, str] = {
@@ -237,7 +237,7 @@ def load_nih14(config: NIHImportConfig) -> LoadedDataset:
     return LoadedDataset(studies, {}, tuple(errors), tuple(inputs), extra)
 
 
-def import_nih14(
+def run_data_import_nih14(
     workspace: Workspace, config: NIHImportConfig, *, name: str = "nih14", force: bool = False
 ) -> StageResult:
     """Import NIH ChestX-ray14 into ``datasets/<name>``; skipped when current (same config)."""

@@ -12,23 +12,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cxrlens.activations import ExtractConfig, extract_activations
+from cxrlens.activations import ExtractConfig, run_extract
 from cxrlens.backbones.vit import write_random_vit
-from cxrlens.data.iu_xray import IUXrayImportConfig, import_iu_xray
-from cxrlens.data.phantom.datasets import IUPhantomConfig, build_iu_phantom
+from cxrlens.data.iu_xray import IUXrayImportConfig, run_data_import_iu_xray
+from cxrlens.data.phantom.datasets import IUPhantomConfig, run_data_build_iu_phantom
 from cxrlens.demo.config import DEMO_LAYER, DEMO_SAE, DEMO_STAGES, DEMO_STREAM, DemoConfig
 from cxrlens.demo.summary import CONTROL_METRICS, overall_pointing, write_summary
 from cxrlens.evaluate.report_pointing import report_pointing
-from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports
+from cxrlens.evaluate.run import EvaluateConfig, read_evaluation, run_evaluate_reports
 from cxrlens.evaluate.tables import headline_table
 from cxrlens.files import atomic_write_json
 from cxrlens.interpret.describe import DescribeConfig
 from cxrlens.interpret.recovery import feature_recovery, image_probe
-from cxrlens.interpret.run import InterpretConfig, interpret_run, read_interpretation
-from cxrlens.report.run import ReportConfig, ReportModel, report_dataset
+from cxrlens.interpret.run import InterpretConfig, read_interpretation, run_interpret
+from cxrlens.report.run import ReportConfig, ReportModel, run_report
 from cxrlens.report.showcase import write_showcase
 from cxrlens.sae.base import SAEConfig
-from cxrlens.sae.run import SAERunConfig, train_sae_run, untrained_sae_run
+from cxrlens.sae.run import SAERunConfig, run_sae_train, run_sae_untrained
 from cxrlens.sae.train import TrainConfig
 from cxrlens.workspace import Workspace
 
@@ -88,20 +88,20 @@ def run_demo(
         hook(name, True, value)
         return value
 
-    imported = stage("import", lambda: import_iu_xray(ws, IUXrayImportConfig(), force=force))
-    phantom = stage("phantom", lambda: build_iu_phantom(ws, IUPhantomConfig(n=cfg.max_images), force=force))
-    acts = stage("activations", lambda: extract_activations(ws, demo_extract_config("cxrlens:default"), force=force))
+    imported = stage("import", lambda: run_data_import_iu_xray(ws, IUXrayImportConfig(), force=force))
+    phantom = stage("phantom", lambda: run_data_build_iu_phantom(ws, IUPhantomConfig(n=cfg.max_images), force=force))
+    acts = stage("activations", lambda: run_extract(ws, demo_extract_config("cxrlens:default"), force=force))
     sae_cfg = demo_sae_config(acts.path.name, *((100, 256) if cfg.quick else (3000, 1024)))
-    sae = stage("sae", lambda: train_sae_run(ws, sae_cfg, run=DEMO_SAE, device="cpu", force=force))
-    interp = stage("interpret", lambda: interpret_run(ws, demo_interpret_config(), force=force))
+    sae = stage("sae", lambda: run_sae_train(ws, sae_cfg, run=DEMO_SAE, device="cpu", force=force))
+    interp = stage("interpret", lambda: run_interpret(ws, demo_interpret_config(), force=force))
     model = ReportModel.load(ws, DEMO_SAE)
     reports = stage(
         "reports",
-        lambda: report_dataset(ws, ReportConfig(interpret=DEMO_SAE, split="test"), model=model, force=force),
+        lambda: run_report(ws, ReportConfig(interpret=DEMO_SAE, split="test"), model=model, force=force),
     )
     run = reports.path.name
-    evaluation = stage("evaluation", lambda: evaluate_reports(ws, EvaluateConfig(reports=run), force=force))
-    metrics = json.loads((evaluation.path / "metrics.json").read_text())
+    evaluation = stage("evaluation", lambda: run_evaluate_reports(ws, EvaluateConfig(reports=run), force=force))
+    metrics = evaluation.open().json("metrics")
     table = headline_table(metrics)
     pointing = stage(
         "pointing", lambda: cached_json(reports.path / "pointing.json", lambda: report_pointing(ws, run), force)
@@ -174,20 +174,22 @@ def run_controls(ws, activations: str, sae_cfg, *, force: bool) -> list[dict]:
     """The same chain (interpret → test reports → evaluation → pointing) for an untrained SAE of the same config,
     and for the demo's SAE config trained on a randomly initialised backbone's activations."""
     rows = []
-    untrained_sae_run(ws, sae_cfg, run=CONTROL_SAE, force=force)
+    run_sae_untrained(ws, sae_cfg, run=CONTROL_SAE, force=force)
     rows.append(control_chain(ws, "untrained SAE", CONTROL_SAE, force))
     write_random_vit(ws, RANDOM_BACKBONE)
-    acts = extract_activations(ws, demo_extract_config(f"cxrlens:{RANDOM_BACKBONE}"), force=force, show_progress=False)
+    acts = run_extract(ws, demo_extract_config(f"cxrlens:{RANDOM_BACKBONE}"), force=force, show_progress=False)
     cfg = dataclasses.replace(sae_cfg, activations=acts.path.name)
-    train_sae_run(ws, cfg, run=RANDOM_SAE, device="cpu", force=force, show_progress=False)
+    run_sae_train(ws, cfg, run=RANDOM_SAE, device="cpu", force=force, show_progress=False)
     rows.append(control_chain(ws, "random backbone", RANDOM_SAE, force))
     return rows
 
 
 def control_chain(ws, name: str, sae_run: str, force: bool) -> dict:
-    interpret_run(ws, demo_interpret_config(sae_run, heatmap_features=0), force=force, show_progress=False)
-    reps = report_dataset(ws, ReportConfig(interpret=sae_run, split="test"), force=force, show_progress=False)
-    evaluate_reports(ws, EvaluateConfig(reports=reps.path.name, baselines=(), meteor=False, bootstrap=200), force=force)
+    run_interpret(ws, demo_interpret_config(sae_run, heatmap_features=0), force=force, show_progress=False)
+    reps = run_report(ws, ReportConfig(interpret=sae_run, split="test"), force=force, show_progress=False)
+    run_evaluate_reports(
+        ws, EvaluateConfig(reports=reps.path.name, baselines=(), meteor=False, bootstrap=200), force=force
+    )
     path = reps.path / "pointing.json"
     pointing = cached_json(path, lambda: report_pointing(ws, reps.path.name, gradcam=False), force)
     return control_row(ws, name, sae_run, reps.path.name, pointing)
@@ -195,7 +197,7 @@ def control_chain(ws, name: str, sae_run: str, force: bool) -> dict:
 
 def control_row(ws, name: str, sae_run: str, reports_run: str, pointing) -> dict:
     """One row of the controls table: report metrics, feature recovery, description quality, pointing."""
-    metrics = json.loads((ws.reports(reports_run) / "evaluation" / "metrics.json").read_text())
+    metrics = read_evaluation(ws, reports_run)
     values = {r.get("label", r["metric"]): r["value"] for r in metrics.get("intervals", []) if r["system"] == "cxrlens"}
     rec = feature_recovery(*read_interpretation(ws, sae_run))
     row = {"control": name, "sae": sae_run}

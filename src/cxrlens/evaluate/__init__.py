@@ -31,7 +31,7 @@ from cxrlens.evaluate.grounding import (
 from cxrlens.evaluate.leak import LeakCheck, LeakyEvaluationError, leak_check
 from cxrlens.evaluate.names import AGREEMENT, GAP_METRICS, HEADLINE, MACRO_QUOTED
 from cxrlens.evaluate.nlg import NLG_METRICS, nlg_scores, tokenize_report
-from cxrlens.evaluate.run import EvaluateConfig, evaluate_reports, read_reports_jsonl
+from cxrlens.evaluate.run import EvaluateConfig, read_reports_jsonl, run_evaluate_reports
 from cxrlens.evaluate.tables import gap_table, headline_table
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
     "clinical_scores_from_text",
     "cluster_bootstrap",
     "constant_reports",
-    "evaluate_reports",
     "excluded_labels",
     "gap_table",
     "grounding_scores",
@@ -72,6 +71,7 @@ __all__ = [
     "read_reports_jsonl",
     "rendered_labels",
     "report_plain_text",
+    "run_evaluate_reports",
     "tokenize_report",
     "variant_name",
     "weighted_auc",

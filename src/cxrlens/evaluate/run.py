@@ -80,9 +80,9 @@ from cxrlens.evaluate.names import AGREEMENT, BOOTSTRAP_UNITS, GAP_METRICS, HEAD
 from cxrlens.evaluate.nlg import nlg_scores
 from cxrlens.files import atomic_write_json, atomic_write_parquet, file_sha256
 from cxrlens.retrieval import nearest_neighbours
-from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
+from cxrlens.workspace import StageResult, Workspace, open_artefact, read_manifest, run_stage
 
-__all__ = ["EVALUATION_DIR", "EvaluateConfig", "evaluate_reports", "read_reports_jsonl"]
+__all__ = ["EVALUATION_DIR", "EvaluateConfig", "read_evaluation", "read_reports_jsonl", "run_evaluate_reports"]
 
 EVALUATION_DIR = "evaluation"
 _MAX_WARNINGS = 10
@@ -341,7 +341,7 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def evaluate_reports(ws: Workspace, config: EvaluateConfig, force: bool = False) -> StageResult:
+def run_evaluate_reports(ws: Workspace, config: EvaluateConfig, force: bool = False) -> StageResult:
     """Evaluate a report run against the baselines; writes ``reports/<run>/evaluation/`` (see module docstring)."""
     run_dir, run_cfg, dataset_dir = _resolve(ws, config)
     leak = leak_check(ws, run_cfg)
@@ -660,3 +660,10 @@ def _score_system(
         ]
     entry["n_reports"] = n
     return _Scored(entry, frame, long_rows, counts, meteor_status)
+
+
+def read_evaluation(ws: Workspace, reports_run: str) -> dict[str, Any]:
+    """``metrics.json`` of ``reports/<reports_run>/evaluation`` (see the module docstring for its keys)."""
+    path = ws.reports(reports_run) / EVALUATION_DIR
+    hint = f"run `cxrlens evaluate reports --reports {reports_run}`"
+    return open_artefact(path, "evaluate", hint=hint).json("metrics")

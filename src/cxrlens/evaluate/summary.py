@@ -1,5 +1,5 @@
 """Markdown and one-line summaries of an evaluation's ``metrics.json`` (the dict :func:`cxrlens.evaluate.run.
-evaluate_reports` writes): the leak warning, the bootstrap note, notes on the less obvious metrics, the interval and
+run_evaluate_reports` writes): the leak warning, the bootstrap note, notes on the less obvious metrics, the interval and
 gap tables, and a metrics table as GitHub markdown. Pure formatting — no files are read or written here."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tables of an evaluation's ``metrics.json`` (the dict :func:`cxrlens.evaluate.run.evaluate_reports` writes):
+"""Tables of an evaluation's ``metrics.json`` (the dict :func:`cxrlens.evaluate.run.run_evaluate_reports` writes):
 systems × key metrics, and every gap with its interval."""
 
 from __future__ import annotations

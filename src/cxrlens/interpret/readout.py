@@ -73,7 +73,7 @@ class ReadoutConfig:
             hallucinated findings). With a ``baseline`` (:func:`fit_readout`) the readout uses the β whose smaller
             margin over it — val micro precision or val micro F1 — is largest (ties: the earlier β); without
             one, the first.
-        baseline: where :func:`cxrlens.interpret.run.interpret_run` takes that baseline from: ``"nearest"`` =
+        baseline: where :func:`cxrlens.interpret.run.run_interpret` takes that baseline from: ``"nearest"`` =
             label-level micro precision / recall on val of copying the nearest training image's report (cosine on
             an image-level stream of the same store, other patients only); ``"none"`` = no baseline.
         min_positive: findings with fewer train or val positives are not fitted.

@@ -69,7 +69,7 @@ from cxrlens.interpret.views import feature_heatmaps_files, overview_figure
 from cxrlens.retrieval import nearest_neighbours
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
 
-__all__ = ["InterpretConfig", "interpret_run", "read_interpretation", "retrieval_baseline"]
+__all__ = ["InterpretConfig", "read_interpretation", "retrieval_baseline", "run_interpret"]
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -340,7 +340,7 @@ def _write_tables(
     atomic_write_bytes(tmp / "thresholds.safetensors", save({"thresholds": thresholds.astype(np.float32)}))
 
 
-def interpret_run(
+def run_interpret(
     ws: Workspace,
     cfg: InterpretConfig,
     *,

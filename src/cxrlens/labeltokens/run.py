@@ -50,18 +50,24 @@ from cxrlens.labeltokens.train import (
     save_checkpoint,
     train,
 )
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, open_artefact, run_stage
 
 __all__ = [
     "LTExplainConfig",
+    "LTExplanation",
     "LTPredictConfig",
     "LTRunConfig",
+    "LTRunTables",
     "choose_labels",
-    "explain_run",
     "load_label_data",
+    "load_run_models",
     "maps_figure",
-    "predict_run",
-    "train_run",
+    "read_explanation",
+    "read_lt_vit_metrics",
+    "read_predictions",
+    "run_lt_vit_explain",
+    "run_lt_vit_predict",
+    "run_lt_vit_train",
 ]
 
 MODEL_FILES = {"label-tokens": "lt-vit.safetensors", "cls": "cls-vit.safetensors"}
@@ -213,7 +219,7 @@ def choose_labels(ws: Workspace, dataset: str, min_count: int = 10) -> tuple[str
 
 
 # ------------------------------------------------------------------------------------------------------- train
-def train_run(
+def run_lt_vit_train(
     ws: Workspace, cfg: LTRunConfig, run: str, *, model: LTViT | None = None, force: bool = False
 ) -> StageResult:
     """Train LT-ViT (and the CLS baseline) on the train split, evaluate per-label AUC on ``cfg.eval_split``.
@@ -305,7 +311,7 @@ def load_run_models(ws: Workspace, run: str) -> dict[str, LTViT]:
 
 
 # ----------------------------------------------------------------------------------------------------- predict
-def predict_run(ws: Workspace, cfg: LTPredictConfig, *, force: bool = False) -> StageResult:
+def run_lt_vit_predict(ws: Workspace, cfg: LTPredictConfig, *, force: bool = False) -> StageResult:
     """Probabilities of every model of ``cfg.run`` on ``cfg.dataset`` (one split or all) → ``predictions.parquet``."""
     models = load_run_models(ws, cfg.run)
     lt = models["label-tokens"]
@@ -333,7 +339,7 @@ def predict_run(ws: Workspace, cfg: LTPredictConfig, *, force: bool = False) -> 
 
 
 # ----------------------------------------------------------------------------------------------------- explain
-def explain_run(ws: Workspace, cfg: LTExplainConfig, *, force: bool = False) -> StageResult:
+def run_lt_vit_explain(ws: Workspace, cfg: LTExplainConfig, *, force: bool = False) -> StageResult:
     """Grounding (pointing game, IoU per label and method) and the sanity check for every model of the run."""
 
     models = load_run_models(ws, cfg.run)
@@ -427,3 +433,38 @@ def maps_figure(
         fig.savefig(tmp, dpi=140, format="png")
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------- readers
+@dataclass(frozen=True)
+class LTRunTables:
+    """``lt-vit train`` read back: per-label AUC (model, label, auc, n, n_pos), losses, ``metrics.json``."""
+
+    auc: pd.DataFrame
+    losses: pd.DataFrame
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LTExplanation:
+    """``lt-vit explain`` read back: grounding per model/method/label, the sanity check, the map figure."""
+
+    grounding: pd.DataFrame
+    sanity: pd.DataFrame
+    figure: Path
+
+
+def read_lt_vit_metrics(ws: Workspace, run: str) -> LTRunTables:
+    art = open_artefact(ws.lt_vit(run), "lt-vit.train", hint="run `cxrlens lt-vit train`")
+    return LTRunTables(art.table("auc"), art.table("losses"), art.json("metrics"))
+
+
+def read_predictions(ws: Workspace, run: str, dataset: str, split: str | None) -> pd.DataFrame:
+    """``image_id`` + one probability column ``<model>:<label>`` per model and label."""
+    path = ws.lt_vit(f"{run}-predict-{dataset}-{split or 'all'}")
+    return open_artefact(path, "lt-vit.predict", hint="run `cxrlens lt-vit predict`").table("predictions")
+
+
+def read_explanation(ws: Workspace, run: str) -> LTExplanation:
+    art = open_artefact(ws.lt_vit(f"{run}-explain"), "lt-vit.explain", hint="run `cxrlens lt-vit explain`")
+    return LTExplanation(art.table("grounding"), art.table("sanity"), art.file("maps.png"))

@@ -44,7 +44,7 @@ from cxrlens.report.compile import CompileConfig, CompiledReport, DescriptionBan
 from cxrlens.sae.io import load_sae
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
-__all__ = ["ReportConfig", "ReportModel", "generated_text", "read_reports", "report_dataset"]
+__all__ = ["ReportConfig", "ReportModel", "generated_text", "read_reports", "run_report"]
 
 
 def generated_text(report: CompiledReport) -> str:
@@ -256,7 +256,7 @@ def _resolve(ws: Workspace, cfg: ReportConfig, model: ReportModel) -> ReportConf
     return dataclasses.replace(cfg, dataset=dataset, activations=store, stream=model.stream)
 
 
-def report_dataset(
+def run_report(
     ws: Workspace,
     cfg: ReportConfig,
     *,

@@ -30,7 +30,7 @@ from cxrlens.sae.registry import build_sae
 from cxrlens.sae.train import TrainConfig, train
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
 
-__all__ = ["SAERunConfig", "default_stream", "train_sae_run", "untrained_sae_run"]
+__all__ = ["SAERunConfig", "default_stream", "run_sae_train", "run_sae_untrained"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _labels(ws: Workspace, store, image_rows: np.ndarray) -> dict[str, np.ndarra
     return {c: table[c].reindex(ids).to_numpy(dtype=float) for c in names}
 
 
-def train_sae_run(
+def run_sae_train(
     ws: Workspace,
     cfg: SAERunConfig,
     *,
@@ -167,7 +167,7 @@ def train_sae_run(
     return run_stage(final, stage="sae.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True)
 
 
-def untrained_sae_run(ws: Workspace, cfg: SAERunConfig, *, run: str, force: bool = False) -> StageResult:
+def run_sae_untrained(ws: Workspace, cfg: SAERunConfig, *, run: str, force: bool = False) -> StageResult:
     """The random-weight control of ``cfg``: the same SAE family and size, initialised exactly as training would
     start it (seed ``cfg.train.seed``; input scale and ``b_dec`` fitted on a first training batch, as the trainer
     does) and **never trained**, saved like a trained run into ``saes/<run>`` so every later stage treats it alike.

@@ -13,9 +13,9 @@ from cxrlens.data.phantom.datasets import (
     SPRITE_GRID,
     IUPhantomConfig,
     SpritesConfig,
-    build_iu_phantom,
-    build_sprites,
     mesh_to_findings,
+    run_data_build_iu_phantom,
+    run_data_build_sprites,
     sample,
     sprite_report,
 )
@@ -87,7 +87,7 @@ def test_sprite_reports_name_what_is_drawn():
 
 def test_build_sprites_small_is_complete_and_byte_identical_on_rebuild(workspace):
     cfg = SpritesConfig(n=10, size=64, seed=1, p_present=0.4)
-    res = build_sprites(workspace, cfg, workers=1)
+    res = run_data_build_sprites(workspace, cfg, workers=1)
     root = res.path
     studies = pd.read_parquet(root / "studies.parquet")
     validate_study_table(studies)
@@ -100,9 +100,9 @@ def test_build_sprites_small_is_complete_and_byte_identical_on_rebuild(workspace
         spec = ImageSpec.from_row(frow)
         assert rec["No Finding"] == (0.0 if spec.findings else 1.0)
     hashes = {p.name: file_sha256(p) for p in sorted((root / "images").glob("*.png"))}
-    res2 = build_sprites(workspace, cfg, force=True, workers=2)
+    res2 = run_data_build_sprites(workspace, cfg, force=True, workers=2)
     assert {p.name: file_sha256(p) for p in sorted((res2.path / "images").glob("*.png"))} == hashes
-    assert build_sprites(workspace, cfg).reused
+    assert run_data_build_sprites(workspace, cfg).reused
 
 
 def test_a_new_renderer_version_rebuilds_phantom_datasets(workspace, monkeypatch):
@@ -110,10 +110,10 @@ def test_a_new_renderer_version_rebuilds_phantom_datasets(workspace, monkeypatch
     render = importlib.import_module("cxrlens.data.phantom.render")  # the module (the package exports the function)
     datasets = importlib.import_module("cxrlens.data.phantom.datasets")
     cfg = SpritesConfig(n=4, size=48, seed=2)
-    assert not build_sprites(workspace, cfg, workers=1).reused
-    assert build_sprites(workspace, cfg, workers=1).reused
+    assert not run_data_build_sprites(workspace, cfg, workers=1).reused
+    assert run_data_build_sprites(workspace, cfg, workers=1).reused
     monkeypatch.setattr(datasets, "RENDERER_VERSION", render.RENDERER_VERSION + 1)  # as the builder reads it
-    assert not build_sprites(workspace, cfg, workers=1).reused
+    assert not run_data_build_sprites(workspace, cfg, workers=1).reused
 
 
 def test_build_iu_phantom_keeps_reports_and_records_unrendered(workspace, monkeypatch):
@@ -151,7 +151,7 @@ def test_build_iu_phantom_keeps_reports_and_records_unrendered(workspace, monkey
         importlib.import_module("cxrlens.data.phantom.datasets"), "load_iu_xray", lambda config=None: fake
     )
 
-    res = build_iu_phantom(workspace, IUPhantomConfig(size=48, seed=0), workers=1)
+    res = run_data_build_iu_phantom(workspace, IUPhantomConfig(size=48, seed=0), workers=1)
     out = pd.read_parquet(res.path / "studies.parquet")
     factors = pd.read_parquet(res.path / "factors.parquet")
     assert len(out) == 6 and out["image_id"].tolist() == factors["image_id"].tolist()

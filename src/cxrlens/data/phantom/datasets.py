@@ -54,11 +54,11 @@ __all__ = [
     "SPRITE_GRID",
     "IUPhantomConfig",
     "SpritesConfig",
-    "build_iu_phantom",
-    "build_sprites",
     "iu_phantom_tables",
     "mesh_to_findings",
     "render_rows",
+    "run_data_build_iu_phantom",
+    "run_data_build_sprites",
     "sample",
     "sample_specs",
     "sprite_report",
@@ -317,7 +317,7 @@ def sprites_tables(config: SpritesConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     return finalize_study_table(studies), factors
 
 
-def build_sprites(
+def run_data_build_sprites(
     workspace,
     config: SpritesConfig | None = None,
     *,
@@ -621,7 +621,7 @@ def _with_labels(studies: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return label_study_table(studies), "cxrlens.data.labeler (applied by iu-phantom)"
 
 
-def build_iu_phantom(
+def run_data_build_iu_phantom(
     workspace,
     config: IUPhantomConfig | None = None,
     *,
