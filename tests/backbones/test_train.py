@@ -18,7 +18,7 @@ from cxrlens.backbones.train import (
     OBJECTIVES,
     BackboneTrainConfig,
     load_train_data,
-    probe_auc,
+    probe_aucs_by_split,
     run_backbone_train,
     train_objective,
 )
@@ -88,9 +88,9 @@ def test_probe_auc_on_known_features() -> None:
     labels[rng.random(n) < 0.1, 1] = -1  # uncertain rows are left out, not counted as negatives
     feats = np.c_[np.nan_to_num(labels[:, 0]) + 0.1 * rng.standard_normal(n), rng.standard_normal((n, 4))]
     split = np.array(["train", "val"])[(np.arange(n) % 4 == 0).astype(int)]
-    aucs = probe_auc(feats, labels, split, ["informative", "noise", "rare"], eval_splits=("val",), min_positives=5)[
-        "val"
-    ]
+    aucs = probe_aucs_by_split(
+        feats, labels, split, ["informative", "noise", "rare"], eval_splits=("val",), min_positives=5
+    )["val"]
     assert set(aucs) == {"informative", "noise"}
     assert aucs["informative"] > 0.98 and 0.3 < aucs["noise"] < 0.7
 

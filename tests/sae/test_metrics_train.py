@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cxrlens.sae import build_sae
-from cxrlens.sae.metrics import evaluate_sae, max_cosine, probe_auc, write_metrics
+from cxrlens.sae.metrics import codes_vs_raw_probe, evaluate_sae, max_cosine, write_metrics
 from cxrlens.sae.train import TrainConfig, lr_at, resample_dead
 from tests.sae.conftest import small_config
 
@@ -57,7 +57,7 @@ def test_probe_auc_codes_vs_raw():
     y_noise[:10] = np.nan
     codes = np.c_[np.maximum(raw[:, :1], 0), rng.normal(size=(400, 3))]
     train = np.arange(400) < 300
-    res = probe_auc(codes, raw, {"easy": y_easy, "noise": y_noise, "rare": np.zeros(400)}, train)
+    res = codes_vs_raw_probe(codes, raw, {"easy": y_easy, "noise": y_noise, "rare": np.zeros(400)}, train)
     assert res["per_label"]["easy"]["codes"] > 0.95 and res["per_label"]["easy"]["raw"] > 0.95
     assert 0.3 < res["per_label"]["noise"]["raw"] < 0.7
     assert res["skipped"] == ["rare"]
@@ -72,9 +72,9 @@ def test_probe_auc_leaves_uncertain_rows_out():
     y_u[::7] = -1.0
     codes = np.maximum(raw, 0)
     train = np.arange(400) < 300
-    res = probe_auc(codes, raw, {"u": y_u}, train)
+    res = codes_vs_raw_probe(codes, raw, {"u": y_u}, train)
     keep = y_u != -1
-    ref = probe_auc(codes[keep], raw[keep], {"u": y[keep]}, train[keep])
+    ref = codes_vs_raw_probe(codes[keep], raw[keep], {"u": y[keep]}, train[keep])
     assert res["per_label"]["u"] == pytest.approx(ref["per_label"]["u"])
     assert res["per_label"]["u"]["raw"] > 0.95
 
@@ -119,14 +119,14 @@ def test_probe_auc_chooses_each_representations_penalty_inside_train():
     train = np.arange(n) < 200
     groups = np.arange(n) // 2
     Cs = (0.001, 0.01, 0.1, 1.0)
-    res = probe_auc(codes, raw, {"y": y}, train, Cs=Cs, groups=groups)
-    fixed = probe_auc(codes, raw, {"y": y}, train)  # C = 1 for both
+    res = codes_vs_raw_probe(codes, raw, {"y": y}, train, Cs=Cs, groups=groups)
+    fixed = codes_vs_raw_probe(codes, raw, {"y": y}, train)  # C = 1 for both
     assert res["C"]["codes"] < 1.0 and res["C"]["raw"] in Cs
     assert res["per_label"]["y"]["codes"] > fixed["per_label"]["y"]["codes"] + 0.02
     perm = np.r_[np.arange(200), 200 + rng.permutation(100)]
-    shuffled_test = probe_auc(codes[perm], raw[perm], {"y": y[perm]}, train, Cs=Cs, groups=groups)
+    shuffled_test = codes_vs_raw_probe(codes[perm], raw[perm], {"y": y[perm]}, train, Cs=Cs, groups=groups)
     assert shuffled_test["C"] == res["C"]
-    again = probe_auc(codes, raw, {"y": y}, train, Cs=Cs, groups=groups, codes_C=1.0)
+    again = codes_vs_raw_probe(codes, raw, {"y": y}, train, Cs=Cs, groups=groups, codes_C=1.0)
     assert again["C"]["codes"] == 1.0 and again["per_label"]["y"]["codes"] == fixed["per_label"]["y"]["codes"]
     with pytest.raises(ValueError):
-        probe_auc(codes, raw, {"y": y}, train, Cs=(0.0,))
+        codes_vs_raw_probe(codes, raw, {"y": y}, train, Cs=(0.0,))

@@ -23,14 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
-from cxrlens.align.zeroshot import auc
 from cxrlens.console import progress
-from cxrlens.data.schema import binarise_labels
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes
+from cxrlens.probe import ProbeFit, linear_probe_auc, probe_targets
 
 __all__ = [
     "ELIXR_PROBE_FINDINGS",
@@ -84,15 +81,10 @@ def stratified_subsample(y: np.ndarray, fraction: float, seed: int) -> np.ndarra
 
 def _fit_auc(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, cfg: ProbeConfig) -> float:
 
-    keep = x_tr.std(0) > 0
-    if not keep.any():
-        return 0.5
-    scaler = StandardScaler().fit(x_tr[:, keep])
-    clf = LogisticRegression(C=cfg.C, max_iter=cfg.max_iter)
+    fit = ProbeFit(C=cfg.C, max_iter=cfg.max_iter, scaling="standard", drop_constant=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported as is; tiny subsamples often separate
-        clf.fit(scaler.transform(x_tr[:, keep]), y_tr)
-    return auc(y_te, clf.decision_function(scaler.transform(x_te[:, keep])))
+        return linear_probe_auc(x_tr, y_tr, x_te, y_te, fit)
 
 
 def run_probes(
@@ -120,7 +112,7 @@ def run_probes(
     for f in findings:
         if f not in labels.columns:
             raise BadInputError(None, f"no label column {f!r}")
-        y = binarise_labels(labels[f], uncertain="ignore")
+        y = probe_targets(labels[f], missing="negative")
         tr = np.nonzero((split == "train") & ~np.isnan(y))[0]
         te = np.nonzero((split == "test") & ~np.isnan(y))[0]
         ok = all(

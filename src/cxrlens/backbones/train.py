@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -53,6 +52,7 @@ from cxrlens.data.store import image_file, read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_json
 from cxrlens.minilm import embed_sentences
+from cxrlens.probe import ProbeFit, fit_linear_probe, probe_targets
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
 __all__ = [
@@ -61,7 +61,7 @@ __all__ = [
     "TrainData",
     "encode_images",
     "load_train_data",
-    "probe_auc",
+    "probe_aucs_by_split",
     "run_backbone_train",
     "train_objective",
 ]
@@ -409,7 +409,7 @@ def encode_images(model: nn.Module, images_NHW: torch.Tensor, arch: ViTArch, bat
     return torch.cat(out).numpy()
 
 
-def probe_auc(
+def probe_aucs_by_split(
     feats_ND: np.ndarray,
     labels_NL: np.ndarray,
     split: np.ndarray,
@@ -436,10 +436,11 @@ def _probe_fits(x, labels_NL, split, label_names, eval_splits, c, min_positives)
 
     tr = split == "train"
     out: dict[str, dict[str, float]] = {s: {} for s in eval_splits}
+    fit = ProbeFit(C=c, class_weight="balanced", scaling="none", max_iter=500)  # x is z-scored on all train rows
     for j, name in enumerate(label_names):
-        y = labels_NL[:, j]
-        known = y != -1
-        pos = np.nan_to_num(y, nan=0.0) == 1
+        y = probe_targets(labels_NL[:, j], missing="negative")
+        known = ~np.isnan(y)
+        pos = y == 1
         m_tr = tr & known
         if min(pos[m_tr].sum(), (~pos[m_tr]).sum()) < min_positives:
             continue
@@ -449,8 +450,8 @@ def _probe_fits(x, labels_NL, split, label_names, eval_splits, c, min_positives)
             if min(pos[m_ev].sum(), (~pos[m_ev]).sum()) < min_positives:
                 continue
             if clf is None:
-                clf = LogisticRegression(C=c, max_iter=500, class_weight="balanced").fit(x[m_tr], pos[m_tr])
-            out[s][name] = float(roc_auc_score(pos[m_ev], clf.decision_function(x[m_ev])))
+                clf = fit_linear_probe(x[m_tr], pos[m_tr], fit)
+            out[s][name] = float(roc_auc_score(pos[m_ev], clf.decision(x[m_ev])))
     return out
 
 
@@ -498,7 +499,7 @@ def run_backbone_train(
                 )
             seconds = time.perf_counter() - t0
             feats = encode_images(model, data.images_NHW[probed], cfg.arch)
-            scored = probe_auc(
+            scored = probe_aucs_by_split(
                 feats,
                 data.labels_NL[probed.numpy()],
                 data.split[probed.numpy()],

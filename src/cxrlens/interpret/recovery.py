@@ -25,7 +25,7 @@ from cxrlens.data.phantom.spec import KIND_LABEL, KINDS
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.data.store import read_studies
 from cxrlens.interpret.codes import image_codes, load_sae_context
-from cxrlens.sae.metrics import probe_auc
+from cxrlens.sae.metrics import codes_vs_raw_probe
 
 __all__ = ["PROBE_CS", "feature_recovery", "image_probe"]
 
@@ -94,7 +94,7 @@ def image_probe(
 ) -> dict[str, Any]:
     """Linear-probe AUC of the SAE's **image-level** codes (max over patches for a patch SAE) against each raw
     image-level stream of the same store (e.g. the SAE layer's mean patch token, the output CLS), with
-    :func:`cxrlens.sae.metrics.probe_auc`'s convention (L2 logistic regression on unit-variance features;
+    :func:`cxrlens.sae.metrics.codes_vs_raw_probe`'s convention (L2 logistic regression on unit-variance features;
     explicit positives vs explicit negatives of the report labels — uncertain and not-mentioned rows left out):
     fitted on ``train``, scored on ``val``. The penalty is chosen **per representation** from ``Cs`` by 2-fold
     cross-validation inside train (half the time of 3 folds, enough to pick a point on a half-decade grid), folds
@@ -116,7 +116,9 @@ def image_probe(
             continue
         raw = ctx.store.get(stream, rows).numpy()
         codes_C = next((v["C"]["codes"] for v in out.values()), None)  # the codes' C is chosen once
-        res = probe_auc(codes, raw, labels, split[rows] == "train", Cs=Cs, folds=2, groups=groups, codes_C=codes_C)
+        res = codes_vs_raw_probe(
+            codes, raw, labels, split[rows] == "train", Cs=Cs, folds=2, groups=groups, codes_C=codes_C
+        )
         out[stream] = {
             "codes": res["mean_auc_codes"],
             "raw": res["mean_auc_raw"],

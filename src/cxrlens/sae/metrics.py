@@ -6,7 +6,7 @@
 * ``l0_mean`` and ``l0_hist`` (counts of tokens per L0 bin, ``l0_bins`` the bin edges).
 * ``dead_frac``: latents that never fire on the evaluation set; ``dense_frac``: latents firing on more than
   ``dense_threshold`` of the tokens.
-* Probe (optional, :func:`probe_auc`): for each label, the same L2 logistic regression (liblinear, features
+* Probe (optional, :func:`codes_vs_raw_probe`): for each label, the same L2 logistic regression (liblinear, features
   scaled to unit variance without centring; C = 1 by default, or C chosen per representation by cross-validation
   inside the training rows) is fitted on SAE codes and on the raw activations of the training rows, and its ROC
   AUC measured on the test rows. Labels are CheXpert-convention values: ``1`` positive, ``0`` negative; uncertain
@@ -23,16 +23,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
-from cxrlens.data.schema import binarise_labels
 from cxrlens.files import atomic_write_json
+from cxrlens.probe import ProbeFit, linear_probe_auc, probe_targets
 from cxrlens.sae.base import SAE
 
-__all__ = ["evaluate_sae", "max_cosine", "probe_auc", "write_metrics"]
+__all__ = ["codes_vs_raw_probe", "evaluate_sae", "max_cosine", "write_metrics"]
 
 
 @torch.no_grad()
@@ -89,7 +86,7 @@ def evaluate_sae(
     }
     if labels is not None and train_mask is not None:
         codes = _stack(codes_parts)
-        out["probe"] = probe_auc(codes, acts_ND.float().numpy(), labels, train_mask)
+        out["probe"] = codes_vs_raw_probe(codes, acts_ND.float().numpy(), labels, train_mask)
     return out
 
 
@@ -104,7 +101,7 @@ def _stack(parts):
     return torch.cat(parts).numpy()
 
 
-def probe_auc(
+def codes_vs_raw_probe(
     codes,
     raw_ND: np.ndarray,
     labels: dict[str, np.ndarray],
@@ -129,10 +126,8 @@ def probe_auc(
     another raw stream), so only the raw probe's is chosen. The cross-validation fits run on two threads."""
 
     def fit_score(X: np.ndarray, y: np.ndarray, fit: np.ndarray, score: np.ndarray, C: float) -> float:
-        scaler = StandardScaler(with_mean=False).fit(X[fit])
-        clf = LogisticRegression(C=C, solver="liblinear", max_iter=1000, random_state=0)
-        clf.fit(scaler.transform(X[fit]), y[fit].astype(int))
-        return float(roc_auc_score(y[score].astype(int), clf.decision_function(scaler.transform(X[score]))))
+        spec = ProbeFit(C=C, solver="liblinear", scaling="no-centre", max_iter=1000)
+        return linear_probe_auc(X[fit], y[fit], X[score], y[score], spec)
 
     if not Cs or any(c <= 0 for c in Cs):
         raise ValueError(f"Cs must be positive inverse penalties, got {Cs!r}")
@@ -140,7 +135,7 @@ def probe_auc(
     usable: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     skipped = []
     for name, y in labels.items():
-        y = binarise_labels(y, uncertain="ignore", missing=np.nan)
+        y = probe_targets(y, missing="dropped")
         known = ~np.isnan(y)
         tr, te = known & train_mask, known & ~train_mask
         ok = all(min(int((y[m] == 1).sum()), int((y[m] == 0).sum())) >= min_pos for m in (tr, te))
