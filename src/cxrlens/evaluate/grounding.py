@@ -206,67 +206,129 @@ def grounding_scores(
     if mentions is None:
         mentions = report_mentions(list(texts))
     factors = factors.reset_index(drop=True)
-    rendered = rendered_labels(factors).to_numpy()
-    excl = (excluded_labels(factors) if excluded is None else excluded.reset_index(drop=True)).to_numpy()
-    labels = list(GROUNDING_LABELS)
-    col = {lab: j for j, lab in enumerate(labels)}
-    claims_ok = (1, -1) if uncertain == "positive" else (1,)
-    rank = {1: 3, -1: 2, 0: 1}
-
+    truth = _Truth(
+        rendered_labels(factors).to_numpy(),
+        (excluded_labels(factors) if excluded is None else excluded.reset_index(drop=True)).to_numpy(),
+        factors,
+    )
+    claims = _claims(mentions, truth, (1, -1) if uncertain == "positive" else (1,))
+    tp = claims.claimed & truth.rendered
+    fp = claims.claimed & ~truth.rendered & ~truth.excluded
+    fn = ~claims.claimed & truth.rendered
+    ex = claims.claimed & truth.excluded
+    per_label = _per_label(tp, fp, fn, ex, uncertain)
+    sentences = pd.DataFrame(claims.sentence_rows, columns=_SENTENCE_COLUMNS)
+    empty = np.array([not str(t).strip() for t in texts], dtype=bool)
+    table = _MetricRows(f"uncertain={uncertain}")
+    for set_name, cols in (("13 drawable labels", GROUNDING_LABELS), ("CheXpert-5", _FIVE)):
+        idx = [GROUNDING_LABELS.index(c) for c in cols]
+        table.prf(f"micro · {set_name}", tp[:, idx].sum(), fp[:, idx].sum(), fn[:, idx].sum())
+    for r in per_label.itertuples():
+        table.prf(f"per label · {r.label}", r.tp, r.fp, r.fn)
+    halluc_report = fp.any(1)
     n = len(texts)
-    claimed = np.zeros((n, len(labels)), dtype=bool)
-    mention_total = mention_halluc = 0
-    sent_rows = []
+    table.add("hallucination rate", "per finding", fp.sum(), tp.sum() + fp.sum())
+    table.add("hallucination rate", "per mention", claims.mention_hallucinated, claims.mentions)
+    table.add("hallucination rate", "per report", halluc_report.sum(), n)
+    table.add("hallucination rate", "per non-empty report", halluc_report[~empty].sum(), (~empty).sum())
+    table.add("empty reports", "fraction of reports", empty.sum(), n)
+    table.add("reports claiming a finding", "fraction of reports", (claims.claimed & ~truth.excluded).any(1).sum(), n)
+    table.add("excluded claims", "claimed but unrendered · fraction of claims", ex.sum(), claims.claimed.sum())
+    _side_zone_rows(table, sentences)
+
+    def names(m: np.ndarray) -> list[list[str]]:
+        return [[GROUNDING_LABELS[j] for j in np.nonzero(r)[0]] for r in m]
+
+    per_report = pd.DataFrame(
+        {
+            "claimed": names(claims.claimed),
+            "hallucinated": names(fp),
+            "excluded_claims": names(ex),
+            "missed": names(fn),
+            "n_tp": tp.sum(1),
+            "n_fp": fp.sum(1),
+            "n_fn": fn.sum(1),
+        }
+    )
+    return GroundingResult(pd.DataFrame(table.rows), per_label, per_report, sentences)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Truth:
+    """What was drawn: ``rendered`` and ``excluded`` (n, L) bool over :data:`GROUNDING_LABELS`, the factor rows."""
+
+    rendered: np.ndarray
+    excluded: np.ndarray
+    factors: pd.DataFrame
+
+
+@dataclasses.dataclass
+class _Claims:
+    """What the texts claim: ``claimed`` (n, L) bool (each label's strongest mention per report), mention counts
+    for the per-mention hallucination rate, and one row per (sentence, rendered label) for side/zone scoring."""
+
+    claimed: np.ndarray
+    mentions: int = 0
+    mention_hallucinated: int = 0
+    sentence_rows: list[dict] = dataclasses.field(default_factory=list)
+
+
+_RANK = {1: 3, -1: 2, 0: 1}  # positive beats uncertain beats negative when a report mentions a label twice
+
+
+def _claims(mentions: Sequence[Sequence], truth: _Truth, claims_ok: tuple[int, ...]) -> _Claims:
+    col = {lab: j for j, lab in enumerate(GROUNDING_LABELS)}
+    out = _Claims(np.zeros((len(mentions), len(GROUNDING_LABELS)), dtype=bool))
     for i, ms in enumerate(mentions):
         best: dict[str, int] = {}
         for m in ms:
-            if m.label in col and (m.label not in best or rank[m.value] > rank[best[m.label]]):
+            if m.label in col and (m.label not in best or _RANK[m.value] > _RANK[best[m.label]]):
                 best[m.label] = m.value
         for lab, v in best.items():
-            claimed[i, col[lab]] = v in claims_ok
+            out.claimed[i, col[lab]] = v in claims_ok
         positive = [m for m in ms if m.label in col and m.value in claims_ok]
         for m in positive:
-            j = col[m.label]
-            if excl[i, j]:
-                continue
-            mention_total += 1
-            mention_halluc += int(not rendered[i, j])
-        per_sentence: dict[str, set[str]] = {}
-        for m in positive:
-            per_sentence.setdefault(m.sentence, set()).add(m.label)
-        seen = set()
-        for m in positive:
-            j = col[m.label]
-            if not rendered[i, j] or (m.sentence, m.label) in seen:
-                continue
-            seen.add((m.sentence, m.label))
-            scope = _scope(m.sentence, m.text, len(per_sentence[m.sentence]) == 1)
-            row = factors.iloc[i]
-            sides, zones = _truth_set(row, m.label, "side"), _truth_set(row, m.label, "zone")
-            side, zone = parse_side(scope), parse_zone(scope)
-            sent_rows.append(
-                {
-                    "report": i,
-                    "label": m.label,
-                    "sentence": m.sentence,
-                    "scope": scope,
-                    "side_stated": side,
-                    "side_truth": "|".join(sides),
-                    "side_result": _result(side, sides, ("none",)),
-                    "zone_stated": zone,
-                    "zone_truth": "|".join(zones),
-                    "zone_result": _result(zone, zones, ("none", "several")),
-                }
-            )
+            if not truth.excluded[i, col[m.label]]:
+                out.mentions += 1
+                out.mention_hallucinated += int(not truth.rendered[i, col[m.label]])
+        out.sentence_rows += _sentence_rows(i, positive, truth, col)
+    return out
 
-    tp = claimed & rendered
-    fp = claimed & ~rendered & ~excl
-    fn = ~claimed & rendered
-    ex = claimed & excl
-    halluc_report = fp.any(1)
 
+def _sentence_rows(i: int, positive: list, truth: _Truth, col: dict[str, int]) -> list[dict]:
+    """Side/zone scoring rows of report ``i``: one per (sentence, rendered label) it claims."""
+    labels_in: dict[str, set[str]] = {}
+    for m in positive:
+        labels_in.setdefault(m.sentence, set()).add(m.label)
+    rows, seen = [], set()
+    for m in positive:
+        if not truth.rendered[i, col[m.label]] or (m.sentence, m.label) in seen:
+            continue
+        seen.add((m.sentence, m.label))
+        scope = _scope(m.sentence, m.text, len(labels_in[m.sentence]) == 1)
+        row = truth.factors.iloc[i]
+        sides, zones = _truth_set(row, m.label, "side"), _truth_set(row, m.label, "zone")
+        side, zone = parse_side(scope), parse_zone(scope)
+        rows.append(
+            {
+                "report": i,
+                "label": m.label,
+                "sentence": m.sentence,
+                "scope": scope,
+                "side_stated": side,
+                "side_truth": "|".join(sides),
+                "side_result": _result(side, sides, ("none",)),
+                "zone_stated": zone,
+                "zone_truth": "|".join(zones),
+                "zone_result": _result(zone, zones, ("none", "several")),
+            }
+        )
+    return rows
+
+
+def _per_label(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, ex: np.ndarray, uncertain: str) -> pd.DataFrame:
     per_label = pd.DataFrame(
-        {"label": labels, "tp": tp.sum(0), "fp": fp.sum(0), "fn": fn.sum(0), "excluded": ex.sum(0)}
+        {"label": list(GROUNDING_LABELS), "tp": tp.sum(0), "fp": fp.sum(0), "fn": fn.sum(0), "excluded": ex.sum(0)}
     )
     per_label["precision"] = [_ratio(a, a + b) for a, b in zip(per_label.tp, per_label.fp, strict=True)]
     per_label["recall"] = [_ratio(a, a + c) for a, c in zip(per_label.tp, per_label.fn, strict=True)]
@@ -274,67 +336,43 @@ def grounding_scores(
         _ratio(2 * a, 2 * a + b + c) for a, b, c in zip(per_label.tp, per_label.fp, per_label.fn, strict=True)
     ]
     per_label["uncertain"] = uncertain
+    return per_label
 
-    u = f"uncertain={uncertain}"
-    rows: list[dict] = []
 
-    def add(metric: str, variant: str, num: float, den: float) -> None:
-        value = _ratio(num, den)
-        rows.append(
+@dataclasses.dataclass
+class _MetricRows:
+    """The long metric table: each row names its metric, exact variant (+ the uncertain policy), value and the
+    numerator / denominator it came from."""
+
+    policy: str
+    rows: list[dict] = dataclasses.field(default_factory=list)
+
+    def add(self, metric: str, variant: str, num: float, den: float) -> None:
+        self.rows.append(
             {
                 "metric": metric,
-                "variant": f"{variant} · {u}",
-                "value": value,
+                "variant": f"{variant} · {self.policy}",
+                "value": _ratio(num, den),
                 "numerator": float(num),
                 "denominator": float(den),
             }
         )
 
-    for set_name, cols in (("13 drawable labels", labels), ("CheXpert-5", list(_FIVE))):
-        idx = [col[c] for c in cols]
-        a, b, c = tp[:, idx].sum(), fp[:, idx].sum(), fn[:, idx].sum()
-        add("grounding precision", f"micro · {set_name}", a, a + b)
-        add("grounding recall", f"micro · {set_name}", a, a + c)
-        add("grounding f1", f"micro · {set_name}", 2 * a, 2 * a + b + c)
-    for r in per_label.itertuples():
-        add("grounding precision", f"per label · {r.label}", r.tp, r.tp + r.fp)
-        add("grounding recall", f"per label · {r.label}", r.tp, r.tp + r.fn)
-        add("grounding f1", f"per label · {r.label}", 2 * r.tp, 2 * r.tp + r.fp + r.fn)
-    add("hallucination rate", "per finding", fp.sum(), tp.sum() + fp.sum())
-    add("hallucination rate", "per mention", mention_halluc, mention_total)
-    empty = np.array([not str(t).strip() for t in texts], dtype=bool)
-    add("hallucination rate", "per report", halluc_report.sum(), n)
-    add("hallucination rate", "per non-empty report", halluc_report[~empty].sum(), (~empty).sum())
-    add("empty reports", "fraction of reports", empty.sum(), n)
-    add("reports claiming a finding", "fraction of reports", (claimed & ~excl).any(1).sum(), n)
-    add("excluded claims", "claimed but unrendered · fraction of claims", ex.sum(), claimed.sum())
+    def prf(self, variant: str, tp: float, fp: float, fn: float) -> None:
+        self.add("grounding precision", variant, tp, tp + fp)
+        self.add("grounding recall", variant, tp, tp + fn)
+        self.add("grounding f1", variant, 2 * tp, 2 * tp + fp + fn)
 
-    sentences = pd.DataFrame(
-        sent_rows,
-        columns=_SENTENCE_COLUMNS,
-    )
+
+def _side_zone_rows(table: _MetricRows, sentences: pd.DataFrame) -> None:
     for what in ("side", "zone"):
         res = sentences[f"{what}_result"]
         ok, wrong = int((res == "correct").sum()), int((res == "wrong").sum())
         assessed = int((res != "not assessed").sum())
-        add(f"{what} accuracy", "sentences stating it", ok, ok + wrong)
-        add(f"no {what} stated", "fraction of assessed sentences", int((res == "not stated").sum()), assessed)
+        table.add(f"{what} accuracy", "sentences stating it", ok, ok + wrong)
+        table.add(f"no {what} stated", "fraction of assessed sentences", int((res == "not stated").sum()), assessed)
         if what == "zone":
-            add("several zones stated", "fraction of assessed sentences", int((res == "several").sum()), assessed)
-
-    name_lists = lambda m: [[labels[j] for j in np.nonzero(r)[0]] for r in m]  # noqa: E731
-    per_report = pd.DataFrame(
-        {
-            "claimed": name_lists(claimed),
-            "hallucinated": name_lists(fp),
-            "excluded_claims": name_lists(ex),
-            "missed": name_lists(fn),
-            "n_tp": tp.sum(1),
-            "n_fp": fp.sum(1),
-            "n_fn": fn.sum(1),
-        }
-    )
-    return GroundingResult(pd.DataFrame(rows), per_label, per_report, sentences)
+            table.add("several zones stated", "fraction of assessed sentences", int((res == "several").sum()), assessed)
 
 
 def _result(stated: str, truth: tuple[str, ...], unscored: tuple[str, ...]) -> str:
