@@ -121,137 +121,13 @@ def load_mimic_cxr(config: MimicImportConfig) -> LoadedDataset:
         raise BadInputError(root, f"no {METADATA}(.gz) here; --root must be the MIMIC-CXR-JPG folder")
     errors: list[BadInputError] = []
     inputs = [meta_path]
-
-    meta = read_table(meta_path, ["dicom_id", "subject_id", "study_id"])
-    meta["subject_id"], meta["study_id"] = _digits(meta["subject_id"]), _digits(meta["study_id"])
-    meta["dicom_id"] = meta["dicom_id"].str.strip()
-    bad_id = (meta["subject_id"] == "") | (meta["study_id"] == "") | ~meta["dicom_id"].str.fullmatch(r"[0-9a-fA-F-]+")
-    for i in np.flatnonzero(bad_id.to_numpy()):
-        errors.append(BadInputError(meta_path, f"line {i + 2}: malformed dicom_id/subject_id/study_id, row skipped"))
-    dup = meta["dicom_id"].duplicated() & ~bad_id
-    for i in np.flatnonzero(dup.to_numpy()):
-        errors.append(BadInputError(meta_path, f"line {i + 2}: duplicate dicom_id {meta['dicom_id'].iloc[i]}"))
-    meta = meta.loc[~bad_id & ~dup].reset_index(drop=True)
-
-    # ---- split
-    split_path = find_table(root, [SPLIT])
-    if split_path is not None:
-        inputs.append(split_path)
-        sp = read_table(split_path, ["dicom_id", "split"])
-        sp_map = dict(zip(sp["dicom_id"].str.strip(), sp["split"].str.strip().str.lower(), strict=True))
-        raw = meta["dicom_id"].map(sp_map)
-        meta["split"] = raw.map(_SPLIT_NAMES)
-        missing = raw.isna().to_numpy()
-        unknown = ~missing & meta["split"].isna().to_numpy()
-        for i in np.flatnonzero(missing):
-            errors.append(BadInputError(split_path, f"dicom_id {meta['dicom_id'].iloc[i]} is not in the split file"))
-        for i in np.flatnonzero(unknown):
-            errors.append(
-                BadInputError(split_path, f"dicom_id {meta['dicom_id'].iloc[i]}: unknown split {raw.iloc[i]!r}")
-            )
-        meta = meta.loc[~missing & ~unknown].reset_index(drop=True)
-    else:
-        warn_line(f"{root}: no {SPLIT}(.gz); using a patient-level hash split (seed {config.seed})")
-        split = patient_split(meta["subject_id"], config.seed, 1.0 - 0.2 - config.val_frac, config.val_frac)
-        meta["split"] = meta["subject_id"].map(split).astype(str)
-
-    # ---- labels (per study)
-    label_path = find_table(root, [CHEXPERT])
-    labels = pd.DataFrame(columns=["subject_id", "study_id", *CHEXPERT_LABELS])
-    if label_path is not None:
-        inputs.append(label_path)
-        lab = read_table(label_path, ["subject_id", "study_id", *CHEXPERT_LABELS])
-        lab["subject_id"], lab["study_id"] = _digits(lab["subject_id"]), _digits(lab["study_id"])
-        values, bad, label_errors = parse_label_columns(
-            lab, CHEXPERT_LABELS, label_path, [f"study {s}" for s in lab["study_id"]]
-        )
-        errors.extend(label_errors)
-        bad_studies = set(lab.loc[bad, "study_id"])
-        if bad_studies:
-            meta = meta.loc[~meta["study_id"].isin(bad_studies)].reset_index(drop=True)
-        labels = pd.concat([lab[["subject_id", "study_id"]], values], axis=1).loc[~bad]
-        labels = labels.drop_duplicates("study_id", keep="first")
-    else:
-        warn_line(f"{root}: no {CHEXPERT}(.gz); CheXpert labels left empty (NaN)")
-
-    # ---- reports (per study)
+    meta = _read_metadata(meta_path, errors)
+    meta, split_path = _with_split(root, meta, config, errors, inputs)
+    meta, labels = _study_labels(root, meta, errors, inputs)
     reports_table = None
     if config.reports:
-        rroot = _report_root(Path(config.reports).expanduser().resolve())
-        if not rroot.is_dir():
-            raise BadInputError(rroot, "reports folder not found")
-        rows = []
-        bad_studies = set()
-        studies_u = meta[["subject_id", "study_id"]].drop_duplicates("study_id")
-        with progress(transient=True, disable=len(studies_u) < 200) as bar:
-            task = bar.add_task("reading MIMIC-CXR reports", total=len(studies_u))
-            texts = {}
-            for subject, study in zip(studies_u["subject_id"], studies_u["study_id"], strict=True):
-                path = rroot / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
-                bar.advance(task)
-                try:
-                    texts[study] = (subject, path, read_report(path))
-                except BadInputError as exc:
-                    errors.append(exc)
-                    bad_studies.add(study)
-        for study, (subject, path, text) in texts.items():
-            sec = parse_sections(text)
-            rows.append(
-                {
-                    "study_id": study,
-                    "patient_id": subject,
-                    "findings": sec.findings,
-                    "impression": sec.impression,
-                    "indication": sec.indication,
-                    "comparison": sec.comparison,
-                    "technique": sec.technique,
-                    "text": text,
-                    "report_path": str(path),
-                }
-            )
-        meta = meta.loc[~meta["study_id"].isin(bad_studies)].reset_index(drop=True)
-        reports_table = pd.DataFrame(
-            rows,
-            columns=[
-                "study_id",
-                "patient_id",
-                "findings",
-                "impression",
-                "indication",
-                "comparison",
-                "technique",
-                "text",
-                "report_path",
-            ],
-        )
-
-    # ---- images
-    paths = [
-        str(mimic_image_path(root, s, t, d))
-        for s, t, d in zip(meta["subject_id"], meta["study_id"], meta["dicom_id"], strict=True)
-    ]
-    height, width, img_errors, _ = verify_images(paths, config.verify, description="checking MIMIC-CXR images")
-    refuse_if_all_missing(img_errors, len(paths), root, meta_path)
-    errors.extend(img_errors[i] for i in sorted(img_errors))
-    keep = np.ones(len(meta), dtype=bool)
-    keep[list(img_errors)] = False
-
-    studies = pd.DataFrame(
-        {
-            "study_id": meta["study_id"],
-            "image_id": meta["dicom_id"],
-            "patient_id": meta["subject_id"],
-            "image_path": paths,
-            "view": meta.get("ViewPosition", pd.Series("", index=meta.index)).map(normalize_view),
-            "split": meta["split"],
-            "source": SOURCE,
-            "view_raw": meta.get("ViewPosition", pd.Series("", index=meta.index)).fillna(""),
-            "procedure": meta.get("PerformedProcedureStepDescription", pd.Series("", index=meta.index)).fillna(""),
-            "study_date": meta.get("StudyDate", pd.Series("", index=meta.index)).fillna(""),
-            "image_height": height,
-            "image_width": width,
-        }
-    ).loc[keep]
+        meta, reports_table = _read_reports(Path(config.reports), meta, errors)
+    studies = _image_rows(root, meta_path, meta, config, errors)
     studies = studies.merge(labels.drop(columns="subject_id"), on="study_id", how="left")
     if reports_table is not None:
         cols = ["study_id", "findings", "impression", "indication", "comparison"]
@@ -273,6 +149,152 @@ def load_mimic_cxr(config: MimicImportConfig) -> LoadedDataset:
         "summary": summarize_studies(studies, len(errors)),
     }
     return LoadedDataset(studies, tables, tuple(errors), tuple(inputs), extra)
+
+
+def _read_metadata(meta_path: Path, errors: list[BadInputError]) -> pd.DataFrame:
+    """The metadata CSV with malformed and duplicate rows skipped (each counted in ``errors``)."""
+    meta = read_table(meta_path, ["dicom_id", "subject_id", "study_id"])
+    meta["subject_id"], meta["study_id"] = _digits(meta["subject_id"]), _digits(meta["study_id"])
+    meta["dicom_id"] = meta["dicom_id"].str.strip()
+    bad_id = (meta["subject_id"] == "") | (meta["study_id"] == "") | ~meta["dicom_id"].str.fullmatch(r"[0-9a-fA-F-]+")
+    for i in np.flatnonzero(bad_id.to_numpy()):
+        errors.append(BadInputError(meta_path, f"line {i + 2}: malformed dicom_id/subject_id/study_id, row skipped"))
+    dup = meta["dicom_id"].duplicated() & ~bad_id
+    for i in np.flatnonzero(dup.to_numpy()):
+        errors.append(BadInputError(meta_path, f"line {i + 2}: duplicate dicom_id {meta['dicom_id'].iloc[i]}"))
+    return meta.loc[~bad_id & ~dup].reset_index(drop=True)
+
+
+def _with_split(
+    root: Path, meta: pd.DataFrame, config: MimicImportConfig, errors: list[BadInputError], inputs: list[Path]
+) -> tuple[pd.DataFrame, Path | None]:
+    """``meta`` with its ``split`` column: the official split CSV when present (images missing from it or with an
+    unknown split skipped), else a patient-level hash split."""
+    split_path = find_table(root, [SPLIT])
+    if split_path is None:
+        warn_line(f"{root}: no {SPLIT}(.gz); using a patient-level hash split (seed {config.seed})")
+        split = patient_split(meta["subject_id"], config.seed, 1.0 - 0.2 - config.val_frac, config.val_frac)
+        meta["split"] = meta["subject_id"].map(split).astype(str)
+        return meta, None
+    inputs.append(split_path)
+    sp = read_table(split_path, ["dicom_id", "split"])
+    sp_map = dict(zip(sp["dicom_id"].str.strip(), sp["split"].str.strip().str.lower(), strict=True))
+    raw = meta["dicom_id"].map(sp_map)
+    meta["split"] = raw.map(_SPLIT_NAMES)
+    missing = raw.isna().to_numpy()
+    unknown = ~missing & meta["split"].isna().to_numpy()
+    for i in np.flatnonzero(missing):
+        errors.append(BadInputError(split_path, f"dicom_id {meta['dicom_id'].iloc[i]} is not in the split file"))
+    for i in np.flatnonzero(unknown):
+        errors.append(BadInputError(split_path, f"dicom_id {meta['dicom_id'].iloc[i]}: unknown split {raw.iloc[i]!r}"))
+    return meta.loc[~missing & ~unknown].reset_index(drop=True), split_path
+
+
+def _study_labels(
+    root: Path, meta: pd.DataFrame, errors: list[BadInputError], inputs: list[Path]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(meta without studies whose label row is malformed, one CheXpert label row per study — empty without the
+    CSV)."""
+    label_path = find_table(root, [CHEXPERT])
+    labels = pd.DataFrame(columns=["subject_id", "study_id", *CHEXPERT_LABELS])
+    if label_path is None:
+        warn_line(f"{root}: no {CHEXPERT}(.gz); CheXpert labels left empty (NaN)")
+        return meta, labels
+    inputs.append(label_path)
+    lab = read_table(label_path, ["subject_id", "study_id", *CHEXPERT_LABELS])
+    lab["subject_id"], lab["study_id"] = _digits(lab["subject_id"]), _digits(lab["study_id"])
+    values, bad, label_errors = parse_label_columns(
+        lab, CHEXPERT_LABELS, label_path, [f"study {s}" for s in lab["study_id"]]
+    )
+    errors.extend(label_errors)
+    bad_studies = set(lab.loc[bad, "study_id"])
+    if bad_studies:
+        meta = meta.loc[~meta["study_id"].isin(bad_studies)].reset_index(drop=True)
+    labels = pd.concat([lab[["subject_id", "study_id"]], values], axis=1).loc[~bad]
+    return meta, labels.drop_duplicates("study_id", keep="first")
+
+
+_REPORT_COLUMNS = [
+    "study_id",
+    "patient_id",
+    "findings",
+    "impression",
+    "indication",
+    "comparison",
+    "technique",
+    "text",
+    "report_path",
+]
+
+
+def _read_reports(reports: Path, meta: pd.DataFrame, errors: list[BadInputError]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(meta without studies whose report is unreadable, one sectioned report row per study)."""
+    rroot = _report_root(reports.expanduser().resolve())
+    if not rroot.is_dir():
+        raise BadInputError(rroot, "reports folder not found")
+    bad_studies = set()
+    studies_u = meta[["subject_id", "study_id"]].drop_duplicates("study_id")
+    texts = {}
+    with progress(transient=True, disable=len(studies_u) < 200) as bar:
+        task = bar.add_task("reading MIMIC-CXR reports", total=len(studies_u))
+        for subject, study in zip(studies_u["subject_id"], studies_u["study_id"], strict=True):
+            path = rroot / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
+            bar.advance(task)
+            try:
+                texts[study] = (subject, path, read_report(path))
+            except BadInputError as exc:
+                errors.append(exc)
+                bad_studies.add(study)
+    rows = []
+    for study, (subject, path, text) in texts.items():
+        sec = parse_sections(text)
+        rows.append(
+            {
+                "study_id": study,
+                "patient_id": subject,
+                "findings": sec.findings,
+                "impression": sec.impression,
+                "indication": sec.indication,
+                "comparison": sec.comparison,
+                "technique": sec.technique,
+                "text": text,
+                "report_path": str(path),
+            }
+        )
+    meta = meta.loc[~meta["study_id"].isin(bad_studies)].reset_index(drop=True)
+    return meta, pd.DataFrame(rows, columns=_REPORT_COLUMNS)
+
+
+def _image_rows(
+    root: Path, meta_path: Path, meta: pd.DataFrame, config: MimicImportConfig, errors: list[BadInputError]
+) -> pd.DataFrame:
+    """One study-table row per readable image (unreadable ones counted in ``errors``)."""
+    paths = [
+        str(mimic_image_path(root, s, t, d))
+        for s, t, d in zip(meta["subject_id"], meta["study_id"], meta["dicom_id"], strict=True)
+    ]
+    height, width, img_errors, _ = verify_images(paths, config.verify, description="checking MIMIC-CXR images")
+    refuse_if_all_missing(img_errors, len(paths), root, meta_path)
+    errors.extend(img_errors[i] for i in sorted(img_errors))
+    keep = np.ones(len(meta), dtype=bool)
+    keep[list(img_errors)] = False
+    column = lambda name: meta.get(name, pd.Series("", index=meta.index))  # noqa: E731 — optional CSV columns
+    return pd.DataFrame(
+        {
+            "study_id": meta["study_id"],
+            "image_id": meta["dicom_id"],
+            "patient_id": meta["subject_id"],
+            "image_path": paths,
+            "view": column("ViewPosition").map(normalize_view),
+            "split": meta["split"],
+            "source": SOURCE,
+            "view_raw": column("ViewPosition").fillna(""),
+            "procedure": column("PerformedProcedureStepDescription").fillna(""),
+            "study_date": column("StudyDate").fillna(""),
+            "image_height": height,
+            "image_width": width,
+        }
+    ).loc[keep]
 
 
 def run_data_import_mimic_cxr(
