@@ -93,7 +93,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate.reports", "evaluate reports", "evaluate.run:run_evaluate_reports", "evaluate.run:EvaluateConfig",
           "reports/<run>/evaluation/", ("evaluate.run:read_evaluation", "evaluate.tables:headline_table",
                                         "evaluate.tables:gap_table")),
-    Stage("align.train", "align train", "align.contrastive:run_align_train", "align.contrastive:AlignConfig",
+    Stage("align.train", "align train", "align.contrastive:run_align_train", "align.config:AlignConfig",
           "align/<run>/", ("align.contrastive:load_align_run",)),
     Stage("align.zeroshot", "align zero-shot", "align.stages:run_align_zero_shot", "align.zeroshot:ZeroShotConfig",
           "align/<run>-zeroshot/", ("align.stages:read_zero_shot",)),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlens.align.contrastive import PairData
+from cxrlens.align.pairs import PairData
 
 
 def planted_pairs(n: int = 600, d_img: int = 32, d_txt: int = 24, noise: float = 0.3, seed: int = 0) -> PairData:

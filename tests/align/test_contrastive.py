@@ -7,15 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cxrlens.align.contrastive import (
-    AlignConfig,
-    PairData,
-    embed_images,
-    info_nce,
-    load_checkpoint,
-    retrieval_at_k,
-    train_adapter,
-)
+from cxrlens.align.config import AlignConfig
+from cxrlens.align.model import info_nce, retrieval_at_k
+from cxrlens.align.pairs import PairData
+from cxrlens.align.train import embed_images, load_checkpoint, train_adapter
 from cxrlens.errors import BadInputError
 
 from .conftest import negation_pairs, planted_pairs
@@ -96,13 +91,14 @@ def test_hard_negatives_teach_polarity() -> None:
 def test_checkpoint_resume_is_exact(tmp_path, monkeypatch) -> None:
     """Kill training after epoch 2 of 4 (an exception right after the checkpoint is written), re-run: it resumes
     from epoch 2 and ends with exactly the weights of an uninterrupted run."""
-    import cxrlens.align.contrastive as contrastive
+    import cxrlens.align.model as align_model
+    import cxrlens.align.train as align_train
 
     data = planted_pairs(n=300, seed=1)
     cfg = AlignConfig(activations="x", epochs=4, batch_size=50, embed_dim=16, hidden_dim=32)
     full, full_info = train_adapter(data, cfg, checkpoint_dir=tmp_path / "a", show_progress=False)
 
-    real_save = contrastive.save_checkpoint
+    real_save = align_train.save_checkpoint
     saved_last = []
 
     def dying_save(path, *args, **kwargs):
@@ -113,11 +109,11 @@ def test_checkpoint_resume_is_exact(tmp_path, monkeypatch) -> None:
                 raise KeyboardInterrupt("killed")
         return out
 
-    monkeypatch.setattr(contrastive, "save_checkpoint", dying_save)
+    monkeypatch.setattr(align_train, "save_checkpoint", dying_save)
     with pytest.raises(KeyboardInterrupt):
         train_adapter(data, cfg, checkpoint_dir=tmp_path / "b", show_progress=False)
-    monkeypatch.setattr(contrastive, "save_checkpoint", real_save)
-    header = load_checkpoint(tmp_path / "b" / "last.safetensors", contrastive.AlignModel(32, 24, cfg, False))
+    monkeypatch.setattr(align_train, "save_checkpoint", real_save)
+    header = load_checkpoint(tmp_path / "b" / "last.safetensors", align_model.AlignModel(32, 24, cfg, False))
     assert header["schema"] == 1 and header["epoch"] == 1 and len(header["history"]) == 2
     resumed, info = train_adapter(data, cfg, checkpoint_dir=tmp_path / "b", show_progress=False)
     assert info["resumed_from_epoch"] == 1
