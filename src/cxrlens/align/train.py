@@ -26,7 +26,6 @@ weights as an uninterrupted one. The weights with the best validation loss are k
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from cxrlens.config import config_hash, config_to_dict
 from cxrlens.console import progress, warn_line
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes
+from cxrlens.schedule import warmup_cosine
 
 __all__ = ["SCHEMA_VERSION", "embed_images", "load_checkpoint", "save_checkpoint", "train_adapter"]
 
@@ -213,7 +213,7 @@ def train_adapter(
 
     def set_lr(step: int) -> None:  # cosine decay from cfg.lr to 0, a pure function of the step (exact resume)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
+            g["lr"] = warmup_cosine(step, lr=cfg.lr, steps=total_steps)
 
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"loss": float("inf"), "epoch": -1, "state": None}

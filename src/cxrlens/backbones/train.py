@@ -53,6 +53,7 @@ from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_json
 from cxrlens.minilm import embed_sentences
 from cxrlens.probe import ProbeFit, fit_linear_probe, probe_targets
+from cxrlens.schedule import warmup_cosine
 from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
 __all__ = [
@@ -333,11 +334,6 @@ class _Supervised(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- train / probe
-def _lr_at(step: int, cfg: BackboneTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
 def train_objective(
@@ -385,7 +381,7 @@ def train_objective(
         idx = order[pos : pos + cfg.batch_size]
         pos += cfg.batch_size
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = warmup_cosine(step, lr=cfg.lr, steps=cfg.steps, warmup_steps=cfg.warmup_steps)
         loss = obj.loss(model, data.images_NHW[idx], idx, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

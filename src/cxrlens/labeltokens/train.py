@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from cxrlens.errors import BadInputError
 from cxrlens.evaluate.bootstrap import cluster_bootstrap, weighted_auc
 from cxrlens.files import atomic_write_bytes
 from cxrlens.labeltokens.model import LTViT, LTViTConfig
+from cxrlens.schedule import warmup_cosine
 
 __all__ = [
     "CHECKPOINT_SCHEMA",
@@ -186,11 +186,7 @@ def masked_bce(logits_BL: torch.Tensor, targets_BL: torch.Tensor, pos_weight_L: 
 
 def lr_at(step: int, cfg: LTTrainConfig) -> float:
     """Learning rate at ``step`` (0-based): linear warm-up to ``lr`` then cosine to ``min_lr`` at ``steps``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(cfg.steps - cfg.warmup_steps, 1)
-    t = min((step - cfg.warmup_steps) / span, 1.0)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+    return warmup_cosine(step, lr=cfg.lr, steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr=cfg.min_lr)
 
 
 # -------------------------------------------------------------------------------------------------- checkpoints
