@@ -298,6 +298,16 @@ class WorkspaceData:
 
         return self._cache.get(("features", run), [d / "features.parquet", d / "descriptions.parquet"], load)
 
+    def descriptions(self, run: str) -> dict[int, str]:
+        """Feature → description of the run's described features."""
+        d = self.ws.interpret(run)
+
+        def load() -> dict[int, str]:
+            ft = self.feature_table(run)
+            return {int(k): str(v) for k, v in ft.loc[ft["described"], "description"].items()}
+
+        return self._cache.get(("descriptions", run), [d / "features.parquet", d / "descriptions.parquet"], load)
+
     def features_page(self, run: str, query: FeatureQuery) -> dict[str, Any]:
         """One page of the feature table: ``total`` (after filtering), ``offset``, ``limit`` and ``rows``."""
         table = self.feature_table(run)
@@ -614,10 +624,7 @@ class WorkspaceData:
         sentences with their evidence (each with its feature's description) and an evidence map normalised to
         [0, 1] on the patch grid — the sentence's own map (readout reports), else the first evidence feature's
         heatmap of this image when the interpretation stored one (feature-compiled reports), else None."""
-        descriptions: dict[int, str] = {}
-        if interp:
-            ft = self.feature_table(interp)
-            descriptions = ft.loc[ft["described"], "description"].to_dict()
+        descriptions = self.descriptions(interp) if interp else {}
         sections: dict[str, list[dict[str, Any]]] = {}
         for key in ("findings", "impression", "dropped_contradictions"):
             sentences = []

@@ -22,6 +22,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Replace an element's children, skipping null/undefined/false and flattening arrays.
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
 async function api(path, options) {
   const res = await fetch(path, options);
   let body = null;
@@ -54,7 +60,7 @@ function setPage(title, nav, ...content) {
   for (const a of document.querySelectorAll("header nav a")) {
     a.classList.toggle("active", a.dataset.nav === nav);
   }
-  main().replaceChildren(h("h1", { text: title }), ...content);
+  fill(main(), h("h1", { text: title }), content);
 }
 
 function params() {
@@ -148,7 +154,7 @@ async function overviewPage() {
       const cols = [{ label: "system", key: "system" }].concat(
         m.columns.map((c, i) => ({ label: c, get: (row) => row.values[i], num: true }))
       );
-      metrics = h("div", {}, h("p", { class: "muted", text: `headline: ${m.headline_metric} · ${fmt(m.n_reports)} reports` }), table(cols, m.rows));
+      metrics = h("div", { class: "scroll metrics" }, h("p", { class: "muted", text: `headline: ${m.headline_metric} · ${fmt(m.n_reports)} reports` }), table(cols, m.rows));
     }
     return h(
       "section",
@@ -229,9 +235,9 @@ async function featuresPage() {
   async function loadLabels() {
     try {
       const labels = await api(`/api/interpret/${encodeURIComponent(state.run)}/labels`);
-      labelSel.replaceChildren(h("option", { value: "", text: "any best label" }), ...labels.map((l) => h("option", { value: l, selected: l === state.label, text: l })));
+      fill(labelSel, h("option", { value: "", text: "any best label" }), ...labels.map((l) => h("option", { value: l, selected: l === state.label, text: l })));
     } catch (e) {
-      err.replaceChildren(errorBox(e));
+      fill(err, errorBox(e));
     }
   }
 
@@ -244,9 +250,9 @@ async function featuresPage() {
     let page;
     try {
       page = await api(`/api/interpret/${encodeURIComponent(state.run)}/features?${qs}`);
-      err.replaceChildren();
+      fill(err);
     } catch (e) {
-      err.replaceChildren(errorBox(e));
+      fill(err, errorBox(e));
       return;
     }
     const head = h(
@@ -287,7 +293,7 @@ async function featuresPage() {
         );
       })
     );
-    holder.replaceChildren(h("table", { class: "grid-table features" }, h("thead", {}, head), body));
+    fill(holder, h("table", { class: "grid-table features" }, h("thead", {}, head), body));
     const end = Math.min(page.offset + page.rows.length, page.total);
     info.textContent = page.total ? `${page.offset + 1}–${end} of ${page.total.toLocaleString("en")} (${page.features.toLocaleString("en")} features)` : "no feature matches";
     prev.disabled = page.offset <= 0;
@@ -447,12 +453,12 @@ async function studiesPage() {
     let page;
     try {
       page = await api(`/api/reports/${encodeURIComponent(state.run)}/studies?${qs}`);
-      err.replaceChildren();
+      fill(err);
     } catch (e) {
-      err.replaceChildren(errorBox(e));
+      fill(err, errorBox(e));
       return;
     }
-    holder.replaceChildren(
+    fill(holder, 
       table(
         [
           { label: "image", get: (r) => h("a", { href: `/study/${encodeURIComponent(state.run)}/${encodeURIComponent(r.image_id)}`, text: r.image_id }) },
@@ -506,7 +512,7 @@ function reportView(generated, interp, overlay, panel) {
   };
   const describe = (s, el) => {
     const evidence = s.evidence || [];
-    panel.replaceChildren(
+    fill(panel, 
       h("h3", { text: "Evidence" }),
       h("p", { class: "quote", text: s.text }),
       s.evidence_map ? null : h("p", { class: "muted", text: "no evidence map for this sentence" }),
@@ -633,12 +639,12 @@ async function searchPage() {
   const form = h("form", { class: "controls" }, runSel, q, go);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    out.replaceChildren(h("p", { class: "muted", text: "searching…" }));
+    fill(out, h("p", { class: "muted", text: "searching…" }));
     try {
       const r = await api(`/api/search?${new URLSearchParams({ q: q.value, run: runSel.value, k: 24 })}`);
-      out.replaceChildren(...r.hits.map((hit) => tile(r.dataset, hit.image_id, `#${hit.rank} · ${fmt(hit.score)}`, null, null)));
+      fill(out, ...r.hits.map((hit) => tile(r.dataset, hit.image_id, `#${hit.rank} · ${fmt(hit.score)}`, null, null)));
     } catch (e) {
-      out.replaceChildren(errorBox(e));
+      fill(out, errorBox(e));
     }
   });
   setPage("Search", "search", form, out);
@@ -656,10 +662,10 @@ async function analysisPage() {
         onclick: async () => {
           try {
             const data = await api(`/api/tables/${r.kind}/${encodeURIComponent(r.name)}?${new URLSearchParams({ path: t })}`);
-            if (data.json !== undefined) holder.replaceChildren(h("pre", { text: JSON.stringify(data.json, null, 2) }));
-            else holder.replaceChildren(table(data.columns.map((c, i) => ({ label: c, key: i, num: false })), data.rows), h("p", { class: "muted small", text: `${data.rows.length} of ${data.total} rows` }));
+            if (data.json !== undefined) fill(holder, h("pre", { text: JSON.stringify(data.json, null, 2) }));
+            else fill(holder, table(data.columns.map((c, i) => ({ label: c, key: i, num: false })), data.rows), h("p", { class: "muted small", text: `${data.rows.length} of ${data.total} rows` }));
           } catch (e) {
-            holder.replaceChildren(errorBox(e));
+            fill(holder, errorBox(e));
           }
         },
       });
@@ -703,17 +709,17 @@ async function uploadPage() {
     ev.preventDefault();
     const f = file.files[0];
     if (!f) {
-      out.replaceChildren(errorBox(new Error("choose an image first")));
+      fill(out, errorBox(new Error("choose an image first")));
       return;
     }
-    out.replaceChildren(h("p", { class: "muted", text: "encoding (the first report loads the model)…" }));
+    fill(out, h("p", { class: "muted", text: "encoding (the first report loads the model)…" }));
     try {
       const r = await api(`/api/upload?model=${encodeURIComponent(model.value)}`, { method: "POST", body: f, headers: { "Content-Type": f.type || "application/octet-stream" } });
       const overlay = h("canvas", { class: "overlay heat" });
       const panel = h("div", { class: "card" });
-      out.replaceChildren(h("div", { class: "study" }, h("div", { class: "imgbox big" }, h("img", { class: "xray", src: URL.createObjectURL(f), alt: f.name }), overlay), h("div", {}, reportView(r.generated, r.model, overlay, panel), panel)));
+      fill(out, h("div", { class: "study" }, h("div", { class: "imgbox big" }, h("img", { class: "xray", src: URL.createObjectURL(f), alt: f.name }), overlay), h("div", {}, reportView(r.generated, r.model, overlay, panel), panel)));
     } catch (e) {
-      out.replaceChildren(errorBox(e));
+      fill(out, errorBox(e));
     }
   });
   setPage("Upload an image", "upload", h("p", { class: "muted", text: `PNG, JPEG or DICOM up to ${(cfg.upload_limit_bytes / 1048576).toFixed(1)} MiB; the image is encoded and reported, nothing is stored.` }), form, out);
