@@ -80,7 +80,7 @@ from cxrlens.evaluate.names import AGREEMENT, BOOTSTRAP_UNITS, GAP_METRICS, HEAD
 from cxrlens.evaluate.nlg import nlg_scores
 from cxrlens.files import atomic_write_json, atomic_write_parquet, file_sha256
 from cxrlens.retrieval import nearest_neighbours
-from cxrlens.workspace import StageResult, Workspace, open_artefact, read_manifest, run_stage
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, open_artefact, read_manifest, run_stage
 
 __all__ = ["EVALUATION_DIR", "EvaluateConfig", "read_evaluation", "read_reports_jsonl", "run_evaluate_reports"]
 
@@ -132,17 +132,6 @@ class EvaluateConfig:
             raise BadInputError(
                 None, f"bootstrap_unit must be one of {', '.join(BOOTSTRAP_UNITS)}, got {self.bootstrap_unit!r}"
             )
-
-
-@dataclasses.dataclass(frozen=True)
-class _EvaluateJob:
-    """What the artefact depends on: the config plus the identity of every input (its hash is the stage's)."""
-
-    config: EvaluateConfig
-    reports_sha256: str
-    dataset_manifest_sha256: str
-    activations_manifest_sha256: str
-    format: int = 2
 
 
 # ------------------------------------------------------------------------------------------------------- inputs
@@ -199,11 +188,6 @@ def read_reports_jsonl(path: str | Path) -> tuple[pd.DataFrame, dict[str, int]]:
         warn_line(f"{path}: {shown - _MAX_WARNINGS} more line(s) skipped")
     cols = ["image_id", "study_id", "split", "generated_text", "reference_text"]
     return pd.DataFrame(rows, columns=cols), skipped
-
-
-def _manifest_sha(path: Path) -> str:
-    f = path / "manifest.json"
-    return file_sha256(f) if f.exists() else "missing"
 
 
 def _resolve(ws: Workspace, config: EvaluateConfig) -> tuple[Path, dict[str, Any], Path]:
@@ -355,17 +339,19 @@ def run_evaluate_reports(ws: Workspace, config: EvaluateConfig, force: bool = Fa
         )
     jsonl = run_dir / "reports.jsonl"
     store_dir = ws.activations(run_cfg["activations"]) if isinstance(run_cfg.get("activations"), str) else None
-    job = _EvaluateJob(
-        config=config,
-        reports_sha256=file_sha256(jsonl),
-        dataset_manifest_sha256=_manifest_sha(dataset_dir),
-        activations_manifest_sha256=_manifest_sha(store_dir) if store_dir is not None else "none",
-    )
+    upstream = {  # the reports scored (their bytes), the truth they are scored against, the retrieval baseline's store
+        f"reports/{config.reports}/reports.jsonl": file_sha256(jsonl),
+        f"datasets/{dataset_dir.name}": artefact_identity(dataset_dir),
+        "evaluation format": "2",
+    }
+    if store_dir is not None:
+        upstream[f"activations/{store_dir.name}"] = artefact_identity(store_dir)
 
     def build(tmp: Path) -> dict[str, Any]:
         return _build(ws, config, run_dir, run_cfg, dataset_dir, tmp, leak)
 
-    return run_stage(run_dir / EVALUATION_DIR, stage="evaluate.reports", config=job, build=build, force=force)
+    out = run_dir / EVALUATION_DIR
+    return run_stage(out, stage="evaluate.reports", config=config, build=build, force=force, upstream=upstream)
 
 
 def _build(
