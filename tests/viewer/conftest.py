@@ -3,11 +3,17 @@
 ``run_demo`` without its controls, pointing game and summary, which the viewer does not read and which double the
 time), plus what a 40-image run is too small to produce, written with the library's own types so the schema is the
 pipeline's: a report run whose sentences carry evidence and evidence maps (the 40-image readout states nothing), a
-heatmap file for one feature, and an analysis run with a figure and a table."""
+heatmap file for one feature, and an analysis run with a figure and a table.
+
+Under pytest-xdist the API and browser modules may run in two workers; the workspace is then built once, by whichever
+worker comes first, in the run's shared temporary directory under an exclusive ``flock`` (the other waits and reuses
+it), so ``make test`` pays for it once."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -102,10 +108,7 @@ def _enrich(ws: Workspace) -> dict:
     return {"heatmap_feature": hm_feature, "image_ids": [r["image_id"] for r in rows], "top_ids": top_ids}
 
 
-@pytest.fixture(scope="session")
-def viewer_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """(workspace root, ids) of the shared viewer workspace (see the module docstring)."""
-    root = tmp_path_factory.mktemp("viewer") / "ws"
+def _build(root: Path) -> dict:
     ws = Workspace(root)
     run_data_import_iu_xray(ws, IUXrayImportConfig())
     run_data_build_iu_phantom(ws, IUPhantomConfig(n=40))
@@ -115,4 +118,19 @@ def viewer_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     reports = run_report(ws, ReportConfig(interpret=DEMO_SAE, split="test"), show_progress=False)
     run_evaluate_reports(ws, EvaluateConfig(reports=reports.path.name))
     assert reports.path.name == REPORTS and DEMO_SAE == INTERPRET
-    return root, _enrich(ws)
+    return _enrich(ws)
+
+
+@pytest.fixture(scope="session")
+def viewer_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """(workspace root, ids) of the shared viewer workspace (see the module docstring)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "viewer-fixture"
+    shared.mkdir(exist_ok=True)
+    with (shared / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the worker dies)
+        done = shared / "ids.json"
+        if not done.exists():
+            shutil.rmtree(shared / "ws", ignore_errors=True)  # a worker that died half-way
+            atomic_write_json(done, _build(shared / "ws"))
+        return shared / "ws", json.loads(done.read_text())
