@@ -9,6 +9,11 @@ import io
 import json
 import math
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -277,11 +282,15 @@ def test_an_image_path_outside_the_workspace_is_refused(client, viewer_ws, tmp_p
     assert "outside the workspace" in _error(client.get("/api/images/viewer-outside/x1"), 403)
 
 
-def test_foreign_host_header_is_refused(client) -> None:
+def test_foreign_host_header_is_refused(client, viewer_ws) -> None:
     """A page on another site cannot reach the viewer through DNS rebinding: the Host must be the bound one."""
     r = client.get("/api/overview", headers={"host": "attacker.example"})
-    assert r.status_code == 400
-    assert client.get("/api/overview", headers={"host": "localhost:8765"}).status_code == 200
+    assert "host 'attacker.example' not allowed" in _error(r, 400)
+    assert "not allowed" in _error(client.get("/", headers={"host": "127.0.0.1.attacker.example:8765"}), 400)
+    for ok in ("localhost:8765", "127.0.0.1", "[::1]:8765"):
+        assert client.get("/api/overview", headers={"host": ok}).status_code == 200, ok
+    exposed = TestClient(create_app(viewer_ws[0], ViewerConfig(host="0.0.0.0")), base_url=BASE)
+    assert exposed.get("/api/overview", headers={"host": "my-server.lan:8765"}).status_code == 200
 
 
 def test_internal_errors_are_generic_and_logged(viewer_ws, monkeypatch, caplog) -> None:
@@ -380,3 +389,27 @@ def test_config_defaults_bind_localhost_and_the_cli_takes_them() -> None:
 def test_a_missing_workspace_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(BadInputError, match="workspace directory not found"):
         create_app(tmp_path / "nope")
+
+
+def test_the_cli_serves_the_workspace_on_localhost(viewer_ws) -> None:
+    """``cxrlens view`` as a user runs it: binds 127.0.0.1 by default and answers the API until stopped."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-c", "from cxrlens.cli import main; main()", "view", "-w", str(viewer_ws[0]), "--port"]
+    proc = subprocess.Popen([*cmd, str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=5) as r:
+                    body = json.load(r)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the viewer did not start"
+                time.sleep(0.5)
+        assert body["workspace"] == str(viewer_ws[0])
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out and "Uvicorn running on http://127.0.0.1" in out

@@ -22,7 +22,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cxrlens import __version__
 from cxrlens.errors import BadInputError
@@ -46,6 +45,14 @@ log = logging.getLogger("cxrlens.viewer")
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _host_name(header: str) -> str:
+    """The host of a ``Host`` header without its port (``[::1]:8765`` → ``::1``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -96,13 +103,18 @@ def create_app(workspace: str | Path, config: ViewerConfig | None = None) -> Fas
     )
     app.state.config = cfg
     app.state.data = data
-    hosts = sorted({"127.0.0.1", "localhost", "::1", "[::1]", cfg.host, "testserver"} - {"0.0.0.0", "::"})
-    if cfg.host not in ("0.0.0.0", "::"):
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+    any_host = cfg.host in ("0.0.0.0", "::")  # bound to every interface: the user chose to expose it
+    hosts = {"127.0.0.1", "localhost", "::1", cfg.host.strip("[]"), "testserver"}
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
+        host = _host_name(request.headers.get("host", ""))
+        if not any_host and host not in hosts:
+            response: Response = _error(
+                400, f"host {host!r} not allowed: open the viewer as http://127.0.0.1:{cfg.port}/ (or bind --host)"
+            )
+        else:
+            response = await call_next(request)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
