@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.align import AlignConfig, ProbeConfig, SearchConfig, ZeroShotConfig
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_csv_option,
+    config_option,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
 
 app = typer.Typer(
@@ -29,23 +38,33 @@ def _fmt(x: object, digits: int = 3) -> str:
 @app.command("train")
 def train(
     activations: str = typer.Option(..., "--activations", "-a", help="Activation store run (activations/<run>)."),
-    dataset: str = typer.Option("", help="Dataset with the reports [default: the store's dataset]."),
+    dataset: str = config_option(
+        AlignConfig, "dataset", help="Dataset with the reports [default: the store's dataset]."
+    ),
     run: str | None = typer.Option(None, "--run", "-r", help="Output name [default: align-<activations>]."),
-    adapter: str = typer.Option("mlp", help="mlp or attention (attention needs a patch stream)."),
-    pooled_stream: str = typer.Option("", help="Pooled stream [default: the store's …/cls, else …/mean]."),
-    patch_stream: str = typer.Option("", help="Patch stream [default: …/patch of the same layer if stored; none]."),
-    embed_dim: int = typer.Option(128, help="Shared embedding size."),
-    epochs: int = typer.Option(30, help="Training epochs."),
-    batch_size: int = typer.Option(128, help="Images per batch (the InfoNCE negatives)."),
-    lr: float = typer.Option(1e-3, help="AdamW learning rate (cosine decay)."),
-    sentence_weight: float = typer.Option(1.0, help="Weight of the (image, sentence) loss; 0 = reports only."),
-    hard_negatives: bool = typer.Option(True, "--hard-negatives/--no-hard-negatives", help="Negation hard negatives."),
-    seed: int = typer.Option(0, help="Seed."),
+    adapter: str = config_option(AlignConfig, "adapter", help="mlp or attention (attention needs a patch stream)."),
+    pooled_stream: str = config_option(
+        AlignConfig, "pooled_stream", help="Pooled stream [default: the store's …/cls, else …/mean]."
+    ),
+    patch_stream: str = config_option(
+        AlignConfig, "patch_stream", help="Patch stream [default: …/patch of the same layer if stored; none]."
+    ),
+    embed_dim: int = config_option(AlignConfig, "embed_dim", help="Shared embedding size."),
+    epochs: int = config_option(AlignConfig, "epochs", help="Training epochs."),
+    batch_size: int = config_option(AlignConfig, "batch_size", help="Images per batch (the InfoNCE negatives)."),
+    lr: float = config_option(AlignConfig, "lr", help="AdamW learning rate (cosine decay)."),
+    sentence_weight: float = config_option(
+        AlignConfig, "sentence_weight", help="Weight of the (image, sentence) loss; 0 = reports only."
+    ),
+    hard_negatives: bool = config_option(
+        AlignConfig, "hard_negatives", "--hard-negatives/--no-hard-negatives", help="Negation hard negatives."
+    ),
+    seed: int = config_option(AlignConfig, "seed", help="Seed."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Train the adapter (kill it any time: re-running resumes from the last epoch's checkpoint)."""
-    from cxrlens.align.contrastive import AlignConfig, run_align_train
+    from cxrlens.align.contrastive import run_align_train
 
     cfg = AlignConfig(
         activations=activations,
@@ -84,15 +103,14 @@ def train(
 @app.command("zero-shot")
 def zero_shot_cmd(
     run: str = RUN_OPTION,
-    split: str = typer.Option("test", help="Split scored."),
-    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95 % CI."),
+    split: str = config_option(ZeroShotConfig, "split", help="Split scored."),
+    n_boot: int = config_option(ZeroShotConfig, "n_boot", help="Bootstrap resamples for the 95 % CI."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Per-finding zero-shot AUC (positive vs negative prompt ensembles) with bootstrap CIs, and a negation check."""
 
     from cxrlens.align.stages import run_align_zero_shot
-    from cxrlens.align.zeroshot import ZeroShotConfig
 
     result = run_align_zero_shot(
         open_workspace(workspace), ZeroShotConfig(run, split=split, n_boot=n_boot), force=force
@@ -134,13 +152,12 @@ def zero_shot_cmd(
 @app.command("index")
 def index_cmd(
     run: str = RUN_OPTION,
-    split: str = typer.Option("test", help="Split indexed and evaluated (all = every image)."),
+    split: str = config_option(SearchConfig, "split", help="Split indexed and evaluated (all = every image)."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Build the faiss index over image embeddings and score the built-in query set (NDCG@5/@10)."""
 
-    from cxrlens.align.search import SearchConfig
     from cxrlens.align.stages import run_align_index
 
     result = run_align_index(open_workspace(workspace), SearchConfig(run, split=split), force=force)
@@ -190,16 +207,19 @@ def search_cmd(
 @app.command("probe")
 def probe_cmd(
     run: str = RUN_OPTION,
-    fractions: str = typer.Option("0.01,0.1,1.0", help="Comma-separated shares of the training labels."),
-    seeds: int = typer.Option(5, help="Seeds per fraction."),
-    sae: str = typer.Option("", help="Also probe the codes of this SAE run (saes/<run>)."),
-    findings: str = typer.Option("", help="Comma-separated findings [default: all with enough positives]."),
+    fractions: str = config_csv_option(ProbeConfig, "fractions", help="Comma-separated shares of the training labels."),
+    seeds: int = config_option(ProbeConfig, "seeds", help="Seeds per fraction."),
+    sae: str = config_option(
+        ProbeConfig, "sae_run", "--sae", help="Also probe the codes of this SAE run (saes/<run>)."
+    ),
+    findings: str = config_csv_option(
+        ProbeConfig, "findings", help="Comma-separated findings [default: all with enough positives]."
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Logistic-regression probes on adapter embeddings vs raw backbone features (vs SAE codes); learning curve."""
 
-    from cxrlens.align.probes import ProbeConfig
     from cxrlens.align.stages import run_align_probe
 
     cfg = ProbeConfig(

@@ -5,42 +5,85 @@ disentanglement metrics, sanity checks). Each command runs one stage of :mod:`cx
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.analysis.disentanglement import DisentanglementConfig
+from cxrlens.analysis.embedding import EmbeddingConfig
+from cxrlens.analysis.importance import ImportanceConfig
+from cxrlens.analysis.masking import MaskingConfig
+from cxrlens.analysis.stages import (
+    AnalyzeDisentangleConfig,
+    AnalyzeEmbedConfig,
+    AnalyzeImportanceConfig,
+    AnalyzeTrainVAEConfig,
+)
+from cxrlens.analysis.stages_maps import AnalyzeMaskConfig, AnalyzeSanityConfig, AnalyzeTCAVConfig
+from cxrlens.analysis.tcav import TCAVConfig
+from cxrlens.analysis.vae import VAEConfig
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_csv_option,
+    config_default,
+    config_option,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
+from cxrlens.saliency.sanity import SanityConfig
 
 app = typer.Typer(
     help="Latent-space analysis: which parts of a latent mean what, and are they entangled?", no_args_is_help=True
 )
 
-THREADS_OPTION = typer.Option(1, help="torch CPU threads (0 = torch's default).")
+
+def _threads_option(config_cls: type) -> Any:
+    return config_option(config_cls, "threads", help="torch CPU threads (0 = torch's default).")
+
+
+def _dataset_option(config_cls: type) -> Any:
+    return config_option(config_cls, "dataset", "--dataset", "-d", help="Dataset in the workspace.")
+
+
+def _latents_option(config_cls: type) -> Any:
+    return config_option(
+        config_cls,
+        "latents",
+        "--latents",
+        "-l",
+        help="vae:<run>, activations:<run>:<stream> or sae:<sae run>:<run>:<stream>.",
+    )
 
 
 @app.command("train-vae")
 def train_vae_cmd(
-    kind: str = typer.Option("beta-vae", help="ae, beta-vae or factor-vae."),
-    dataset: str = typer.Option("cxr-sprites", "--dataset", "-d", help="Dataset in the workspace."),
-    split: str = typer.Option("train", help="Split to train on (train, val, test or all); all images are encoded."),
-    image_size: int = typer.Option(64, help="Images are resized to this (a power of two)."),
-    latent_channels: int = typer.Option(10, help="Latent channels (dims of a vector latent, maps of a spatial one)."),
+    kind: str = config_option(VAEConfig, "kind", help="ae, beta-vae or factor-vae."),
+    dataset: str = _dataset_option(AnalyzeTrainVAEConfig),
+    split: str = config_option(
+        AnalyzeTrainVAEConfig, "split", help="Split to train on (train, val, test or all); all images are encoded."
+    ),
+    image_size: int = config_option(VAEConfig, "image_size", help="Images are resized to this (a power of two)."),
+    latent_channels: int = config_option(
+        VAEConfig, "latent_channels", help="Latent channels (dims of a vector latent, maps of a spatial one)."
+    ),
     latent_grid: int | None = typer.Option(None, help="Latent map side; 1 = vector [default: 4 for ae, 1 otherwise]."),
-    width: int = typer.Option(32, help="Conv channels."),
-    beta: float = typer.Option(4.0, help="β-VAE KL weight."),
-    gamma: float = typer.Option(10.0, help="FactorVAE total-correlation weight."),
-    steps: int = typer.Option(2000, help="Training steps."),
-    batch_size: int = typer.Option(64, help="Images per step."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
+    width: int = config_option(VAEConfig, "width", help="Conv channels."),
+    beta: float = config_option(VAEConfig, "beta", help="β-VAE KL weight."),
+    gamma: float = config_option(VAEConfig, "gamma", help="FactorVAE total-correlation weight."),
+    steps: int = config_option(VAEConfig, "steps", help="Training steps."),
+    batch_size: int = config_option(VAEConfig, "batch_size", help="Images per step."),
+    lr: float = config_option(VAEConfig, "lr", help="Adam learning rate."),
+    seed: int = config_option(VAEConfig, "seed", help="Seed of initialisation, batches and noise."),
     run: str | None = typer.Option(None, help="Output name under analysis/ [default: <kind>-<dataset>]."),
-    threads: int = THREADS_OPTION,
+    threads: int = _threads_option(AnalyzeTrainVAEConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Train an autoencoder / β-VAE / FactorVAE; write the model, latents of every image and a traversal grid."""
-    from cxrlens.analysis.stages import AnalyzeTrainVAEConfig, run_analyze_train_vae
-    from cxrlens.analysis.vae import VAEConfig
+    from cxrlens.analysis.stages import run_analyze_train_vae
 
     grid = latent_grid if latent_grid is not None else (4 if kind == "ae" else 1)
     vae = VAEConfig(
@@ -78,28 +121,23 @@ def _split_list(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-LATENTS_OPTION = typer.Option(
-    "vae:beta-vae", "--latents", "-l", help="vae:<run>, activations:<run>:<stream> or sae:<sae run>:<run>:<stream>."
-)
-DATASET_OPTION = typer.Option("cxr-sprites", "--dataset", "-d", help="Dataset in the workspace.")
-
-
 @app.command("importance")
 def importance_cmd(
     target: str = typer.Option(..., "--target", "-t", help="Label column (e.g. Cardiomegaly) or factor (e.g. ctr)."),
-    latents: str = LATENTS_OPTION,
-    dataset: str = DATASET_OPTION,
-    n_trees: int = typer.Option(200, help="Random-forest trees."),
-    repeats: int = typer.Option(20, help="Shuffles per dim on the held-out split."),
-    seed: int = typer.Option(0, help="Seed of forest and shuffles."),
+    latents: str = _latents_option(AnalyzeImportanceConfig),
+    dataset: str = _dataset_option(AnalyzeImportanceConfig),
+    n_trees: int = config_option(ImportanceConfig, "n_trees", help="Random-forest trees."),
+    repeats: int = config_option(
+        ImportanceConfig, "n_repeats", "--repeats", help="Shuffles per dim on the held-out split."
+    ),
+    seed: int = config_option(ImportanceConfig, "seed", help="Seed of forest and shuffles."),
     run: str | None = typer.Option(None, help="Output name [default: importance-<target>-<latents>]."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Rank latent dims/maps by held-out permutation importance of a random forest predicting a label or factor."""
 
-    from cxrlens.analysis.importance import ImportanceConfig
-    from cxrlens.analysis.stages import AnalyzeImportanceConfig, run_analyze_importance
+    from cxrlens.analysis.stages import run_analyze_importance
 
     cfg = AnalyzeImportanceConfig(
         latents, dataset, target, ImportanceConfig(n_trees=n_trees, n_repeats=repeats, seed=seed)
@@ -132,21 +170,20 @@ def _slug(text: str) -> str:
 
 @app.command("embed")
 def embed_cmd(
-    latents: str = LATENTS_OPTION,
-    dataset: str = DATASET_OPTION,
-    method: str = typer.Option("umap", help="umap or tsne."),
-    colour_by: str = typer.Option("Cardiomegaly,Pleural Effusion,view", help="Comma-separated labels/factors."),
-    split: str = typer.Option("all", help="Images to embed: train, val, test or all."),
-    max_points: int = typer.Option(3000, help="Subsample (seeded) above this many images."),
-    seed: int = typer.Option(0, help="Seed of the embedding and subsample."),
+    latents: str = _latents_option(AnalyzeEmbedConfig),
+    dataset: str = _dataset_option(AnalyzeEmbedConfig),
+    method: str = config_option(EmbeddingConfig, "method", help="umap or tsne."),
+    colour_by: str = config_csv_option(AnalyzeEmbedConfig, "colour_by", help="Comma-separated labels/factors."),
+    split: str = config_option(AnalyzeEmbedConfig, "split", help="Images to embed: train, val, test or all."),
+    max_points: int = config_option(EmbeddingConfig, "max_points", help="Subsample (seeded) above this many images."),
+    seed: int = config_option(EmbeddingConfig, "seed", help="Seed of the embedding and subsample."),
     run: str | None = typer.Option(None, help="Output name [default: embed-<method>-<latents>]."),
-    threads: int = THREADS_OPTION,
+    threads: int = _threads_option(EmbeddingConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """UMAP / t-SNE of a latent, coloured by labels or factors, with validation numbers."""
-    from cxrlens.analysis.embedding import EmbeddingConfig
-    from cxrlens.analysis.stages import AnalyzeEmbedConfig, run_analyze_embed
+    from cxrlens.analysis.stages import run_analyze_embed
 
     emb = EmbeddingConfig(method=method, max_points=max_points, seed=seed, threads=max(threads, 1))
     cfg = AnalyzeEmbedConfig(latents, dataset, _split_list(colour_by), split, emb)
@@ -167,30 +204,34 @@ def embed_cmd(
 
 @app.command("disentangle")
 def disentangle_cmd(
-    latents: str = typer.Option("vae:beta-vae", "--latents", "-l", help="Comma-separated latent sources."),
-    dataset: str = DATASET_OPTION,
+    latents: str = config_csv_option(
+        AnalyzeDisentangleConfig, "latents", "--latents", "-l", help="Comma-separated latent sources."
+    ),
+    dataset: str = _dataset_option(AnalyzeDisentangleConfig),
     factors: str | None = typer.Option(None, help="Comma-separated factors [default: the visible sprite factors]."),
-    interventional: bool = typer.Option(True, help="VAE sources: BetaVAE/FactorVAE from the sprites sampler."),
-    batch_size: int = typer.Option(64, help="Samples per BetaVAE/FactorVAE point."),
-    num_train: int = typer.Option(300, help="BetaVAE points / FactorVAE votes for fitting."),
-    num_eval: int = typer.Option(200, help="… for evaluating."),
-    seed: int = typer.Option(0, help="Seed of all sampling."),
+    interventional: bool = config_option(
+        AnalyzeDisentangleConfig, "interventional", help="VAE sources: BetaVAE/FactorVAE from the sprites sampler."
+    ),
+    batch_size: int = config_option(DisentanglementConfig, "batch_size", help="Samples per BetaVAE/FactorVAE point."),
+    num_train: int = config_option(
+        DisentanglementConfig, "num_train", help="BetaVAE points / FactorVAE votes for fitting."
+    ),
+    num_eval: int = config_option(DisentanglementConfig, "num_eval", help="… for evaluating."),
+    seed: int = config_option(DisentanglementConfig, "seed", help="Seed of all sampling."),
     run: str = typer.Option("disentanglement", help="Output name."),
-    threads: int = THREADS_OPTION,
+    threads: int = _threads_option(AnalyzeDisentangleConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """BetaVAE, FactorVAE, MIG, DCI and SAP of each latent against the ground-truth factors; one comparison table."""
 
-    from cxrlens.analysis.data import SPRITE_FACTORS
-    from cxrlens.analysis.disentanglement import DisentanglementConfig
-    from cxrlens.analysis.stages import AnalyzeDisentangleConfig, run_analyze_disentangle
+    from cxrlens.analysis.stages import run_analyze_disentangle
 
     metrics = DisentanglementConfig(batch_size=batch_size, num_train=num_train, num_eval=num_eval, seed=seed)
     cfg = AnalyzeDisentangleConfig(
         _split_list(latents),
         dataset,
-        _split_list(factors) if factors else SPRITE_FACTORS,
+        _split_list(factors) if factors else config_default(AnalyzeDisentangleConfig, "factors"),
         interventional,
         metrics,
         threads,
@@ -214,28 +255,30 @@ def disentangle_cmd(
 
 @app.command("mask")
 def mask_cmd(
-    vae: str = typer.Option("ae", help="VAE run (from train-vae) whose latent channels are masked."),
-    dataset: str = DATASET_OPTION,
+    vae: str = config_option(
+        AnalyzeMaskConfig, "vae", help="VAE run (from train-vae) whose latent channels are masked."
+    ),
+    dataset: str = _dataset_option(AnalyzeMaskConfig),
     factors: str | None = typer.Option(None, help="Comma-separated factors [default: the visible sprite factors]."),
-    mode: str = typer.Option("mean", help="zero or mean replacement."),
-    threshold: float = typer.Option(0.1, help="Effect (in factor std) that counts as 'affected'."),
-    n_images: int = typer.Option(256, help="Held-out images to mask."),
-    reader_steps: int = typer.Option(400, help="Training steps of the factor reader."),
+    mode: str = config_option(MaskingConfig, "mode", help="zero or mean replacement."),
+    threshold: float = config_option(
+        MaskingConfig, "threshold", help="Effect (in factor std) that counts as 'affected'."
+    ),
+    n_images: int = config_option(AnalyzeMaskConfig, "n_images", help="Held-out images to mask."),
+    reader_steps: int = config_option(AnalyzeMaskConfig, "reader_steps", help="Training steps of the factor reader."),
     run: str | None = typer.Option(None, help="Output name [default: mask-<vae>]."),
-    threads: int = THREADS_OPTION,
+    threads: int = _threads_option(AnalyzeMaskConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Mask each latent map, decode, show the difference and count the ground-truth factors it moves."""
 
-    from cxrlens.analysis.data import SPRITE_FACTORS
-    from cxrlens.analysis.masking import MaskingConfig
-    from cxrlens.analysis.stages_maps import AnalyzeMaskConfig, run_analyze_mask
+    from cxrlens.analysis.stages_maps import run_analyze_mask
 
     cfg = AnalyzeMaskConfig(
         vae,
         dataset,
-        _split_list(factors) if factors else SPRITE_FACTORS,
+        _split_list(factors) if factors else config_default(AnalyzeMaskConfig, "factors"),
         MaskingConfig(mode=mode, threshold=threshold),
         n_images=n_images,
         reader_steps=reader_steps,
@@ -260,23 +303,24 @@ def mask_cmd(
 @app.command("tcav")
 def tcav_cmd(
     concepts: list[str] = typer.Option(..., "--concept", "-c", help="name=column==value or name=folder:/dir."),
-    classes: str = typer.Option("Cardiomegaly", help="Comma-separated class labels of the model."),
-    model: str = typer.Option("lt-vit:lt-vit", help="lt-vit:<run>[:label-tokens|cls]."),
-    layer: str = typer.Option("model.blocks.2", help="Module name of the layer (e.g. model.blocks.2)."),
-    dataset: str = DATASET_OPTION,
-    split: str = typer.Option("test", help="Split supplying class examples, concept examples and random sets."),
-    n_random: int = typer.Option(20, help="Random counterpart sets / null CAVs (≥ 20)."),
-    set_size: int = typer.Option(40, help="Examples per concept and random set."),
-    alpha: float = typer.Option(0.05, help="Benjamini–Hochberg false-discovery rate."),
-    seed: int = typer.Option(0, help="Seed of the sets and classifiers."),
+    classes: str = config_csv_option(AnalyzeTCAVConfig, "classes", help="Comma-separated class labels of the model."),
+    model: str = config_option(AnalyzeTCAVConfig, "model", help="lt-vit:<run>[:label-tokens|cls]."),
+    layer: str = config_option(AnalyzeTCAVConfig, "layer", help="Module name of the layer (e.g. model.blocks.2)."),
+    dataset: str = _dataset_option(AnalyzeTCAVConfig),
+    split: str = config_option(
+        AnalyzeTCAVConfig, "split", help="Split supplying class examples, concept examples and random sets."
+    ),
+    n_random: int = config_option(TCAVConfig, "n_random", help="Random counterpart sets / null CAVs (≥ 20)."),
+    set_size: int = config_option(AnalyzeTCAVConfig, "set_size", help="Examples per concept and random set."),
+    alpha: float = config_option(TCAVConfig, "alpha", help="Benjamini–Hochberg false-discovery rate."),
+    seed: int = config_option(TCAVConfig, "seed", help="Seed of the sets and classifiers."),
     run: str = typer.Option("tcav", help="Output name."),
-    threads: int = THREADS_OPTION,
+    threads: int = _threads_option(AnalyzeTCAVConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """TCAV scores with random-concept nulls, t-tests and Benjamini–Hochberg; only significant scores count."""
-    from cxrlens.analysis.stages_maps import AnalyzeTCAVConfig, run_analyze_tcav
-    from cxrlens.analysis.tcav import TCAVConfig
+    from cxrlens.analysis.stages_maps import run_analyze_tcav
 
     cfg = AnalyzeTCAVConfig(
         model,
@@ -303,26 +347,31 @@ def tcav_cmd(
 
 @app.command("sanity")
 def sanity_cmd(
-    vae: str | None = typer.Option(None, help="VAE run whose masking maps are checked."),
-    lt_vit: str | None = typer.Option(None, help="lt-vit run whose attention/rollout/Grad-CAM maps are checked."),
-    interpret: str | None = typer.Option(None, help="Interpretation run whose SAE feature heatmaps are checked."),
-    dataset: str = DATASET_OPTION,
-    n_images: int = typer.Option(16, help="Test images."),
-    threshold: float = typer.Option(0.5, help="Pass when final Spearman(|map|) and SSIM are both below this."),
+    vae: str = config_option(AnalyzeSanityConfig, "vae", help="VAE run whose masking maps are checked."),
+    lt_vit: str = config_option(
+        AnalyzeSanityConfig, "lt_vit", help="lt-vit run whose attention/rollout/Grad-CAM maps are checked."
+    ),
+    interpret: str = config_option(
+        AnalyzeSanityConfig, "interpret", help="Interpretation run whose SAE feature heatmaps are checked."
+    ),
+    dataset: str = _dataset_option(AnalyzeSanityConfig),
+    n_images: int = config_option(AnalyzeSanityConfig, "n_images", help="Test images."),
+    threshold: float = config_option(
+        SanityConfig, "threshold", help="Pass when final Spearman(|map|) and SSIM are both below this."
+    ),
     run: str = typer.Option("sanity", help="Output name."),
-    threads: int = THREADS_OPTION,
+    threads: int = _threads_option(AnalyzeSanityConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Cascading parameter randomisation of the project's maps: a method passes when its maps change."""
-    from cxrlens.analysis.stages_maps import AnalyzeSanityConfig, run_analyze_sanity
-    from cxrlens.saliency.sanity import SanityConfig
+    from cxrlens.analysis.stages_maps import run_analyze_sanity
 
     cfg = AnalyzeSanityConfig(
         dataset,
-        vae or "",
-        lt_vit or "",
-        interpret=interpret or "",
+        vae,
+        lt_vit,
+        interpret=interpret,
         n_images=n_images,
         sanity=SanityConfig(threshold=threshold),
         threads=threads,

@@ -8,7 +8,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.backbones.train import BackboneTrainConfig
+from cxrlens.backbones.vit import ViTArch
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_csv_option,
+    config_option,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
 
 app = typer.Typer(help="Vision backbones: inspect a spec, train the in-project ViT.", no_args_is_help=True)
@@ -42,42 +52,46 @@ def info(
 
 @app.command("train")
 def train(
-    dataset: str = typer.Option("iu-phantom", help="Dataset with images, report text and the 14 labels."),
-    name: str = typer.Option("", help="Backbone name in the workspace [default: the default backbone's name]."),
-    objectives: str = typer.Option(
-        "mim,distill,contrastive,supervised", help="Comma-separated: mim, distill, contrastive, supervised."
+    dataset: str = config_option(
+        BackboneTrainConfig, "dataset", help="Dataset with images, report text and the 14 labels."
     ),
-    pretrain: str = typer.Option(
-        "",
+    name: str = config_option(BackboneTrainConfig, "name", help="Backbone name in the workspace (backbones/<name>)."),
+    objectives: str = config_csv_option(
+        BackboneTrainConfig, "objectives", help="Comma-separated: mim, distill, contrastive, supervised."
+    ),
+    pretrain: str = config_csv_option(
+        BackboneTrainConfig,
+        "pretrain_datasets",
         "--pretrain-datasets",
         help="Comma-separated datasets whose images (all splits) join training only, e.g. sprites; "
         "the probe stays on --dataset.",
     ),
-    steps: int = typer.Option(200, help="Optimiser steps per objective."),
-    batch_size: int = typer.Option(64, help="Images per step."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
-    image_size: int = typer.Option(128, help="ViT input side in pixels."),
-    patch_size: int = typer.Option(16, help="ViT patch side."),
-    hidden_size: int = typer.Option(128, help="Token width."),
-    layers: int = typer.Option(4, help="Transformer blocks."),
-    heads: int = typer.Option(4, help="Attention heads."),
-    max_images: int = typer.Option(0, help="At most this many images per split (0 = all)."),
-    seed: int = typer.Option(0, help="Seed of init, augmentations and batch order."),
+    steps: int = config_option(BackboneTrainConfig, "steps", help="Optimiser steps per objective."),
+    batch_size: int = config_option(BackboneTrainConfig, "batch_size", help="Images per step."),
+    lr: float = config_option(BackboneTrainConfig, "lr", help="Peak learning rate (AdamW, warm-up + cosine)."),
+    image_size: int = config_option(ViTArch, "image_size", help="ViT input side in pixels."),
+    patch_size: int = config_option(ViTArch, "patch_size", help="ViT patch side."),
+    hidden_size: int = config_option(ViTArch, "hidden_size", help="Token width."),
+    layers: int = config_option(ViTArch, "num_layers", "--layers", help="Transformer blocks."),
+    heads: int = config_option(ViTArch, "num_heads", "--heads", help="Attention heads."),
+    max_images: int = config_option(
+        BackboneTrainConfig, "max_images", help="At most this many images per split (0 = all)."
+    ),
+    seed: int = config_option(BackboneTrainConfig, "seed", help="Seed of init, augmentations and batch order."),
     threads: int = typer.Option(0, help="torch CPU threads for the run (0 = torch's default)."),
     export: Path | None = typer.Option(None, help="Also copy the chosen weights to this directory."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Train the in-project ViT with each objective, probe them, keep the best → backbones/<name>."""
-    from cxrlens.backbones.train import BackboneTrainConfig, load_probe_table, run_backbone_train
-    from cxrlens.backbones.vit import DEFAULT_BACKBONE, ViTArch
+    from cxrlens.backbones.train import load_probe_table, run_backbone_train
 
     arch = ViTArch(
         image_size=image_size, patch_size=patch_size, hidden_size=hidden_size, num_layers=layers, num_heads=heads
     )
     cfg = BackboneTrainConfig(
         dataset=dataset,
-        name=name or DEFAULT_BACKBONE,
+        name=name,
         arch=arch,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         pretrain_datasets=tuple(d.strip() for d in pretrain.split(",") if d.strip()),

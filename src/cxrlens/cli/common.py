@@ -15,6 +15,10 @@ from cxrlens.workspace import StageResult, Workspace, default_root
 __all__ = [
     "FORCE_OPTION",
     "WORKSPACE_OPTION",
+    "config_csv_default",
+    "config_csv_option",
+    "config_default",
+    "config_option",
     "human_bytes",
     "kv_table",
     "open_workspace",
@@ -48,6 +52,18 @@ def config_default(config_cls: type, name: str) -> Any:
 def config_option(config_cls: type, name: str, *flags: str, **kwargs: Any) -> Any:
     """``typer.Option`` whose default is ``config_cls``'s default for ``name`` (see :func:`config_default`)."""
     return typer.Option(config_default(config_cls, name), *flags, **kwargs)
+
+
+def config_csv_default(config_cls: type, name: str) -> str:
+    """A tuple field's default as the comma-separated string a command parses back into the tuple
+    (``("cls", "mean")`` → ``"cls,mean"``; ``()`` → ``""``)."""
+    return ",".join(str(v) for v in config_default(config_cls, name))
+
+
+def config_csv_option(config_cls: type, name: str, *flags: str, **kwargs: Any) -> Any:
+    """``typer.Option`` for a comma-separated list whose default is the tuple field ``name``'s default (see
+    :func:`config_csv_default`)."""
+    return typer.Option(config_csv_default(config_cls, name), *flags, **kwargs)
 
 
 def open_workspace(path: Path | None) -> Workspace:

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_option,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.cli.phantom import build_app as phantom_build_app
 from cxrlens.console import console
+from cxrlens.data.chexpert import CheXpertImportConfig
+from cxrlens.data.folder import FolderImportConfig
+from cxrlens.data.iu_xray import IUXrayImportConfig
+from cxrlens.data.mimic import MimicImportConfig
+from cxrlens.data.nih import NIHImportConfig
 
 app = typer.Typer(help="Import datasets into the workspace.", no_args_is_help=True)
 import_app = typer.Typer(help="Import a dataset as a study table.", no_args_is_help=True)
@@ -19,7 +32,7 @@ app.add_typer(phantom_build_app, name="build")
 
 @import_app.command("iu-xray")
 def import_iu(
-    seed: int = typer.Option(0, help="Seed of the patient-level 70/10/20 split."),
+    seed: int = config_option(IUXrayImportConfig, "seed", help="Seed of the patient-level train/val/test split."),
     reports: Path | None = typer.Option(
         None, help="A .tgz or directory of IU X-ray XML reports [default: torchxrayvision's bundled copy]."
     ),
@@ -28,7 +41,7 @@ def import_iu(
     force: bool = FORCE_OPTION,
 ) -> None:
     """IU X-ray (Open-i) reports bundled with torchxrayvision → datasets/iu-xray (reports have no images here)."""
-    from cxrlens.data.iu_xray import IUXrayImportConfig, run_data_import_iu_xray
+    from cxrlens.data.iu_xray import run_data_import_iu_xray
 
     cfg = IUXrayImportConfig(seed=seed, reports_source=str(reports) if reports else None)
     result = run_data_import_iu_xray(open_workspace(workspace), cfg, name=name, force=force)
@@ -64,9 +77,14 @@ def print_iu_summary(s: dict, skipped: int) -> None:
 
 
 # ---------------------------------------------------------------- user datasets: MIMIC-CXR-JPG, CheXpert, NIH, folder
-VERIFY_OPTION = typer.Option(
-    "header", help="Image check per file: exists | header (signature, header, end marker) | decode (full decode)."
-)
+
+
+def _verify_option(config_cls: type) -> Any:
+    return config_option(
+        config_cls,
+        "verify",
+        help="Image check per file: exists | header (signature, header, end marker) | decode (full decode).",
+    )
 
 
 def _print_loader_result(result, title: str, name: str) -> None:
@@ -98,13 +116,13 @@ def _print_loader_result(result, title: str, name: str) -> None:
 def import_mimic(
     root: Path = typer.Option(..., help="MIMIC-CXR-JPG folder (mimic-cxr-2.0.0-*.csv(.gz) and files/)."),
     reports: Path | None = typer.Option(None, help="MIMIC-CXR reports folder (files/pXX/pXXXXXXXX/sXXXXXXXX.txt)."),
-    verify: str = VERIFY_OPTION,
+    verify: str = _verify_option(MimicImportConfig),
     name: str = typer.Option("mimic-cxr", help="Dataset name in the workspace."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """MIMIC-CXR-JPG 2.x with its official split and CheXpert labels (+ report sections with --reports)."""
-    from cxrlens.data.mimic import MimicImportConfig, run_data_import_mimic_cxr
+    from cxrlens.data.mimic import run_data_import_mimic_cxr
 
     cfg = MimicImportConfig(
         root=str(root.resolve()), reports=str(reports.resolve()) if reports else None, verify=verify
@@ -116,15 +134,17 @@ def import_mimic(
 @import_app.command("chexpert")
 def import_chexpert_cmd(
     root: Path = typer.Option(..., help="CheXpert-v1.0(-small) folder holding train.csv / valid.csv."),
-    val_frac: float = typer.Option(0.1, help="Fraction of train.csv patients held out as val (without test.csv)."),
-    seed: int = typer.Option(0, help="Seed of the patient-level train/val split."),
-    verify: str = VERIFY_OPTION,
+    val_frac: float = config_option(
+        CheXpertImportConfig, "val_frac", help="Fraction of train.csv patients held out as val (without test.csv)."
+    ),
+    seed: int = config_option(CheXpertImportConfig, "seed", help="Seed of the patient-level train/val split."),
+    verify: str = _verify_option(CheXpertImportConfig),
     name: str = typer.Option("chexpert", help="Dataset name in the workspace."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """CheXpert: valid.csv → test, train.csv → train/val by patient (test.csv, when present, → test)."""
-    from cxrlens.data.chexpert import CheXpertImportConfig, run_data_import_chexpert
+    from cxrlens.data.chexpert import run_data_import_chexpert
 
     cfg = CheXpertImportConfig(root=str(root.resolve()), verify=verify, seed=seed, val_frac=val_frac)
     result = run_data_import_chexpert(open_workspace(workspace), cfg, name=name, force=force)
@@ -135,15 +155,17 @@ def import_chexpert_cmd(
 @import_app.command("nih14")
 def import_nih_cmd(
     root: Path = typer.Option(..., help="ChestX-ray14 folder: Data_Entry_2017*.csv, split lists, images (any depth)."),
-    val_frac: float = typer.Option(0.1, help="Fraction of train_val_list patients held out as val."),
-    seed: int = typer.Option(0, help="Seed of the patient-level train/val split."),
-    verify: str = VERIFY_OPTION,
+    val_frac: float = config_option(
+        NIHImportConfig, "val_frac", help="Fraction of train_val_list patients held out as val."
+    ),
+    seed: int = config_option(NIHImportConfig, "seed", help="Seed of the patient-level train/val split."),
+    verify: str = _verify_option(NIHImportConfig),
     name: str = typer.Option("nih14", help="Dataset name in the workspace."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """NIH ChestX-ray14: 7 findings mapped to CheXpert columns, the 7 NIH-only labels kept as extra columns."""
-    from cxrlens.data.nih import NIHImportConfig, run_data_import_nih14
+    from cxrlens.data.nih import run_data_import_nih14
 
     cfg = NIHImportConfig(root=str(root.resolve()), verify=verify, seed=seed, val_frac=val_frac)
     result = run_data_import_nih14(open_workspace(workspace), cfg, name=name, force=force)
@@ -156,17 +178,23 @@ def import_folder_cmd(
     reports: Path | None = typer.Option(
         None, "--reports", "--csv", help="CSV: image → report text / CheXpert labels / patient_id / split."
     ),
-    image_column: str = typer.Option("image", help="CSV column with the image path (relative to --root)."),
-    text_column: str = typer.Option("report", help="CSV column with the report text."),
-    label_reports: bool = typer.Option(True, help="Label report text with the offline labeler when no labels given."),
-    seed: int = typer.Option(0, help="Seed of the patient-level split (when the CSV has no split column)."),
-    verify: str = VERIFY_OPTION,
+    image_column: str = config_option(
+        FolderImportConfig, "image_column", help="CSV column with the image path (relative to --root)."
+    ),
+    text_column: str = config_option(FolderImportConfig, "text_column", help="CSV column with the report text."),
+    label_reports: bool = config_option(
+        FolderImportConfig, "label_reports", help="Label report text with the offline labeler when no labels given."
+    ),
+    seed: int = config_option(
+        FolderImportConfig, "seed", help="Seed of the patient-level split (when the CSV has no split column)."
+    ),
+    verify: str = _verify_option(FolderImportConfig),
     name: str = typer.Option("folder", help="Dataset name in the workspace."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Any image folder; reports from the CSV or <image>.txt files; labels from the CSV or the labeler."""
-    from cxrlens.data.folder import FolderImportConfig, run_data_import_folder
+    from cxrlens.data.folder import run_data_import_folder
 
     cfg = FolderImportConfig(
         root=str(root.resolve()),

@@ -8,8 +8,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_csv_option,
+    config_option,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
+from cxrlens.evaluate.run import EvaluateConfig
 
 app = typer.Typer(
     help="Evaluate generated reports: NLG, clinical F1, phantom grounding, baselines.", no_args_is_help=True
@@ -25,19 +34,27 @@ def reports_cmd(
     reports: str = typer.Option(
         ..., "--reports", "-r", help="Report run under reports/ (written by `cxrlens report`)."
     ),
-    baselines: str = typer.Option(
-        "constant,random,nearest", help="Comma-separated baselines to evaluate in the same run ('' for none)."
+    baselines: str = config_csv_option(
+        EvaluateConfig, "baselines", help="Comma-separated baselines to evaluate in the same run ('' for none)."
     ),
-    seed: int = typer.Option(0, help="Seed of the random baseline and of the bootstrap intervals."),
-    meteor: bool = typer.Option(True, "--meteor/--no-meteor", help="Compute METEOR (Java; the slowest metric)."),
-    bootstrap: int = typer.Option(1000, help="Paired bootstrap resamples for the intervals (0 = none)."),
-    bootstrap_unit: str = typer.Option(
-        "study",
+    seed: int = config_option(
+        EvaluateConfig, "seed", help="Seed of the random baseline and of the bootstrap intervals."
+    ),
+    meteor: bool = config_option(
+        EvaluateConfig, "meteor", "--meteor/--no-meteor", help="Compute METEOR (Java; the slowest metric)."
+    ),
+    bootstrap: int = config_option(
+        EvaluateConfig, "bootstrap", help="Paired bootstrap resamples for the intervals (0 = none)."
+    ),
+    bootstrap_unit: str = config_option(
+        EvaluateConfig,
+        "bootstrap_unit",
         help="What the bootstrap resamples: 'study' (a study's images, which share one report, kept together) "
         "or 'patient'.",
     ),
-    allow_leaky: bool = typer.Option(
-        False,
+    allow_leaky: bool = config_option(
+        EvaluateConfig,
+        "allow_leaky",
         "--allow-leaky",
         help="Evaluate even a split the interpretation used (describe or threshold-calibration split); every "
         "output is then marked leaky. Without it such a run is refused.",
@@ -46,7 +63,7 @@ def reports_cmd(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Evaluate a report run and its baselines; write reports/<run>/evaluation/ and print the headline table."""
-    from cxrlens.evaluate.run import EvaluateConfig, run_evaluate_reports
+    from cxrlens.evaluate.run import run_evaluate_reports
 
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
     cfg = EvaluateConfig(

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, human_bytes, kv_table, open_workspace, print_stage_result
+from cxrlens.activations import ExtractConfig
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_csv_option,
+    config_option,
+    human_bytes,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
 
 
@@ -15,13 +25,17 @@ def extract(
     backbone: str = typer.Option(
         "cxrlens:default", "--backbone", "-b", help="Backbone spec: hf:<id or dir>, xrv:<weights>, cxrlens:<name>."
     ),
-    layers: str = typer.Option("-1", help="Comma-separated layer names or indices (-1 = the model's output)."),
-    tokens: str = typer.Option("cls,mean", help="Comma-separated token kinds: cls, mean, patch."),
-    dtype: str = typer.Option("float16", help="Storage dtype: float16, bfloat16 or float32."),
-    batch_size: int = typer.Option(32, help="Images per forward pass."),
-    split: str = typer.Option("all", help="train, val, test or all."),
-    shard_mb: float = typer.Option(256.0, help="Maximum shard size in MiB."),
-    shard_images: int = typer.Option(2048, help="Maximum images per shard (what a crash can cost)."),
+    layers: str = config_csv_option(
+        ExtractConfig, "layers", help="Comma-separated layer names or indices (-1 = the model's output)."
+    ),
+    tokens: str = config_csv_option(ExtractConfig, "tokens", help="Comma-separated token kinds: cls, mean, patch."),
+    dtype: str = config_option(ExtractConfig, "dtype", help="Storage dtype: float16, bfloat16 or float32."),
+    batch_size: int = config_option(ExtractConfig, "batch_size", help="Images per forward pass."),
+    split: str = config_option(ExtractConfig, "split", help="train, val, test or all."),
+    shard_mb: float = config_option(ExtractConfig, "shard_mb", help="Maximum shard size in MiB."),
+    shard_images: int = config_option(
+        ExtractConfig, "shard_images", help="Maximum images per shard (what a crash can cost)."
+    ),
     run: str | None = typer.Option(None, help="Store name [default: <dataset>-<backbone>]."),
     device: str | None = typer.Option(None, help="cpu, cuda … [default: cuda if available]."),
     workers: int | None = typer.Option(None, help="DataLoader workers decoding images [default: CPUs-1, ≤ 4]."),
@@ -31,7 +45,7 @@ def extract(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Extract activations into activations/<run> (kill it any time; re-running resumes from the last shard)."""
-    from cxrlens.activations import ExtractConfig, run_extract
+    from cxrlens.activations import run_extract
 
     cfg = ExtractConfig(
         dataset=dataset,

@@ -6,28 +6,49 @@ from pathlib import Path
 
 import typer
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_option,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
+from cxrlens.interpret.llm import LLMConfig
+from cxrlens.interpret.run import InterpretConfig
 
 
 def interpret(
     sae: str = typer.Option(..., "--sae", help="SAE run (saes/<RUN>); its activation store is used."),
-    activations: str = typer.Option(
-        "", "--activations", "-a", help="Activation store to interpret on [default: the one the SAE was trained on]."
+    activations: str = config_option(
+        InterpretConfig,
+        "activations",
+        "--activations",
+        "-a",
+        help="Activation store to interpret on [default: the one the SAE was trained on].",
     ),
-    top_k: int = typer.Option(16, help="Top-activating images kept per feature (and read by the describer)."),
-    describe_split: str = typer.Option("train", help="Split whose reports describe the features."),
-    calibrate_split: str = typer.Option("val", help="Held-out split for report thresholds."),
+    top_k: int = config_option(
+        InterpretConfig, "top_k", help="Top-activating images kept per feature (and read by the describer)."
+    ),
+    describe_split: str = config_option(
+        InterpretConfig, "describe_split", help="Split whose reports describe the features."
+    ),
+    calibrate_split: str = config_option(
+        InterpretConfig, "calibrate_split", help="Held-out split for report thresholds."
+    ),
     llm_url: str | None = typer.Option(
         None, "--llm-url", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) for an LLM describer."
     ),
     llm_model: str | None = typer.Option(None, "--llm-model", help="Model name sent to --llm-url."),
-    llm_key_env: str = typer.Option(
-        "OPENAI_API_KEY",
+    llm_key_env: str = config_option(
+        LLMConfig,
+        "api_key_env",
         help="Environment variable holding the endpoint's API key (sent only over https or to a loopback address).",
     ),
-    llm_allow_remote: bool = typer.Option(
-        False,
+    llm_allow_remote: bool = config_option(
+        LLMConfig,
+        "allow_remote",
         "--llm-allow-remote",
         help="Allow an --llm-url that is not on this machine, acknowledging that report text is sent to it "
         "(MIMIC-CXR's data use agreement forbids third-party services; see docs/llm.md).",
@@ -39,8 +60,8 @@ def interpret(
     """Per-feature statistics, label association, confound check and radiological descriptions."""
     from cxrlens.errors import BadInputError
     from cxrlens.interpret.describe import DescribeConfig
-    from cxrlens.interpret.llm import LLMConfig, LLMEndpointError, check_endpoint
-    from cxrlens.interpret.run import InterpretConfig, run_interpret
+    from cxrlens.interpret.llm import LLMEndpointError, check_endpoint
+    from cxrlens.interpret.run import run_interpret
 
     if bool(llm_url) != bool(llm_model):
         raise BadInputError(None, "--llm-url and --llm-model go together")

@@ -7,10 +7,18 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, config_option, open_workspace, print_stage_result
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_csv_option,
+    config_default,
+    config_option,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
 from cxrlens.labeltokens.model import LTViTConfig
-from cxrlens.labeltokens.run import LTRunConfig
+from cxrlens.labeltokens.run import LTExplainConfig, LTPredictConfig, LTRunConfig
 from cxrlens.labeltokens.train import LTTrainConfig
 
 app = typer.Typer(help="Label-token ViT: per-label tokens whose attention is the label's map.", no_args_is_help=True)
@@ -36,7 +44,9 @@ def train_cmd(
     warmup: int = config_option(LTTrainConfig, "warmup_steps", help="Linear warm-up steps before the cosine decay."),
     weight_decay: float = config_option(LTTrainConfig, "weight_decay", help="AdamW weight decay."),
     uncertain: str = config_option(LTTrainConfig, "uncertain", help="Uncertain (-1) labels: ones | zeros | ignore."),
-    class_balanced: bool = typer.Option(False, "--class-balanced", help="Weight positives by n_neg / n_pos."),
+    class_balanced: bool = config_option(
+        LTTrainConfig, "class_balanced", "--class-balanced", help="Weight positives by n_neg / n_pos."
+    ),
     seed: int = config_option(LTTrainConfig, "seed", help="Seed of the init and the batch order."),
     image_size: int = config_option(
         LTViTConfig, "image_size", help="Input side (random init only; a backbone fixes its own)."
@@ -47,7 +57,9 @@ def train_cmd(
     heads: int = config_option(LTViTConfig, "heads", help="Attention heads (random init only)."),
     join_at: int | None = typer.Option(None, help="First block the label tokens join [default: depth // 2]."),
     eval_split: str = config_option(LTRunConfig, "eval_split", help="Split the AUC is measured on."),
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the same-size CLS ViT."),
+    baseline: bool = config_option(
+        LTRunConfig, "baseline", "--baseline/--no-baseline", help="Also train the same-size CLS ViT."
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
@@ -116,12 +128,14 @@ def train_cmd(
 def predict_cmd(
     run: str = typer.Option("lt-vit", help="Trained run (lt-vit/<run>)."),
     dataset: str = typer.Option("cxr-sprites", help="Dataset to predict on."),
-    split: str | None = typer.Option("test", help="Split (train | val | test); 'all' for every image."),
+    split: str = typer.Option(
+        config_default(LTPredictConfig, "split") or "all", help="Split (train | val | test); 'all' for every image."
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Per-label probabilities of every model of a run → lt-vit/<run>-predict-<dataset>-<split>."""
-    from cxrlens.labeltokens.run import LTPredictConfig, run_lt_vit_predict
+    from cxrlens.labeltokens.run import run_lt_vit_predict
 
     cfg = LTPredictConfig(run=run, dataset=dataset, split=None if split == "all" else split)
     result = run_lt_vit_predict(open_workspace(workspace), cfg, force=force)
@@ -134,18 +148,22 @@ def predict_cmd(
 def explain_cmd(
     run: str = typer.Option("lt-vit", help="Trained run (lt-vit/<run>)."),
     dataset: str | None = typer.Option(None, help="Dataset with finding masks [default: the run's dataset]."),
-    split: str = typer.Option("test", help="Split to ground on."),
-    methods: str = typer.Option("attention,rollout,gradcam", help="Map methods (comma-separated)."),
-    max_images: int = typer.Option(400, help="At most this many images of the split."),
-    sanity_images: int = typer.Option(48, help="Images in the cascading-randomisation sanity check."),
-    rel_threshold: float = typer.Option(0.5, help="IoU: map ≥ this fraction of its max counts as inside."),
+    split: str = config_option(LTExplainConfig, "split", help="Split to ground on."),
+    methods: str = config_csv_option(LTExplainConfig, "methods", help="Map methods (comma-separated)."),
+    max_images: int = config_option(LTExplainConfig, "max_images", help="At most this many images of the split."),
+    sanity_images: int = config_option(
+        LTExplainConfig, "sanity_images", help="Images in the cascading-randomisation sanity check."
+    ),
+    rel_threshold: float = config_option(
+        LTExplainConfig, "rel_threshold", help="IoU: map ≥ this fraction of its max counts as inside."
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Pointing game + IoU vs finding masks per label (attention, rollout, Grad-CAM; LT-ViT and CLS), sanity check,
     per-label map figure → lt-vit/<run>-explain."""
 
-    from cxrlens.labeltokens.run import LTExplainConfig, run_lt_vit_explain
+    from cxrlens.labeltokens.run import run_lt_vit_explain
     from cxrlens.workspace import read_manifest
 
     ws = open_workspace(workspace)

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, kv_table, open_workspace, print_stage_result
+from cxrlens.cli.common import (
+    FORCE_OPTION,
+    WORKSPACE_OPTION,
+    config_option,
+    kv_table,
+    open_workspace,
+    print_stage_result,
+)
 from cxrlens.console import console
+from cxrlens.data.phantom.datasets import IUPhantomConfig, SpritesConfig
 
 build_app = typer.Typer(help="Render phantom chest X-ray datasets with pixel-level ground truth.", no_args_is_help=True)
 
-SIZE_OPTION = typer.Option(224, help="Image side in pixels (32 … 512).")
+
+def _size_option(config_cls: type) -> Any:
+    return config_option(config_cls, "size", help="Image side in pixels (32 … 512).")
+
+
 WORKERS_OPTION = typer.Option(None, help="Render processes [default: number of CPUs].")
 
 
@@ -38,17 +51,23 @@ def print_phantom_summary(result, title: str) -> None:
 
 @build_app.command("iu-phantom")
 def build_iu_phantom_cmd(
-    n: int | None = typer.Option(None, help="Render only the first N IU image ids [default: all 7,470]."),
-    size: int = SIZE_OPTION,
-    seed: int = typer.Option(0, help="Seed of anatomy, acquisition, unstated sides/zones/severities, textures."),
-    uncertain: str = typer.Option("faint", help="Uncertain findings: 'faint' (drawn at half intensity) or 'omit'."),
+    n: int | None = config_option(
+        IUPhantomConfig, "n", help="Render only the first N IU image ids [default: all 7,470]."
+    ),
+    size: int = _size_option(IUPhantomConfig),
+    seed: int = config_option(
+        IUPhantomConfig, "seed", help="Seed of anatomy, acquisition, unstated sides/zones/severities, textures."
+    ),
+    uncertain: str = config_option(
+        IUPhantomConfig, "uncertain", help="Uncertain findings: 'faint' (drawn at half intensity) or 'omit'."
+    ),
     name: str = typer.Option("iu-phantom", help="Dataset name in the workspace."),
     workers: int | None = WORKERS_OPTION,
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """One phantom frontal image per IU X-ray image id, drawn from its report (labels + MeSH tags)."""
-    from cxrlens.data.phantom.datasets import IUPhantomConfig, run_data_build_iu_phantom
+    from cxrlens.data.phantom.datasets import run_data_build_iu_phantom
 
     cfg = IUPhantomConfig(n=n, size=size, seed=seed, uncertain=uncertain)
     result = run_data_build_iu_phantom(open_workspace(workspace), cfg, name=name, force=force, workers=workers)
@@ -58,17 +77,19 @@ def build_iu_phantom_cmd(
 
 @build_app.command("sprites")
 def build_sprites_cmd(
-    n: int = typer.Option(2000, help="Number of images."),
-    size: int = SIZE_OPTION,
-    seed: int = typer.Option(0, help="Seed of factor sampling and rendering."),
-    p_present: float = typer.Option(0.25, help="Probability that each finding kind is present (independently)."),
+    n: int = config_option(SpritesConfig, "n", help="Number of images."),
+    size: int = _size_option(SpritesConfig),
+    seed: int = config_option(SpritesConfig, "seed", help="Seed of factor sampling and rendering."),
+    p_present: float = config_option(
+        SpritesConfig, "p_present", help="Probability that each finding kind is present (independently)."
+    ),
     name: str = typer.Option("cxr-sprites", help="Dataset name in the workspace."),
     workers: int | None = WORKERS_OPTION,
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Phantoms whose factors are sampled independently on a documented grid, with templated reports."""
-    from cxrlens.data.phantom.datasets import SpritesConfig, run_data_build_sprites
+    from cxrlens.data.phantom.datasets import run_data_build_sprites
 
     cfg = SpritesConfig(n=n, size=size, seed=seed, p_present=p_present)
     result = run_data_build_sprites(open_workspace(workspace), cfg, name=name, force=force, workers=workers)

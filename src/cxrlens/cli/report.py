@@ -6,24 +6,35 @@ from pathlib import Path
 
 import typer
 
-from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, open_workspace, print_stage_result
+from cxrlens.cli.common import FORCE_OPTION, WORKSPACE_OPTION, config_option, open_workspace, print_stage_result
 from cxrlens.console import console, warn_line
+from cxrlens.report.compile import CompileConfig
+from cxrlens.report.run import ReportConfig
 
 
 def report(
     images: list[Path] = typer.Argument(None, help="PNG/JPEG/DICOM files to report on."),
     model: str = typer.Option(..., "--model", "-m", help="Interpretation run (interpret/<RUN>) = the report model."),
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Report on a dataset split instead of files."),
-    split: str = typer.Option("test", help="Split of --dataset."),
-    max_images: int = typer.Option(0, help="With --dataset: at most this many images (0 = all)."),
-    compiler: str = typer.Option(
-        "readout",
+    dataset: str = config_option(
+        ReportConfig, "dataset", "--dataset", "-d", help="Report on a dataset split instead of files."
+    ),
+    split: str = config_option(ReportConfig, "split", help="Split of --dataset."),
+    max_images: int = config_option(
+        ReportConfig, "max_images", help="With --dataset: at most this many images (0 = all)."
+    ),
+    compiler: str = config_option(
+        CompileConfig,
+        "compiler",
         help="readout (the val-calibrated finding readout decides; descriptions give the words) or features "
         "(SAE-Rad's rule: every described feature above its threshold speaks).",
     ),
-    max_features: int = typer.Option(15, help="--compiler features: active features used per report (SAE-Rad: 15)."),
-    describer: str = typer.Option(
-        "primary", help="primary (the run's descriptions; LLM if it had one) or extractive (robustness comparison)."
+    max_features: int = config_option(
+        CompileConfig, "max_features", help="--compiler features: active features used per report (SAE-Rad: 15)."
+    ),
+    describer: str = config_option(
+        ReportConfig,
+        "describer",
+        help="primary (the run's descriptions; LLM if it had one) or extractive (robustness comparison).",
     ),
     fmt: str = typer.Option("text", "--format", "-f", help="text, json or html (files only)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
@@ -33,8 +44,7 @@ def report(
 ) -> None:
     """Compile FINDINGS/IMPRESSION from active SAE features; every sentence lists the features behind it."""
     from cxrlens.errors import BadInputError
-    from cxrlens.report.compile import CompileConfig
-    from cxrlens.report.run import ReportConfig, ReportModel, run_report
+    from cxrlens.report.run import ReportModel, run_report
 
     ws = open_workspace(workspace)
     if fmt not in ("text", "json", "html"):

@@ -46,8 +46,10 @@ def _typed(default: object, value: object) -> object:
 @app.command("train")
 def train_cmd(
     activations: str = typer.Option(..., "--activations", "-a", help="Activation store name (activations/<RUN>)."),
-    stream: str = typer.Option("", help="Stream '<layer>/<token>' (default: the first CLS stream)."),
-    arch: str = typer.Option("topk", help="relu, topk, batchtopk, jumprelu, gated, matryoshka or hybrid."),
+    stream: str = config_option(
+        SAERunConfig, "stream", help="Stream '<layer>/<token>' (default: the first CLS stream)."
+    ),
+    arch: str = config_option(SAEConfig, "arch", help="relu, topk, batchtopk, jumprelu, gated, matryoshka or hybrid."),
     latents: int | None = typer.Option(None, help="Dictionary size (default: 16× the width; 64× for hybrid)."),
     k: int = config_option(SAEConfig, "k", help="Active latents per token (TopK family)."),
     sparsity_coeff: float = config_option(
@@ -69,7 +71,7 @@ def train_cmd(
     set_: list[str] = typer.Option([], "--set", help="Any other SAE config field, e.g. --set hybrid_sparsity_norm=l1."),
     run: str | None = typer.Option(None, help="Output name [default: <activations>-<arch>-<latents>]."),
     device: str | None = typer.Option(None, help="cpu, cuda … [default: cuda if available]."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the loss."),
+    compile_: bool = config_option(TrainConfig, "compile", "--compile", help="torch.compile the loss."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
