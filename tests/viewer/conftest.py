@@ -3,7 +3,8 @@
 ``run_demo`` without its controls, pointing game and summary, which the viewer does not read and which double the
 time), plus what a 40-image run is too small to produce, written with the library's own types so the schema is the
 pipeline's: a report run whose sentences carry evidence and evidence maps (the 40-image readout states nothing), a
-heatmap file for one feature, and an analysis run with a figure and a table.
+heatmap file for one feature, and an analysis run with a figure and a table. A small alignment adapter (3 epochs)
+and its search index make the search page real.
 
 Under pytest-xdist the API and browser modules may run in two workers; the workspace is then built once, by whichever
 worker comes first, in the run's shared temporary directory under an exclusive ``flock`` (the other waits and reuses
@@ -23,6 +24,8 @@ import pytest
 from safetensors.numpy import save
 
 from cxrlens.activations import run_extract
+from cxrlens.align import AlignConfig, SearchConfig, run_align_train
+from cxrlens.align.stages import run_align_index
 from cxrlens.data.iu_xray import IUXrayImportConfig, run_data_import_iu_xray
 from cxrlens.data.phantom.datasets import IUPhantomConfig, run_data_build_iu_phantom
 from cxrlens.demo import DEMO_SAE, demo_extract_config, demo_interpret_config, demo_sae_config
@@ -38,6 +41,7 @@ INTERPRET = "iu-phantom-demo-patch"
 REPORTS = "iu-phantom-demo-patch-test"
 RICH = "viewer-fixture-test"  # the report run with sentences
 ANALYSIS = "viewer-fixture-analysis"
+ALIGN = "viewer-align"
 GRID = (8, 8)
 
 
@@ -117,6 +121,9 @@ def _build(root: Path) -> dict:
     run_interpret(ws, demo_interpret_config())
     reports = run_report(ws, ReportConfig(interpret=DEMO_SAE, split="test"), show_progress=False)
     run_evaluate_reports(ws, EvaluateConfig(reports=reports.path.name))
+    align = AlignConfig(activations=acts.path.name, epochs=3, batch_size=16)
+    run_align_train(ws, align, run=ALIGN, show_progress=False)
+    run_align_index(ws, SearchConfig(align_run=ALIGN, split="all"))
     assert reports.path.name == REPORTS and DEMO_SAE == INTERPRET
     return _enrich(ws)
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from tests.viewer.conftest import ANALYSIS, GRID, INTERPRET, REPORTS, RICH
+from tests.viewer.conftest import ALIGN, ANALYSIS, GRID, INTERPRET, REPORTS, RICH
 from typer.main import get_command
 
 from cxrlens.cli import app as cli_app
@@ -59,7 +59,7 @@ def test_overview_lists_datasets_runs_and_headline_metrics(client) -> None:
     assert "cxrlens" in [row["system"] for row in metrics["rows"]]
     assert all(len(row["values"]) == len(metrics["columns"]) for row in metrics["rows"])
     assert runs[RICH]["metrics"] is None  # not evaluated
-    assert f"analysis/{ANALYSIS}" in o["analysis"] and o["search_indexes"] == []
+    assert f"analysis/{ANALYSIS}" in o["analysis"] and o["search_indexes"] == [ALIGN]
 
 
 # ---------------------------------------------------------------------------------------- feature browser
@@ -202,11 +202,30 @@ def test_analysis_figures_and_tables(client) -> None:
     assert table == {"columns": ["label", "auc"], "rows": [["Edema", 0.71], ["Cardiomegaly", 0.64]], "total": 2}
 
 
-def test_search_without_an_index_says_why(client) -> None:
+def test_search_returns_images_of_the_indexed_dataset(client) -> None:
+    idx = client.get("/api/search/indexes").json()
+    assert idx == {"indexes": [ALIGN], "reason": None}
+    r = client.get("/api/search", params={"q": "large right pleural effusion", "k": 5}).json()
+    assert r["run"] == ALIGN and r["dataset"] == "iu-phantom" and r["query"] == "large right pleural effusion"
+    assert [h["rank"] for h in r["hits"]] == [1, 2, 3, 4, 5]
+    scores = [h["score"] for h in r["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    thumb = client.get(f"/api/images/{r['dataset']}/{r['hits'][0]['image_id']}", params={"size": 64})
+    assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG"
+    assert "has no search index" in _error(client.get("/api/search", params={"q": "x", "run": "nope"}), 404)
+    assert "must not be empty" in _error(client.get("/api/search", params={"q": "   "}), 400)
+    assert "'q'" in _error(client.get("/api/search"), 400)
+    assert "'k'" in _error(client.get("/api/search", params={"q": "x", "k": 0}), 400)
+
+
+def test_search_without_an_index_says_why(tmp_path) -> None:
+    (tmp_path / "ws").mkdir()
+    client = TestClient(create_app(tmp_path / "ws"), base_url=BASE)
     idx = client.get("/api/search/indexes").json()
     assert idx["indexes"] == [] and "align index" in idx["reason"]
     assert "no alignment search index" in _error(client.get("/api/search", params={"q": "effusion"}), 404)
-    assert "'q'" in _error(client.get("/api/search"), 400)
+    o = client.get("/api/overview").json()
+    assert o["datasets"] == o["interpret"] == o["reports"] == o["analysis"] == o["search_indexes"] == []
 
 
 # --------------------------------------------------------------------------------------------- bad input

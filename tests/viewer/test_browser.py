@@ -140,7 +140,7 @@ def test_ground_truth_mask_toggles(site) -> None:
     [
         ("/", "section.card h3 a", RICH),
         (f"/studies?run={RICH}", "#study-list tbody tr", RICH),
-        ("/search", "#search-absent", "Search is not available"),
+        ("/search", "form #q", "Search"),
         ("/analysis", ".figures img", "analysis/viewer-fixture-analysis"),
         ("/upload", "#model", INTERPRET),
     ],
@@ -174,3 +174,30 @@ def test_upload_page_reports_an_image(site, viewer_ws) -> None:
     page.wait_for_selector("#upload-result .report", timeout=60_000)
     assert "Findings" in page.locator("#upload-result").inner_text()
     assert not errors, errors
+
+
+def test_search_page_shows_the_hits(site) -> None:
+    base, _, _ = site
+    requests: list[str] = []
+    errors: list[str] = []
+    page = _page(site, requests, errors)
+    page.goto(f"{base}/search")
+    page.fill("#q", "right pleural effusion")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#hits .tile img", state="attached")
+    assert page.locator("#hits .tile").count() == 24
+    page.locator("#hits .tile img").first.scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelector('#hits .tile img').naturalWidth > 0", timeout=20_000)
+    assert "#1" in page.locator("#hits .tile").first.inner_text()
+    assert not errors, errors
+    assert all(u.startswith(base) or u.startswith(("data:", "blob:")) for u in requests), requests
+
+
+def test_search_page_without_an_index_says_why(site, tmp_path) -> None:
+    _, b, _ = site
+    (tmp_path / "ws").mkdir()
+    with serve(tmp_path / "ws") as base:
+        page = b.new_page()
+        page.goto(f"{base}/search")
+        page.wait_for_selector("#search-absent")
+        assert "cxrlens align index" in page.locator("#search-absent").inner_text()
