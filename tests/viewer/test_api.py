@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from tests.viewer.conftest import ALIGN, ANALYSIS, GRID, INTERPRET, REPORTS, RICH
 from typer.main import get_command
 
 from cxrlens.cli import app as cli_app
@@ -29,6 +28,7 @@ from cxrlens.errors import BadInputError
 from cxrlens.viewer.app import create_app
 from cxrlens.viewer.config import ViewerConfig
 from cxrlens.workspace import Workspace
+from tests.viewer.conftest import ALIGN, ANALYSIS, GRID, INTERPRET, REPORTS, RICH
 
 BASE = "http://127.0.0.1"
 

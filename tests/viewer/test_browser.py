@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from tests.viewer.conftest import INTERPRET, RICH
 
 pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install 'cxrlens[viewer]')")

@@ -32,6 +32,7 @@ from cxrlens.data.phantom.spec import LABEL_CHANNELS
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.data.store import image_file, read_side_table, read_studies
 from cxrlens.errors import BadInputError
+from cxrlens.evaluate.run import read_evaluation
 from cxrlens.evaluate.tables import headline_table
 from cxrlens.interpret.run import read_interpretation
 from cxrlens.report.run import read_reports
@@ -259,8 +260,10 @@ class WorkspaceData:
 
         def load() -> dict[str, Any] | None:
             try:
-                metrics = json.loads(path.read_text(encoding="utf-8"))
+                metrics = read_evaluation(self.ws, run)
                 table = headline_table(metrics)
+            except BadInputError as exc:
+                return {"error": exc.problem}
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 return {"error": f"metrics.json unreadable ({type(exc).__name__})"}
             return {
