@@ -21,10 +21,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.main import get_command
+from typer.testing import CliRunner
 
 from cxrlens.cli import app as cli_app
 from cxrlens.data.phantom.spec import LABEL_CHANNELS
-from cxrlens.errors import BadInputError
+from cxrlens.errors import BadInputError, CxrlensError
 from cxrlens.viewer.app import create_app
 from cxrlens.viewer.config import ViewerConfig
 from cxrlens.workspace import Workspace
@@ -432,3 +433,10 @@ def test_the_cli_serves_the_workspace_on_localhost(viewer_ws) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/" in out and "Uvicorn running on http://127.0.0.1" in out
+
+
+def test_the_cli_without_the_viewer_extra_says_what_to_install(monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "cxrlens.viewer.app", None)  # as if FastAPI were not installed
+    result = CliRunner().invoke(cli_app, ["view", "-w", str(tmp_path)])
+    assert isinstance(result.exception, CxrlensError)
+    assert "pip install 'cxrlens[viewer]'" in str(result.exception)

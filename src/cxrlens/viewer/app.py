@@ -226,7 +226,8 @@ def create_app(workspace: str | Path, config: ViewerConfig | None = None) -> Fas
             path = thumbs.get(source, size)
         except (BadInputError, OSError, ValueError) as exc:
             raise NotFound(f"image {image_id!r} is not readable ({type(exc).__name__})") from None
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+        # revalidated by ETag: a changed image gets a new thumbnail at the same URL
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/masks/{dataset}/{image_id}", tags=["images"])
     def mask(dataset: str, image_id: str, label: str = Query(..., max_length=100)) -> Response:
