@@ -120,7 +120,7 @@ def _build(root: Path) -> dict:
     run_sae_train(ws, demo_sae_config(acts.path.name, 100, 256), run=DEMO_SAE, device="cpu")
     run_interpret(ws, demo_interpret_config())
     reports = run_report(ws, ReportConfig(interpret=DEMO_SAE, split="test"), show_progress=False)
-    run_evaluate_reports(ws, EvaluateConfig(reports=reports.path.name))
+    run_evaluate_reports(ws, EvaluateConfig(reports=reports.path.name, meteor=False, bootstrap=100))  # time: no Java
     align = AlignConfig(activations=acts.path.name, epochs=3, batch_size=16)
     run_align_train(ws, align, run=ALIGN, show_progress=False)
     run_align_index(ws, SearchConfig(align_run=ALIGN, split="all"))
