@@ -39,6 +39,7 @@ LAZY_IMPORTS = frozenset(
         "pycocoevalcap",  # NLG metrics (METEOR starts java)
         "pydicom",  # DICOM input only
         "pytorch_grad_cam",  # [explain] extra
+        "ray",  # [scale] extra (cxrlens.scale.ray_extract)
         "spacy",
         "torchvision",  # torchxrayvision ResNets only; importing it pulls torch._dynamo
         "torchxrayvision",

@@ -33,7 +33,7 @@ import math
 import os
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from cxrlens import __version__
+from cxrlens.backbones.base import Backbone
 from cxrlens.backbones.registry import load_backbone, spec_slug
 from cxrlens.console import console, progress, warn_line
 from cxrlens.data.images import load_image
@@ -54,10 +55,16 @@ from cxrlens.workspace import MANIFEST, Manifest, StageResult, Workspace, read_m
 __all__ = [
     "STORE_DTYPES",
     "ActivationStore",
+    "EncodedBatch",
     "ExtractConfig",
+    "ExtractEngine",
+    "ExtractJob",
     "StreamInfo",
+    "decode_image",
     "default_num_workers",
     "default_run_name",
+    "encode_batch",
+    "local_engine",
     "run_extract",
     "write_array_store",
     "write_shard",
@@ -130,11 +137,17 @@ class _ImageDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            gray_HW = torch.from_numpy(load_image(self.paths[i]))
-            return i, self.preprocessor(gray_HW)[0], None
-        except Exception as exc:  # a bad image is skipped and counted, never fatal
-            return i, None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return (i, *decode_image(self.paths[i], self.preprocessor))
+
+
+def decode_image(path: str, preprocessor: Any) -> tuple[torch.Tensor | None, str | None]:
+    """One image file → ``(preprocessed (C, h, w) tensor, None)``, or ``(None, one-line error)`` for a bad image
+    (skipped and counted, never fatal). Every engine decodes through this function."""
+    try:
+        gray_HW = torch.from_numpy(load_image(path))
+        return preprocessor(gray_HW)[0], None
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
@@ -169,6 +182,92 @@ def _select_images(ws: Workspace, cfg: ExtractConfig) -> tuple[pd.DataFrame, lis
     return table, paths, file_sha256(ds_dir / "studies.parquet")
 
 
+EncodedBatch = tuple[list[int], dict[str, torch.Tensor], list[tuple[int, str]]]
+"""One computed batch: the positions (rows of the selected table) of the images encoded, ``{stream: (len(positions)
+× tokens_per_image, D)}`` in the store dtype on the CPU, and ``(position, problem)`` for each image that failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractJob:
+    """The work handed to an extraction engine: encode every batch in ``batches``.
+
+    A batch is a tuple of positions into ``paths`` (at most ``cfg.batch_size``, never straddling a shard); the
+    batches are cut by :func:`run_extract`, so every engine runs the same forward passes.
+
+    Attributes:
+        cfg: the extraction config. layers: resolved layer names. paths: image files of the selected table.
+        batches: the batches of the shards still to do. workspace: resolves ``cfg.backbone`` for engines that load
+        their own copy of the backbone. device: torch device. allow_download, xrv_cache_dir: for
+        :func:`cxrlens.backbones.registry.load_backbone`.
+    """
+
+    cfg: ExtractConfig
+    layers: tuple[str, ...]
+    paths: tuple[str, ...]
+    batches: tuple[tuple[int, ...], ...]
+    workspace: Workspace
+    device: str
+    allow_download: bool = False
+    xrv_cache_dir: str | None = None
+
+    def load_backbone(self) -> Backbone:
+        """A fresh copy of the job's backbone (for engines whose workers cannot share the driver's)."""
+        return load_backbone(
+            self.cfg.backbone,
+            workspace=self.workspace,
+            allow_download=self.allow_download,
+            xrv_cache_dir=self.xrv_cache_dir,
+            device=self.device,
+        )
+
+
+ExtractEngine = Callable[[ExtractJob, Backbone], Iterator[EncodedBatch]]
+"""``engine(job, backbone)`` yields one :data:`EncodedBatch` per batch of ``job``, in any order. ``backbone`` is the
+driver's copy (the local engine uses it; a distributed engine loads its own in each worker)."""
+
+
+def encode_batch(backbone: Backbone, x_BCHW: torch.Tensor, job: ExtractJob) -> dict[str, torch.Tensor]:
+    """(B, C, h, w) preprocessed images → ``{"<layer>/<token>": (B × tokens_per_image, D)}`` in the store dtype on
+    the CPU (patch rows image-major, row-major within the grid). Under inference mode; bf16 autocast on CUDA. Every
+    engine encodes through this function."""
+    dev = torch.device(job.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    out_dtype = STORE_DTYPES[job.cfg.dtype]
+    with torch.inference_mode(), autocast:
+        out = backbone.encode(x_BCHW.to(dev, non_blocking=True), layers=list(job.layers), tokens=job.cfg.tokens)
+        streams = {}
+        for layer in job.layers:
+            for tok in job.cfg.tokens:
+                t = out.get(tok, layer)
+                t = t.reshape(-1, t.shape[-1]) if tok == "patch" else t
+                streams[f"{layer}/{tok}"] = t.to(out_dtype).cpu()
+    return streams
+
+
+def local_engine(num_workers: int | None = None) -> ExtractEngine:
+    """The single-process engine: a DataLoader (``num_workers`` spawned decoding workers, default
+    :func:`default_num_workers`) feeds the driver's backbone."""
+
+    def run(job: ExtractJob, backbone: Backbone) -> Iterator[EncodedBatch]:
+        workers = default_num_workers() if num_workers is None else num_workers
+        loader = torch.utils.data.DataLoader(
+            _ImageDataset(job.paths, backbone.preprocessor),
+            batch_sampler=[list(b) for b in job.batches],
+            num_workers=workers,
+            collate_fn=_collate,
+            worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+            # spawned, never forked from this threaded parent (cxrlens.parallel); a batch not ready in time = stuck
+            multiprocessing_context=pool_context() if workers else None,
+            timeout=stall_timeout_s() if workers else 0,
+        )
+        for positions, batch_BCHW, errors in _guarded(loader, workers):
+            yield positions, (encode_batch(backbone, batch_BCHW, job) if batch_BCHW is not None else {}), errors
+
+    return run
+
+
 def run_extract(
     workspace: Workspace,
     cfg: ExtractConfig,
@@ -176,6 +275,7 @@ def run_extract(
     run: str | None = None,
     device: str | None = None,
     num_workers: int | None = None,
+    engine: ExtractEngine | None = None,
     allow_download: bool = False,
     xrv_cache_dir: str | Path | None = None,
     force: bool = False,
@@ -188,6 +288,10 @@ def run_extract(
         device: ``"cpu"``, ``"cuda"`` … (default: CUDA if available). On CUDA the forward runs under bf16 autocast.
         num_workers: DataLoader workers decoding images while the model computes (default: CPUs − 1, at most 4;
             0 on a machine with ≤ 2 CPUs, where a decoding worker only takes a core from the model).
+        engine: who computes the batches (default :func:`local_engine` with ``num_workers``; the Ray Data engine is
+            :func:`cxrlens.scale.ray_extract.ray_engine`). The engine is not part of the stage hash: shards, sidecars,
+            index and manifest are written here by one code path whatever computed them, so a store started by one
+            engine can be resumed by another and both give the same store.
     Returns the :class:`StageResult` (``reused=True`` when an identical store exists).
     """
 
@@ -220,6 +324,7 @@ def run_extract(
         "dataset": dataset_sha,
         "layout": f"format {FORMAT_VERSION}; layers {','.join(layers)}; {per_shard} images/shard; {len(paths)} images",
     }
+    engine = engine or local_engine(num_workers)
 
     def build(partial: Path) -> dict[str, Any]:
         done = [k for k in range(n_shards) if (partial / _sidecar(k)).is_file()]
@@ -227,9 +332,25 @@ def run_extract(
         if done:
             console.print(f"resuming {final.name}: {len(done)}/{n_shards} shards already complete")
         t0 = time.perf_counter()
+        batches = tuple(
+            tuple(range(s, min(s + cfg.batch_size, hi)))
+            for k in todo
+            for lo, hi in [(k * per_shard, min((k + 1) * per_shard, len(paths)))]
+            for s in range(lo, hi, cfg.batch_size)
+        )
+        job = ExtractJob(
+            cfg=cfg,
+            layers=tuple(layers),
+            paths=tuple(paths),
+            batches=batches,
+            workspace=workspace,
+            device=str(device),
+            allow_download=allow_download,
+            xrv_cache_dir=None if xrv_cache_dir is None else str(xrv_cache_dir),
+        )
         dims = {name: s["dim"] for name, s in streams.items()}
-        n_new = _extract_shards(
-            backbone, cfg, layers, dims, paths, partial, todo, per_shard, device, num_workers, show_progress, progress
+        n_new = _write_shards(
+            engine(job, backbone) if todo else iter(()), job, partial, todo, per_shard, dims, show_progress
         )
         elapsed = time.perf_counter() - t0
         index, skipped, shard_info = _assemble_index(table, partial, n_shards)
@@ -268,88 +389,66 @@ def default_num_workers() -> int:
     return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
-def _extract_shards(
-    backbone,
-    cfg: ExtractConfig,
-    layers: list[str],
-    stream_dims: dict[str, int],
-    paths: list[str],
+def _write_shards(
+    encoded: Iterator[EncodedBatch],
+    job: ExtractJob,
     partial: Path,
     todo: list[int],
     per_shard: int,
-    device: str,
-    num_workers: int | None,
+    stream_dims: dict[str, int],
     show_progress: bool,
-    progress_fn,
 ) -> int:
-    """Compute and write every shard in ``todo``; returns the number of images processed."""
-    if not todo:
-        return 0
-    batches: list[list[int]] = []
-    left: dict[int, int] = {}  # shard → images not yet received; the shard is written when it reaches 0
-    for k in todo:
-        lo, hi = k * per_shard, min((k + 1) * per_shard, len(paths))
-        batches += [list(range(s, min(s + cfg.batch_size, hi))) for s in range(lo, hi, cfg.batch_size)]
-        left[k] = hi - lo
-    if num_workers is None:
-        num_workers = default_num_workers()
-    loader = torch.utils.data.DataLoader(
-        _ImageDataset(paths, backbone.preprocessor),
-        batch_sampler=batches,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        worker_init_fn=_worker_init if num_workers else None,
-        prefetch_factor=4 if num_workers else None,
-        persistent_workers=False,
-        # spawned, never forked from this threaded parent (cxrlens.parallel); a batch not ready in time = stuck
-        multiprocessing_context=pool_context() if num_workers else None,
-        timeout=stall_timeout_s() if num_workers else 0,
-    )
-    out_dtype = STORE_DTYPES[cfg.dtype]
-    dev = torch.device(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
-    total_todo = sum(min((k + 1) * per_shard, len(paths)) - k * per_shard for k in todo)
-    pending: dict[str, list[torch.Tensor]] = {}
-    good: list[int] = []
-    errors: list[tuple[int, str]] = []
+    """Collect the engine's batches per shard and write each shard (+ its sidecar, last) as soon as its last batch
+    arrives; batches may come in any order. Returns the number of images processed. The one shard writer, whatever
+    the engine."""
+    n = len(job.paths)
+    left = {k: min((k + 1) * per_shard, n) - k * per_shard for k in todo}
+    parts: dict[int, list[EncodedBatch]] = {}
+    out_dtype = STORE_DTYPES[job.cfg.dtype]
     seen = 0
     t0 = time.perf_counter()
-
-    def flush(k: int) -> None:
-        tensors = {
-            name: (torch.cat(pending[name]) if pending.get(name) else torch.empty(0, dim, dtype=out_dtype)).contiguous()
-            for name, dim in sorted(stream_dims.items())
-        }
-        lo = k * per_shard
-        write_shard(partial / _shard_name(k), tensors, first_image=lo)
-        atomic_write_json(
-            partial / _sidecar(k),
-            {"images": [i - lo for i in good], "errors": [[paths[i], e] for i, e in errors]},
-        )
-
-    with progress_fn(disable=not show_progress) as bar:
-        task = bar.add_task("extract", total=total_todo)
-        with torch.inference_mode(), autocast:
-            for positions, batch_BCHW, batch_errors in _guarded(loader, num_workers):
-                first = positions[0] if positions else batch_errors[0][0]
-                k = first // per_shard
-                errors += batch_errors
-                if batch_BCHW is not None:
-                    out = backbone.encode(batch_BCHW.to(dev, non_blocking=True), layers=layers, tokens=cfg.tokens)
-                    for layer in layers:
-                        for tok in cfg.tokens:
-                            t = out.get(tok, layer)
-                            t = t.reshape(-1, t.shape[-1]) if tok == "patch" else t
-                            pending.setdefault(f"{layer}/{tok}", []).append(t.to(out_dtype).cpu())
-                    good += positions
-                seen += len(positions) + len(batch_errors)
-                left[k] -= len(positions) + len(batch_errors)
-                if left[k] == 0:  # the shard's last batch: write it now, not when the next one arrives
-                    flush(k)
-                    pending, good, errors = {}, [], []
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, advance=len(positions) + len(batch_errors), description=f"extract {rate:,.1f} img/s")
+    with progress(disable=not show_progress) as bar:
+        task = bar.add_task("extract", total=sum(left.values()))
+        for item in encoded:
+            positions, _, errors = item
+            k = (positions[0] if positions else errors[0][0]) // per_shard
+            parts.setdefault(k, []).append(item)
+            count = len(positions) + len(errors)
+            left[k] -= count
+            seen += count
+            if left[k] == 0:  # the shard's last batch: write it now, not when the next one arrives
+                _flush_shard(partial, k, per_shard, parts.pop(k), stream_dims, out_dtype, job.paths)
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, advance=count, description=f"extract {rate:,.1f} img/s")
+    missing = sorted(k for k, v in left.items() if v)
+    if missing:
+        raise WorkerPoolError("extract", f"the engine stopped with {len(missing)} shard(s) incomplete", "rerun it")
     return seen
+
+
+def _flush_shard(
+    partial: Path,
+    k: int,
+    per_shard: int,
+    parts: list[EncodedBatch],
+    stream_dims: dict[str, int],
+    out_dtype: torch.dtype,
+    paths: Sequence[str],
+) -> None:
+    """Shard ``k`` from its batches (put back in image order) and then its sidecar (good images, errors)."""
+    parts = sorted(parts, key=lambda b: min(b[0][:1] + [e[0] for e in b[2][:1]]))
+    good = [i for positions, _, _ in parts for i in positions]
+    errors = sorted((i, e) for _, _, errs in parts for i, e in errs)
+    tensors = {}
+    for name, dim in sorted(stream_dims.items()):
+        chunks = [out[name] for positions, out, _ in parts if positions]
+        tensors[name] = (torch.cat(chunks) if chunks else torch.empty(0, dim, dtype=out_dtype)).contiguous()
+    lo = k * per_shard
+    write_shard(partial / _shard_name(k), tensors, first_image=lo)
+    atomic_write_json(
+        partial / _sidecar(k),
+        {"images": [i - lo for i in good], "errors": [[paths[i], e] for i, e in errors]},
+    )
 
 
 def _guarded(loader: torch.utils.data.DataLoader, num_workers: int) -> Iterator[Any]:
