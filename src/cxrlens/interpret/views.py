@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.numpy import save
 
 from cxrlens.backbones.registry import load_backbone
@@ -19,12 +20,14 @@ from cxrlens.data.store import image_file, read_studies
 from cxrlens.files import atomic_write_bytes
 from cxrlens.interpret.codes import SAEContext
 from cxrlens.interpret.heatmaps import feature_heatmaps, heatmap_method, model_view, upsample
-from cxrlens.workspace import Workspace
+from cxrlens.workspace import Workspace, open_artefact
 
 if TYPE_CHECKING:  # the stage imports this module; its config only types an argument here
     from cxrlens.interpret.run import InterpretConfig
 
-__all__ = ["feature_heatmaps_files", "overview_figure"]
+__all__ = ["HEATMAPS_FILE", "feature_heatmaps_files", "overview_figure", "read_feature_heatmaps"]
+
+HEATMAPS_FILE = "heatmaps.safetensors"
 
 
 def feature_heatmaps_files(
@@ -69,10 +72,24 @@ def feature_heatmaps_files(
         maps[f"f{int(row.feature)}"] = res.maps.numpy().astype(np.float16)
         shown.append((int(row.feature), ids, res.maps.numpy()))
     if maps:
-        atomic_write_bytes(tmp / "heatmaps.safetensors", save(maps, metadata={"method": method}))
+        atomic_write_bytes(tmp / HEATMAPS_FILE, save(maps, metadata={"method": method}))
         texts = dict(zip(desc["feature"].astype(int), desc["description"].astype(str), strict=True))
         _heatmap_figure(backbone, shown[:6], texts, image, tmp / "figures" / "features.png")
     return {"method": method, "features": len(maps), "images_per_feature": cfg.top_k}
+
+
+def read_feature_heatmaps(ws: Workspace, run: str, feature: int) -> np.ndarray | None:
+    """The stored heatmaps of ``feature`` in ``interpret/<run>``: (K, h, w) float32, row ``k`` for the feature's
+    ``k``-th top image (``features.parquet``'s ``top_image_ids``); ``None`` when the run stored none for it (only
+    the most frequent described features get maps, see ``InterpretConfig.heatmap_features``)."""
+    path = open_artefact(ws.interpret(run), "interpret", hint="run `cxrlens interpret`").path / HEATMAPS_FILE
+    if not path.exists():
+        return None
+    with safe_open(str(path), framework="numpy") as fh:
+        key = f"f{int(feature)}"
+        if key not in fh.keys():  # noqa: SIM118 — safe_open handles have keys(), not __contains__
+            return None
+        return np.asarray(fh.get_tensor(key), np.float32)
 
 
 def _stack(images: list[torch.Tensor]) -> torch.Tensor:

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from safetensors import safe_open
 
 from cxrlens.align.stages import search_text
 from cxrlens.data.phantom.render import read_label_masks
@@ -35,6 +34,7 @@ from cxrlens.errors import BadInputError
 from cxrlens.evaluate.run import read_evaluation
 from cxrlens.evaluate.tables import headline_table
 from cxrlens.interpret.run import read_interpretation
+from cxrlens.interpret.views import read_feature_heatmaps
 from cxrlens.report.run import read_reports
 from cxrlens.viewer.errors import BadRequest, Forbidden, NotFound
 from cxrlens.workspace import Workspace, read_manifest
@@ -435,19 +435,13 @@ class WorkspaceData:
     def feature_heatmaps(self, run: str, feature: int) -> dict[str, list[list[float]]]:
         """``{image_id: (h, w) map normalised to [0, 1]}`` of a feature's top images, from ``heatmaps.safetensors``
         (written for the most frequent described features only); empty when the feature has none."""
-        d = self.ws.interpret(run)
-        path = d / "heatmaps.safetensors"
-        if not path.exists():
-            return {}
-        feats, _ = self._feature_rows(run)
-        key = f"f{feature}"
         try:
-            with safe_open(str(path), framework="numpy") as fh:
-                if key not in fh.keys():  # noqa: SIM118 — safe_open handles have keys(), not __contains__
-                    return {}
-                maps = np.asarray(fh.get_tensor(key), np.float32)
+            maps = read_feature_heatmaps(self.ws, run, feature)
         except Exception:  # an unreadable heatmap file hides the overlays, it does not break the page
             return {}
+        if maps is None:
+            return {}
+        feats, _ = self._feature_rows(run)
         ids = [str(i) for i in feats.loc[feature, "top_image_ids"]]
         out = {}
         for image_id, m in zip(ids, maps, strict=False):
