@@ -763,6 +763,7 @@ class ActivationStore:
         split: str | None = None,
         drop_last: bool = False,
         dtype: torch.dtype = torch.float32,
+        part: tuple[int, int] = (0, 1),
     ) -> Iterator[torch.Tensor]:
         """One pass over ``stream`` in a seeded shuffled order, as (batch_size, D) tensors.
 
@@ -770,7 +771,9 @@ class ActivationStore:
         and rows pass through a shuffle buffer of ``shuffle_buffer`` rows from which batches are drawn uniformly at
         random. Memory: ``(shuffle_buffer + chunk_rows) × D`` values, independent of the store size. With
         ``shuffle_buffer ≥`` the stream's rows it is a full uniform shuffle. ``split`` keeps rows of images in
-        that split only. The same ``seed`` gives the same sequence.
+        that split only. The same ``seed`` gives the same sequence. ``part=(rank, world)`` keeps every
+        ``world``-th chunk from ``rank`` on (chunks listed shard by shard): the ranks of a data-parallel job read
+        disjoint rows that together cover the stream once per pass.
         """
         s = self.info(stream)
         if batch_size < 1 or shuffle_buffer < batch_size:
@@ -795,6 +798,10 @@ class ActivationStore:
             return out
 
         chunks = [(k, c0) for k in range(len(self._shards)) for c0 in range(0, int(counts[k]), chunk_rows)]
+        rank, world = part
+        if not 0 <= rank < world:
+            raise ValueError(f"part must be (rank, world) with 0 ≤ rank < world, got {part}")
+        chunks = chunks[rank::world]
         stored = _ST_DTYPES[self._header(0)[stream]["dtype"]] if self._shards else dtype
         raw = torch.empty(chunk_rows, s.dim, dtype=stored)  # reused for every chunk
         for j in rng.permutation(len(chunks)):

@@ -6,6 +6,12 @@
 Training batches stream from the store's seeded shuffle buffer (epoch ``e`` uses seed ``1000·seed + e``), so the
 stream replays exactly and a killed run resumes from its last checkpoint (kept in
 ``saes/.<run>.partial/checkpoints/``: the stage is a resumable :func:`cxrlens.workspace.run_stage`).
+
+**Data parallel** (``parallel=``, under ``torchrun``: :func:`cxrlens.scale.ddp.run_sae_train_distributed`): rank 0
+runs the stage (lock, partial dir, artefact, manifest) and sends its build directory to the other ranks; every rank
+trains on its own disjoint part of the store's chunks (``batch_size / world`` rows per step, see
+:meth:`cxrlens.activations.ActivationStore.iter_batches`) and resumes from rank 0's checkpoints; rank 0 alone
+evaluates and writes the artefact while the others wait at a barrier. ``metrics.json`` has the same schema.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from cxrlens.sae.base import OBJECTIVE_VERSION
 from cxrlens.sae.io import save_sae
 from cxrlens.sae.metrics import evaluate_sae, write_metrics
 from cxrlens.sae.registry import build_sae
-from cxrlens.sae.train import TrainConfig, train
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage
+from cxrlens.sae.train import DataParallel, TrainConfig, train
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
 
 __all__ = ["SAERunConfig", "default_stream", "run_sae_train", "run_sae_untrained"]
 
@@ -60,23 +66,32 @@ def default_stream(store) -> str:
     return (cls or names)[0]
 
 
-def _batches(store, cfg: SAERunConfig, stream: str) -> Iterator[torch.Tensor]:
+def _batches(store, cfg: SAERunConfig, stream: str, part: tuple[int, int] = (0, 1)) -> Iterator[torch.Tensor]:
+    """Endless (B, D) training batches; with ``part=(rank, world)`` this rank's (B / world, D) share, read from
+    its own chunks (chunks of at most 4,096 rows, fewer when needed to give every rank ~8 chunks)."""
     split = None if cfg.split == "all" else cfg.split
+    world = part[1]
+    if cfg.train.batch_size % world:
+        raise BadInputError(None, f"batch size {cfg.train.batch_size} is not divisible by {world} ranks")
+    batch = cfg.train.batch_size // world
+    chunk_rows = 4096 if world == 1 else max(1, min(4096, store.info(stream).rows // (8 * world)))
     epoch = 0
     while True:
         n = 0
         for b in store.iter_batches(
             stream,
-            cfg.train.batch_size,
-            shuffle_buffer=max(cfg.shuffle_buffer, cfg.train.batch_size),
+            batch,
+            shuffle_buffer=max(cfg.shuffle_buffer // world, batch),
             seed=1000 * cfg.train.seed + epoch,
             split=split,
             drop_last=True,
+            chunk_rows=chunk_rows,
+            part=part,
         ):
             n += 1
             yield b
         if n == 0:
-            raise BadInputError(store.path, f"fewer than {cfg.train.batch_size} rows of {stream!r} in split {split}")
+            raise BadInputError(store.path, f"fewer than {batch} rows of {stream!r} in split {split} (part {part})")
         epoch += 1
 
 
@@ -113,8 +128,10 @@ def run_sae_train(
     device: str | None = None,
     force: bool = False,
     show_progress: bool = True,
+    parallel: DataParallel | None = None,
 ) -> StageResult:
-    """Train ``cfg`` on ``activations/<cfg.activations>`` into ``saes/<run>`` (skipped when current)."""
+    """Train ``cfg`` on ``activations/<cfg.activations>`` into ``saes/<run>`` (skipped when current). With
+    ``parallel`` (every rank calls this), see the module docstring; every rank returns the artefact's result."""
 
     store = ActivationStore(ws.activations(cfg.activations))
     stream = cfg.stream or default_stream(store)
@@ -129,14 +146,35 @@ def run_sae_train(
         "sae objective": f"v{OBJECTIVE_VERSION}",  # a changed objective retrains, never reuses
     }
 
-    def build(tmp: Path) -> dict:
-        res = train(
-            _batches(store, cfg, stream),
+    part = (0, 1) if parallel is None else (parallel.rank, parallel.world)
+
+    def fit(tmp: Path):
+        return train(
+            _batches(store, cfg, stream, part),
             cfg.train,
             checkpoint_dir=tmp / "checkpoints",  # kept across a killed run: the next one resumes from it
             device=device,
-            show_progress=show_progress,
+            show_progress=show_progress and part[0] == 0,
+            parallel=parallel,
         )
+
+    if parallel is not None and parallel.rank != 0:
+        tmp = parallel.broadcast_object(None)  # rank 0's build directory, or None when the artefact is current
+        if tmp is not None:
+            fit(Path(tmp))
+        parallel.barrier()  # rank 0 has evaluated and swapped the artefact into place
+        manifest = read_manifest(final)
+        if manifest is None:
+            raise BadInputError(final, "rank 0 finished without writing the artefact")
+        return StageResult(final, manifest, reused=tmp is None)
+    sent = False
+
+    def build(tmp: Path) -> dict:
+        nonlocal sent
+        if parallel is not None:
+            parallel.broadcast_object(str(tmp))
+            sent = True
+        res = fit(tmp)
         sae = res.sae.cpu()
         save_sae(sae, tmp, extra={"activations": cfg.activations, "stream": stream})
         for old in sorted((tmp / "checkpoints").glob("step-*.safetensors"))[:-1]:
@@ -164,7 +202,14 @@ def run_sae_train(
             "extra": {"stream": stream, "metrics": {k: metrics[k] for k in ("fve", "l0_mean", "dead_frac")}},
         }
 
-    return run_stage(final, stage="sae.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True)
+    result = run_stage(
+        final, stage="sae.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True
+    )
+    if parallel is not None:
+        if not sent:
+            parallel.broadcast_object(None)
+        parallel.barrier()
+    return result
 
 
 def run_sae_untrained(ws: Workspace, cfg: SAERunConfig, *, run: str, force: bool = False) -> StageResult:

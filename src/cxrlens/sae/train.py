@@ -17,6 +17,11 @@ The trainer knows tensors, not datasets: it takes an iterator of ``(B, D)`` acti
   loads the latest one and skips the batches already seen, so the iterator must replay the same sequence from the
   start (a seeded reader does); the result is bit-identical to an uninterrupted run on the same device.
 * bf16 autocast on CUDA only (``bf16_autocast``); ``compile=True`` wraps the loss in ``torch.compile``.
+* **Data parallel** (``parallel=``, a :class:`DataParallel` such as :class:`cxrlens.scale.ddp.TorchDataParallel`
+  under ``torchrun``): every rank runs this loop on its own batches (``batch_size / world`` rows each); the
+  gradients are averaged across ranks before clipping, rank 0's state is broadcast after the step-0 init and after
+  each resampling, the logged losses are rank means, ``tokens`` counts all ranks, and only rank 0 writes
+  checkpoints (every rank resumes from the same one). Dead-latent counters stay per rank.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import save
@@ -40,7 +45,16 @@ from cxrlens.files import atomic_write_bytes
 from cxrlens.sae.base import SAE, SAEConfig
 from cxrlens.sae.registry import build_sae
 
-__all__ = ["CHECKPOINT_SCHEMA", "TrainConfig", "TrainResult", "load_checkpoint", "lr_at", "save_checkpoint", "train"]
+__all__ = [
+    "CHECKPOINT_SCHEMA",
+    "DataParallel",
+    "TrainConfig",
+    "TrainResult",
+    "load_checkpoint",
+    "lr_at",
+    "save_checkpoint",
+    "train",
+]
 
 CHECKPOINT_SCHEMA = 1
 Callback = Callable[[int, SAE, dict[str, float]], None]
@@ -90,6 +104,30 @@ class TrainConfig:
             raise ValueError("b_dec_init must be geometric_median, mean or zeros")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be ≥ 1")
+
+
+class DataParallel(Protocol):
+    """What :func:`train` needs from a data-parallel group (:class:`cxrlens.scale.ddp.TorchDataParallel`).
+
+    Every rank must pass the same ``callbacks`` (the stats are averaged, a collective call, on the steps they run).
+    ``rank`` (0 writes checkpoints) and ``world`` (number of ranks); ``average_gradients(sae)`` replaces every
+    gradient by its mean over the ranks; ``broadcast_state(sae, opt)`` copies rank 0's parameters, buffers and
+    optimiser state to every rank; ``average_stats(stats)`` returns the rank mean of each value;
+    ``broadcast_object(obj)`` returns rank 0's ``obj`` on every rank; ``barrier()`` waits for every rank.
+    """
+
+    rank: int
+    world: int
+
+    def average_gradients(self, sae: SAE) -> None: ...
+
+    def broadcast_state(self, sae: SAE, opt: torch.optim.Optimizer) -> None: ...
+
+    def average_stats(self, stats: dict[str, float]) -> dict[str, float]: ...
+
+    def broadcast_object(self, obj: Any) -> Any: ...
+
+    def barrier(self) -> None: ...
 
 
 @dataclass
@@ -207,8 +245,12 @@ def train(
     callbacks: Sequence[Callback] = (),
     device: str | torch.device = "cpu",
     show_progress: bool = True,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
-    """Train ``cfg.sae`` for ``cfg.steps`` steps on ``batches`` ((B, D) tensors); see the module docstring."""
+    """Train ``cfg.sae`` for ``cfg.steps`` steps on ``batches`` ((B, D) tensors; with ``parallel``, this rank's
+    (B / world, D) share of each step); see the module docstring."""
+    world = parallel.world if parallel is not None else 1
+    writer = parallel is None or parallel.rank == 0
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     sae = build_sae(cfg.sae).to(device)
@@ -243,6 +285,8 @@ def train(
                 if cfg.normalise_input:
                     sae.fit_input_scale(x)
                 sae.init_b_dec(x, cfg.b_dec_init)
+                if parallel is not None:
+                    parallel.broadcast_state(sae, opt)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             warm = min(1.0, (step + 1) / cfg.sparsity_warmup_steps) if cfg.sparsity_warmup_steps else 1.0
@@ -250,6 +294,8 @@ def train(
                 out = loss_fn(x, warm)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
+            if parallel is not None:
+                parallel.average_gradients(sae)
             sae.remove_parallel_decoder_grad()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
@@ -257,10 +303,14 @@ def train(
             sae.project_decoder()
             if cfg.resample_every and (step + 1) % cfg.resample_every == 0:
                 resample_dead(sae, opt, x, gen)
-            tokens += x.shape[0]
-            tokens_run += x.shape[0]
+                if parallel is not None:
+                    parallel.broadcast_state(sae, opt)
+            tokens += x.shape[0] * world
+            tokens_run += x.shape[0] * world
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or callbacks:
                 stats = {k: float(v.detach()) for k, v in out.items()}
+                if parallel is not None:
+                    stats = parallel.average_stats(stats)
                 stats.update(step=step + 1, tokens=tokens, lr=lr_at(step, cfg))
                 stats["dead_frac"] = float(sae.dead_mask().float().mean())
                 stats["tokens_per_s"] = tokens_run / max(time.perf_counter() - t0, 1e-9)
@@ -274,9 +324,9 @@ def train(
                 for cb in callbacks:
                     cb(step + 1, sae, stats)
             bar.update(task, advance=1)
-            if ckpt_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            if writer and ckpt_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
                 save_checkpoint(ckpt_dir / f"step-{step + 1:09d}.safetensors", sae, opt, cfg, step + 1, tokens, gen)
-    if ckpt_dir is not None and (not cfg.checkpoint_every or cfg.steps % cfg.checkpoint_every):
+    if writer and ckpt_dir is not None and (not cfg.checkpoint_every or cfg.steps % cfg.checkpoint_every):
         save_checkpoint(ckpt_dir / f"step-{cfg.steps:09d}.safetensors", sae, opt, cfg, cfg.steps, tokens, gen)
     sae.eval()
     return TrainResult(sae, history, cfg.steps, tokens, time.perf_counter() - t0, resumed_from=start)

@@ -1,0 +1,28 @@
+"""The small SAE job shared by tests/scale/test_ddp.py and its torchrun worker (one definition, both sides)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cxrlens.activations import write_array_store
+from cxrlens.sae import SAEConfig
+from cxrlens.sae.run import SAERunConfig
+from cxrlens.sae.synthetic import make_sparse_data
+from cxrlens.sae.train import TrainConfig
+from cxrlens.workspace import Workspace
+
+STEPS, BATCH, CHECKPOINT_EVERY = 200, 128, 50
+
+
+def make_store(ws: Workspace) -> None:
+    """``activations/syn``: 4,096 tokens of 32-d sparse synthetic activations (64 atoms, 3 per token)."""
+    data = make_sparse_data(4096, 32, 64, 3, seed=0)
+    write_array_store(ws.activations("syn"), {"final/cls": data.x}, pd.DataFrame({"split": ["train"] * 4096}))
+
+
+def run_config() -> SAERunConfig:
+    sae = SAEConfig(arch="topk", d_in=32, n_latents=128, k=4, aux_k=16, dead_tokens=4096)
+    train = TrainConfig(
+        sae=sae, steps=STEPS, batch_size=BATCH, lr=2e-3, warmup_steps=10, checkpoint_every=CHECKPOINT_EVERY
+    )
+    return SAERunConfig(activations="syn", split="all", eval_split="all", eval_max_rows=2048, train=train)

@@ -1,0 +1,42 @@
+"""One rank of the torchrun tests (tests/scale/test_ddp.py): train the shared small SAE on the synthetic store.
+
+``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/scale/ddp_worker.py <workspace> <run>
+[--die-at STEP]``; ``--die-at`` kills rank 0 right after it has written the checkpoint of that step (a crash)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.scale.ddp_config
+
+import cxrlens.sae.train as sae_train
+from cxrlens.scale.ddp import run_sae_train_distributed
+from cxrlens.workspace import Workspace
+from tests.scale.ddp_config import run_config
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workspace")
+    ap.add_argument("run")
+    ap.add_argument("--die-at", type=int, default=0)
+    args = ap.parse_args()
+    if args.die_at:
+        save = sae_train.save_checkpoint
+
+        def save_then_die(path, sae, opt, cfg, step, tokens, gen):
+            out = save(path, sae, opt, cfg, step, tokens, gen)
+            if step == args.die_at:
+                os._exit(3)
+            return out
+
+        sae_train.save_checkpoint = save_then_die
+    res = run_sae_train_distributed(Workspace(args.workspace), run_config(), run=args.run, show_progress=False)
+    print(f"rank {os.environ['RANK']} done reused={res.reused}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
