@@ -12,6 +12,7 @@ from cxrlens.sae.train import TrainConfig
 from cxrlens.workspace import Workspace
 
 STEPS, BATCH, CHECKPOINT_EVERY = 200, 128, 50
+EXACT_STEPS, EXACT_BATCH = 30, 64
 
 
 def make_store(ws: Workspace) -> None:
@@ -26,3 +27,26 @@ def run_config() -> SAERunConfig:
         sae=sae, steps=STEPS, batch_size=BATCH, lr=2e-3, warmup_steps=10, checkpoint_every=CHECKPOINT_EVERY
     )
     return SAERunConfig(activations="syn", split="all", eval_split="all", eval_max_rows=2048, train=train)
+
+
+def exact_config() -> TrainConfig:
+    """A ReLU SAE whose loss is a plain batch mean and whose init needs no data (no input scale, ``b_dec`` = 0): two
+    ranks on the halves of each batch must then take the very steps one process takes on the whole batch."""
+    sae = SAEConfig(arch="relu", d_in=16, n_latents=64, sparsity_coeff=0.5)
+    return TrainConfig(
+        sae=sae,
+        steps=EXACT_STEPS,
+        batch_size=EXACT_BATCH,
+        lr=3e-3,
+        warmup_steps=5,
+        normalise_input=False,
+        b_dec_init="zeros",
+        checkpoint_every=0,
+        log_every=5,
+    )
+
+
+def exact_batches() -> list:
+    """The global batches of the exactness test, (EXACT_BATCH, 16) each, from a fixed generator."""
+    data = make_sparse_data(EXACT_STEPS * EXACT_BATCH, 16, 32, 2, seed=1).x
+    return list(data.split(EXACT_BATCH))

@@ -1,7 +1,9 @@
 """One rank of the torchrun tests (tests/scale/test_ddp.py): train the shared small SAE on the synthetic store.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/scale/ddp_worker.py <workspace> <run>
-[--die-at STEP]``; ``--die-at`` kills rank 0 right after it has written the checkpoint of that step (a crash)."""
+[--die-at STEP]``; ``--die-at`` kills rank 0 right after it has written the checkpoint of that step (a crash).
+``… ddp_worker.py --exact OUTDIR`` instead runs :func:`cxrlens.sae.train.train` on this rank's half of each batch of
+``exact_batches()`` and saves the final weights to ``OUTDIR/rank<r>.safetensors``."""
 
 from __future__ import annotations
 
@@ -12,13 +14,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.scale.ddp_config
 
+from safetensors.torch import save_file
+
 import cxrlens.sae.train as sae_train
-from cxrlens.scale.ddp import run_sae_train_distributed
+from cxrlens.scale.ddp import DistEnv, TorchDataParallel, process_group, run_sae_train_distributed
 from cxrlens.workspace import Workspace
-from tests.scale.ddp_config import run_config
+from tests.scale.ddp_config import exact_batches, exact_config, run_config
+
+
+def exact(out: Path) -> None:
+    env = DistEnv.from_env()
+    with process_group(env):
+        half = exact_config().batch_size // env.world
+        mine = [b[env.rank * half : (env.rank + 1) * half] for b in exact_batches()]
+        res = sae_train.train(mine, exact_config(), parallel=TorchDataParallel(), show_progress=False)
+    state = {k: v.contiguous() for k, v in res.sae.state_dict().items()}
+    save_file(state, out / f"rank{env.rank}.safetensors", metadata={"tokens": str(res.tokens)})
 
 
 def main() -> None:
+    if sys.argv[1] == "--exact":
+        exact(Path(sys.argv[2]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("workspace")
     ap.add_argument("run")

@@ -4,6 +4,7 @@ schema, and a run whose rank 0 dies after a checkpoint resumes from it to the sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,21 +13,33 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from cxrlens.sae.run import run_sae_train
+from cxrlens.sae.train import train
 from cxrlens.workspace import Workspace, partial_dir
-from tests.scale.ddp_config import BATCH, CHECKPOINT_EVERY, STEPS, make_store, run_config
+from tests.scale.ddp_config import (
+    BATCH,
+    CHECKPOINT_EVERY,
+    EXACT_BATCH,
+    EXACT_STEPS,
+    STEPS,
+    exact_batches,
+    exact_config,
+    make_store,
+    run_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def _torchrun(ws: Workspace, run: str, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CXRLENS_POOL_TIMEOUT": "60", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [*cmd, str(WORKER), str(ws.root), run, *extra],
+        [*cmd, str(WORKER), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -41,7 +54,7 @@ def runs(tmp_path_factory):
     make_store(ws)
     torch.set_num_threads(1)
     single = run_sae_train(ws, run_config(), run="single", show_progress=False)
-    proc = _torchrun(ws, "dist")
+    proc = _torchrun(str(ws.root), "dist")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return ws, single.path, ws.sae("dist"), proc
 
@@ -63,7 +76,7 @@ def test_two_ranks_train_like_one_process(runs):
 
 def test_rerun_is_reused_on_every_rank(runs):
     ws, _, _, _ = runs
-    proc = _torchrun(ws, "dist")
+    proc = _torchrun(str(ws.root), "dist")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0 done reused=True" in proc.stdout and "rank 1 done reused=True" in proc.stdout
 
@@ -71,11 +84,11 @@ def test_rerun_is_reused_on_every_rank(runs):
 def test_rank_zero_dies_after_a_checkpoint_and_the_rerun_resumes(runs):
     ws, _, dist, _ = runs
     die_at = 2 * CHECKPOINT_EVERY
-    crashed = _torchrun(ws, "resumed", "--die-at", str(die_at))
+    crashed = _torchrun(str(ws.root), "resumed", "--die-at", str(die_at))
     assert crashed.returncode != 0
     ckpts = sorted(p.name for p in (partial_dir(ws.sae("resumed")) / "checkpoints").iterdir())
     assert ckpts[-1] == f"step-{die_at:09d}.safetensors" and not ws.sae("resumed").exists()
-    proc = _torchrun(ws, "resumed")
+    proc = _torchrun(str(ws.root), "resumed")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((ws.sae("resumed") / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == die_at
@@ -83,3 +96,20 @@ def test_rank_zero_dies_after_a_checkpoint_and_the_rerun_resumes(runs):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)  # the same model as the uninterrupted run
+
+
+def test_two_ranks_take_the_steps_one_process_takes_on_the_whole_batch(tmp_path):
+    """The gradient mean is the whole batch's gradient: the 2-rank weights equal 1-process weights (float error)."""
+    proc = _torchrun("--exact", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]
+    with safe_open(tmp_path / "rank0.safetensors", "pt") as fh:
+        assert int(fh.metadata()["tokens"]) == EXACT_STEPS * EXACT_BATCH  # tokens count both ranks
+    torch.manual_seed(0)
+    single = train(exact_batches(), exact_config(), show_progress=False).sae.state_dict()
+    start = train(exact_batches()[:1], dataclasses.replace(exact_config(), steps=1), show_progress=False)
+    for k, v in single.items():
+        assert torch.equal(ranks[0][k], ranks[1][k]), k  # the ranks never drift apart
+        torch.testing.assert_close(ranks[0][k], v, rtol=1e-4, atol=1e-5)
+    moved = (single["W_enc"] - start.sae.state_dict()["W_enc"]).abs().max()
+    assert moved > 1e-2  # training moved the weights far more than the tolerance

@@ -81,9 +81,10 @@ class RayOptions:
     Attributes:
         address: Ray cluster address (``"auto"``, ``"ray://head:10001"``); None = a local Ray instance.
         num_cpus: CPUs of a local instance (None = all).
-        actors: size of the inference actor pool (None = number of GPUs in the cluster if ``gpus_per_actor`` > 0,
-            else half the cluster's CPUs, at least 1).
-        gpus_per_actor: GPUs reserved per inference actor (0 on CPU; 1 puts one backbone on each GPU).
+        actors: size of the inference actor pool (None = one per GPU of the cluster when actors get GPUs, else half
+            the cluster's CPUs, at least 1).
+        gpus_per_actor: GPUs reserved per inference actor (None = 1 when the cluster has GPUs, else 0). An actor
+            with a GPU runs the forward there under bf16 autocast, as the local engine does on CUDA.
         cpus_per_actor: CPUs reserved per inference actor (torch uses that many threads).
         decode_cpus: CPUs per decoding task.
         max_retries: retries of a failed decoding task / a batch whose actor died; ``max_restarts`` of an actor.
@@ -92,7 +93,7 @@ class RayOptions:
     address: str | None = None
     num_cpus: int | None = None
     actors: int | None = None
-    gpus_per_actor: float = 0.0
+    gpus_per_actor: float | None = None
     cpus_per_actor: float = 1.0
     decode_cpus: float = 1.0
     max_retries: int = 3
@@ -110,8 +111,9 @@ class BatchEncoder:
 
     def __init__(self, job: ExtractJob, threads: int = 1) -> None:
         torch.set_num_threads(max(1, threads))
-        self.job = job
-        self.backbone: Backbone = job.load_backbone()
+        # the GPU Ray gave this actor (CUDA_VISIBLE_DEVICES), else its CPUs — not the driver's device
+        self.job = dataclasses.replace(job, device="cuda" if torch.cuda.is_available() else "cpu")
+        self.backbone: Backbone = self.job.load_backbone()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """:meth:`encode`, with an exception returned as the row's ``failed`` text: Ray Data's own abort on a user
@@ -171,12 +173,18 @@ def _decode_row(row: dict[str, Any], preprocessor: Any) -> dict[str, Any]:
     }
 
 
-def _pool_size(ray: Any, opts: RayOptions) -> int:
+def _gpus_per_actor(ray: Any, opts: RayOptions) -> float:
+    if opts.gpus_per_actor is not None:
+        return opts.gpus_per_actor
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def _pool_size(ray: Any, opts: RayOptions, gpus: float) -> int:
     if opts.actors:
         return opts.actors
     res = ray.cluster_resources()
-    if opts.gpus_per_actor > 0:
-        return max(1, int(res.get("GPU", 0) // opts.gpus_per_actor))
+    if gpus > 0:
+        return max(1, int(res.get("GPU", 0) // gpus))
     return max(1, int(res.get("CPU", 1) // (2 * opts.cpus_per_actor)))
 
 
@@ -211,6 +219,7 @@ def _run(
         for b, batch in enumerate(job.batches)
     ]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1000)))
+    gpus = _gpus_per_actor(ray, opts)
     light = dataclasses.replace(job, paths=(), batches=())  # what an actor needs: config, layers, backbone spec
     with warnings.catch_warnings():
         # Ray 2.60 deprecates passing retry limits as remote args but has no other way to bound them; unbounded
@@ -227,9 +236,9 @@ def _run(
             fn_constructor_kwargs={"job": light, "threads": max(1, int(opts.cpus_per_actor))},
             batch_size=1,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=_pool_size(ray, opts)),
+            compute=ray.data.ActorPoolStrategy(size=_pool_size(ray, opts, gpus)),
             num_cpus=opts.cpus_per_actor,
-            num_gpus=opts.gpus_per_actor or None,
+            num_gpus=gpus or None,
             max_restarts=opts.max_retries,
             max_task_retries=opts.max_retries,
         )
