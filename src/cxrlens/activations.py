@@ -19,6 +19,11 @@ boundaries (so the numbers do not depend on where the previous run died), then w
 ``manifest.json`` and swaps the directory into place. The result is byte-identical to an uninterrupted run (except
 the manifest's ``created``/timing fields). A different job discards the partial dir.
 
+**Engines.** :func:`run_extract` cuts the batches and writes every file (shards, sidecars, index, manifest); an
+*engine* only computes the batches: :func:`local_engine` (DataLoader + the driver's backbone) or the Ray Data
+engine :func:`cxrlens.scale.ray_extract.ray_engine`. Both decode with :func:`decode_image` and encode with
+:func:`encode_batch`, so the store does not depend on the engine, and either resumes the other's shards.
+
 **Reading.** :class:`ActivationStore` gives random access by row (``pread`` of the rows' bytes, no mmap) and
 :meth:`ActivationStore.iter_batches`, a seeded streaming shuffle (shuffle buffer of a fixed number of rows) whose
 memory use is bounded by the buffer plus one read chunk, for training on stores larger than RAM.
