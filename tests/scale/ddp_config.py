@@ -50,3 +50,19 @@ def exact_batches() -> list:
     """The global batches of the exactness test, (EXACT_BATCH, 16) each, from a fixed generator."""
     data = make_sparse_data(EXACT_STEPS * EXACT_BATCH, 16, 32, 2, seed=1).x
     return list(data.split(EXACT_BATCH))
+
+
+def align_exact_config():
+    """A small adapter run (3 epochs of 6 steps of 32 pairs) for the 2-rank vs 1-process exactness test."""
+    from cxrlens.align.config import AlignConfig
+
+    return AlignConfig(
+        activations="planted", epochs=3, batch_size=32, lr=1e-2, embed_dim=16, hidden_dim=32, text_hidden=32
+    )
+
+
+def align_exact_data():
+    """280 planted image–report pairs (196 train), see ``tests/align/conftest.py``."""
+    from tests.align.conftest import planted_pairs
+
+    return planted_pairs(n=280, d_img=16, d_txt=12)

@@ -3,7 +3,8 @@
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/scale/ddp_worker.py <workspace> <run>
 [--die-at STEP]``; ``--die-at`` kills rank 0 right after it has written the checkpoint of that step (a crash).
 ``… ddp_worker.py --exact OUTDIR`` instead runs :func:`cxrlens.sae.train.train` on this rank's half of each batch of
-``exact_batches()`` and saves the final weights to ``OUTDIR/rank<r>.safetensors``."""
+``exact_batches()`` and saves the final weights to ``OUTDIR/rank<r>.safetensors``; ``--align-exact OUTDIR`` trains
+the alignment adapter with ``parallel=`` and saves ``OUTDIR/align<r>.safetensors``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from safetensors.torch import save_file
 import cxrlens.sae.train as sae_train
 from cxrlens.scale.ddp import DistEnv, TorchDataParallel, process_group, run_sae_train_distributed
 from cxrlens.workspace import Workspace
-from tests.scale.ddp_config import exact_batches, exact_config, run_config
+from tests.scale.ddp_config import align_exact_config, align_exact_data, exact_batches, exact_config, run_config
 
 
 def exact(out: Path) -> None:
@@ -32,9 +33,23 @@ def exact(out: Path) -> None:
     save_file(state, out / f"rank{env.rank}.safetensors", metadata={"tokens": str(res.tokens)})
 
 
+def align_exact(out: Path) -> None:
+    from cxrlens.align.train import train_adapter
+
+    env = DistEnv.from_env()
+    with process_group(env):
+        model, _ = train_adapter(
+            align_exact_data(), align_exact_config(), parallel=TorchDataParallel(), show_progress=False
+        )
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / f"align{env.rank}.safetensors")
+
+
 def main() -> None:
     if sys.argv[1] == "--exact":
         exact(Path(sys.argv[2]))
+        return
+    if sys.argv[1] == "--align-exact":
+        align_exact(Path(sys.argv[2]))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("workspace")

@@ -25,6 +25,8 @@ from tests.scale.ddp_config import (
     EXACT_BATCH,
     EXACT_STEPS,
     STEPS,
+    align_exact_config,
+    align_exact_data,
     exact_batches,
     exact_config,
     make_store,
@@ -113,3 +115,25 @@ def test_two_ranks_take_the_steps_one_process_takes_on_the_whole_batch(tmp_path)
         torch.testing.assert_close(ranks[0][k], v, rtol=1e-4, atol=1e-5)
     moved = (single["W_enc"] - start.sae.state_dict()["W_enc"]).abs().max()
     assert moved > 1e-2  # training moved the weights far more than the tolerance
+
+
+def test_alignment_adapter_on_two_ranks_equals_one_process(tmp_path):
+    """Each rank embeds half the batch, the shares are all-gathered with autograd and every rank computes the
+    whole-batch InfoNCE: the 2-rank adapter equals the 1-process adapter (float error), and training moved it."""
+    from cxrlens.align.model import AlignModel
+    from cxrlens.align.train import train_adapter
+
+    proc = _torchrun("--align-exact", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [load_file(tmp_path / f"align{r}.safetensors") for r in (0, 1)]
+    torch.manual_seed(0)
+    model, result = train_adapter(align_exact_data(), align_exact_config(), show_progress=False)
+    data, cfg = align_exact_data(), align_exact_config()
+    torch.manual_seed(cfg.seed)  # the trainer's own init
+    untrained = AlignModel(data.pooled_ND.shape[1], data.report_NDt.shape[1], cfg, False)
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
+    moved = max(float((v - untrained.state_dict()[k]).abs().max()) for k, v in model.state_dict().items())
+    assert moved > 1e-2
+    for k, v in model.state_dict().items():
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+        torch.testing.assert_close(ranks[0][k], v, rtol=1e-4, atol=1e-5)

@@ -17,6 +17,13 @@ Loss per batch (symmetric InfoNCE, both directions averaged):
   a batch of negatives carries little weight until the model is confident, so a two-way term
   ``softplus(−scale · (cos(img, own) − cos(img, twin)))`` (weight ``polarity_weight``) trains that choice directly.
 
+**Data parallel** (``parallel=``, a :class:`ContrastiveParallel` such as
+:class:`cxrlens.scale.ddp.TorchDataParallel` under ``torchrun``): every rank draws the same global batch (the epoch
+order is seeded), embeds its ``batch_size / world`` share and all-gathers the embeddings with autograd, so every
+rank computes the single-process loss (the negatives are the whole batch); the gather's backward sums the ranks'
+identical gradients and the gradient mean over ranks is then the single-process gradient. Only rank 0 writes
+checkpoints. (The ``align train`` stage and CLI do not use it yet.)
+
 The trainer takes tensors (:class:`PairData`), not datasets. It checkpoints after every epoch (safetensors, with a
 JSON header of schema version, config, package version, epoch, history and optimiser state) and resumes from the
 last checkpoint of the same config; the epoch order is seeded by ``(seed, epoch)``, so a resumed run gives the same
@@ -28,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -45,9 +52,17 @@ from cxrlens.config import config_hash, config_to_dict
 from cxrlens.console import progress, warn_line
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes
+from cxrlens.sae.train import DataParallel
 from cxrlens.schedule import warmup_cosine
 
-__all__ = ["SCHEMA_VERSION", "embed_images", "load_checkpoint", "save_checkpoint", "train_adapter"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ContrastiveParallel",
+    "embed_images",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_adapter",
+]
 
 SCHEMA_VERSION = 1
 
@@ -96,6 +111,30 @@ def load_checkpoint(
 
 
 # ---------------------------------------------------------------------------------------------------------- trainer
+class ContrastiveParallel(DataParallel, Protocol):
+    """A :class:`cxrlens.sae.train.DataParallel` that can also all-gather with autograd: ``all_gather(t)`` → every
+    rank's ``t`` concatenated along dim 0 in rank order, its backward summing the gradients sent to each share."""
+
+    def all_gather(self, t: torch.Tensor) -> torch.Tensor: ...
+
+
+def _embed_rows(
+    model: AlignModel, data: PairData, rows: np.ndarray, parallel: ContrastiveParallel | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, E) image and report embeddings of ``rows``; with ``parallel`` each rank embeds its B / world share and
+    the shares are all-gathered (with autograd), so every rank holds the whole batch's embeddings."""
+    if parallel is not None and parallel.world > 1:
+        share = len(rows) // parallel.world
+        if share * parallel.world != len(rows):
+            raise BadInputError(None, f"batch of {len(rows)} pairs is not divisible by {parallel.world} ranks")
+        mine = rows[parallel.rank * share : (parallel.rank + 1) * share]
+        img, txt = _embed_rows(model, data, mine, None)
+        return parallel.all_gather(img), parallel.all_gather(txt)
+    idx = torch.from_numpy(rows)
+    patches = None if data.patches_NTD is None else data.patches_NTD[idx]
+    return model.image(data.pooled_ND[idx], patches), model.text(data.report_NDt[idx])
+
+
 def _sentence_positives(image_sentences: list[np.ndarray], rows: np.ndarray, drawn: np.ndarray) -> torch.Tensor:
     """(B, B) bool: ``[i, j]`` = the sentence drawn for image ``j`` occurs in image ``i``'s report."""
     b = len(rows)
@@ -108,15 +147,18 @@ def _sentence_positives(image_sentences: list[np.ndarray], rows: np.ndarray, dra
 
 
 def _batch_loss(
-    model: AlignModel, data: PairData, rows: np.ndarray, cfg: AlignConfig, rng: np.random.Generator
+    model: AlignModel,
+    data: PairData,
+    rows: np.ndarray,
+    cfg: AlignConfig,
+    rng: np.random.Generator,
+    parallel: ContrastiveParallel | None = None,
 ) -> torch.Tensor:
-    idx = torch.from_numpy(rows)
-    patches = None if data.patches_NTD is None else data.patches_NTD[idx]
-    img = model.image(data.pooled_ND[idx], patches)
+    img, txt = _embed_rows(model, data, rows, parallel)
     scale = model.scale()
     groups = data.report_group_N[rows]
     rep_pos = torch.from_numpy(groups[:, None] == groups[None, :])
-    loss = info_nce(img, model.text(data.report_NDt[idx]), scale, positives_BB=rep_pos)
+    loss = info_nce(img, txt, scale, positives_BB=rep_pos)
     if cfg.sentence_weight > 0:
         keep = np.array([len(data.image_sentences[r]) > 0 for r in rows])
         if keep.sum() >= 2:
@@ -185,6 +227,7 @@ def train_adapter(
     checkpoint_dir: str | Path | None = None,
     show_progress: bool = True,
     identity: str | None = None,
+    parallel: ContrastiveParallel | None = None,
 ) -> tuple[AlignModel, dict[str, Any]]:
     """Train the adapter on ``data``'s train split (validating on val); resumes from ``checkpoint_dir/last`` when
     that checkpoint was written for the same ``identity`` (default: the config's hash; the stage passes its job
@@ -194,7 +237,8 @@ def train_adapter(
     val loss, val r@1/r@5, temperature), ``best_epoch`` and ``resumed_from_epoch``.
     """
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # every rank builds the same initial model
+    writer = parallel is None or parallel.rank == 0
     train_rows = np.nonzero((data.split_N == "train") & data.has_text_N)[0]
     val_rows = np.nonzero((data.split_N == "val") & data.has_text_N)[0]
     if len(train_rows) < cfg.batch_size:
@@ -242,9 +286,11 @@ def train_adapter(
             for s in range(steps_per_epoch):
                 rows = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                 set_lr(epoch * steps_per_epoch + s)
-                loss = _batch_loss(model, data, rows, cfg, rng)
+                loss = _batch_loss(model, data, rows, cfg, rng, parallel)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if parallel is not None:
+                    parallel.average_gradients(model)
                 opt.step()
                 total += loss.item()
                 bar.advance(task)
@@ -267,10 +313,10 @@ def train_adapter(
                     "epoch": epoch,
                     "state": {k: v.clone() for k, v in model.state_dict().items()},
                 }
-                if ckpt_dir is not None:
+                if ckpt_dir is not None and writer:
                     hdr = {"config": config_to_dict(cfg), "config_hash": chash, "epoch": epoch, "val_loss": val["loss"]}
                     save_checkpoint(ckpt_dir / "best.safetensors", model, None, hdr)
-            if ckpt_dir is not None:
+            if ckpt_dir is not None and writer:
                 hdr = {"config": config_to_dict(cfg), "config_hash": chash, "epoch": epoch, "history": history}
                 save_checkpoint(last, model, opt, hdr)  # type: ignore[arg-type]
     if best["state"] is not None:

@@ -110,8 +110,8 @@ class DataParallel(Protocol):
     """What :func:`train` needs from a data-parallel group (:class:`cxrlens.scale.ddp.TorchDataParallel`).
 
     Every rank must pass the same ``callbacks`` (the stats are averaged, a collective call, on the steps they run).
-    ``rank`` (0 writes checkpoints) and ``world`` (number of ranks); ``average_gradients(sae)`` replaces every
-    gradient by its mean over the ranks; ``broadcast_state(sae, opt)`` copies rank 0's parameters, buffers and
+    ``rank`` (0 writes checkpoints) and ``world`` (number of ranks); ``average_gradients(model)`` replaces every
+    gradient by its mean over the ranks; ``broadcast_state(model, opt)`` copies rank 0's parameters, buffers and
     optimiser state to every rank; ``average_stats(stats)`` returns the rank mean of each value;
     ``broadcast_object(obj)`` returns rank 0's ``obj`` on every rank; ``barrier()`` waits for every rank.
     """
@@ -119,9 +119,9 @@ class DataParallel(Protocol):
     rank: int
     world: int
 
-    def average_gradients(self, sae: SAE) -> None: ...
+    def average_gradients(self, model: torch.nn.Module) -> None: ...
 
-    def broadcast_state(self, sae: SAE, opt: torch.optim.Optimizer) -> None: ...
+    def broadcast_state(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None: ...
 
     def average_stats(self, stats: dict[str, float]) -> dict[str, float]: ...
 

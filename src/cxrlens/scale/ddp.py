@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 
 from cxrlens.errors import CxrlensError
 from cxrlens.parallel import stall_timeout_s
-from cxrlens.sae.base import SAE
 from cxrlens.sae.run import SAERunConfig, run_sae_train
 from cxrlens.workspace import StageResult, Workspace
 
@@ -76,10 +76,10 @@ class TorchDataParallel:
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
 
-    def average_gradients(self, sae: SAE) -> None:
+    def average_gradients(self, model: torch.nn.Module) -> None:
         """Every parameter's gradient → its mean over the ranks (one flat all-reduce; a missing gradient counts
         as zeros)."""
-        params = list(sae.parameters())
+        params = list(model.parameters())
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
@@ -90,12 +90,12 @@ class TorchDataParallel:
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
 
-    def broadcast_state(self, sae: SAE, opt: torch.optim.Optimizer) -> None:
+    def broadcast_state(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         """Rank 0's parameters, buffers and optimiser state (for parameters that have one) to every rank."""
         with torch.no_grad():
-            for t in [*sae.parameters(), *sae.buffers()]:
+            for t in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(t.data, src=0)
-            for p in sae.parameters():
+            for p in model.parameters():
                 for key in sorted(opt.state.get(p, {})):
                     val = opt.state[p][key]
                     if torch.is_tensor(val):
@@ -109,6 +109,11 @@ class TorchDataParallel:
             vec = vec.cuda()
         dist.all_reduce(vec)
         return {k: float(v) / self.world for k, v in zip(keys, vec.tolist(), strict=True)}
+
+    def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``t`` (same shape), concatenated along dim 0 in rank order, **with autograd**: the backward
+        sums the gradients the ranks send to each share (``torch.distributed.nn.functional.all_gather``)."""
+        return torch.cat(dist_nn.all_gather(t.contiguous()))
 
     def broadcast_object(self, obj: Any) -> Any:
         box = [obj]
