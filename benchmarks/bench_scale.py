@@ -47,9 +47,14 @@ def main() -> None:
     n, repeats = (256, 2) if args.quick else (1024, 3)
     repeats = args.repeats or repeats
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from cxrlens.errors import CxrlensError
     from cxrlens.scale.ray_extract import RayOptions, import_ray, init_ray, ray_engine
 
-    ray = import_ray()
+    try:
+        ray = import_ray()
+    except CxrlensError as exc:  # make bench runs every benchmark; this one needs the [scale] extra
+        print(f"bench_scale skipped: {exc}")
+        return
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure: recorded before and after
     variants = {
         "ray_1_actor": RayOptions(actors=1, cpus_per_actor=1.0, decode_cpus=1.0),
