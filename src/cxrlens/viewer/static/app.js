@@ -300,15 +300,7 @@ async function featuresPage() {
     next.disabled = end >= page.total;
   }
 
-  let timer = null;
-  q.addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      state.q = q.value;
-      state.offset = 0;
-      load();
-    }, 250);
-  });
+  wireSearchBox(q, state, load);
   runSel.addEventListener("change", () => {
     state.run = runSel.value;
     state.offset = 0;
@@ -326,14 +318,7 @@ async function featuresPage() {
     state.offset = 0;
     load();
   });
-  prev.addEventListener("click", () => {
-    state.offset = Math.max(0, state.offset - state.limit);
-    load();
-  });
-  next.addEventListener("click", () => {
-    state.offset += state.limit;
-    load();
-  });
+  wirePager(prev, next, state, load);
   await Promise.all([loadLabels(), load()]);
 }
 
@@ -475,6 +460,18 @@ async function studiesPage() {
     prev.disabled = page.offset <= 0;
     next.disabled = end >= page.total;
   }
+  wireSearchBox(q, state, load);
+  runSel.addEventListener("change", () => {
+    state.run = runSel.value;
+    state.offset = 0;
+    load();
+  });
+  wirePager(prev, next, state, load);
+  await load();
+}
+
+// A text box that filters a paged table: typing waits 250 ms, then reloads from the first page.
+function wireSearchBox(q, state, load) {
   let timer = null;
   q.addEventListener("input", () => {
     clearTimeout(timer);
@@ -484,11 +481,10 @@ async function studiesPage() {
       load();
     }, 250);
   });
-  runSel.addEventListener("change", () => {
-    state.run = runSel.value;
-    state.offset = 0;
-    load();
-  });
+}
+
+// Previous / next buttons of a server-paged table (state.offset, state.limit).
+function wirePager(prev, next, state, load) {
   prev.addEventListener("click", () => {
     state.offset = Math.max(0, state.offset - state.limit);
     load();
@@ -497,7 +493,6 @@ async function studiesPage() {
     state.offset += state.limit;
     load();
   });
-  await load();
 }
 
 // A report's sentences; hovering shows a sentence's evidence map on `overlay`, clicking pins it and lists its
