@@ -275,28 +275,60 @@ def fit_readout(
     usable &= Xtr.std(0) > 0
     ranks = _ranks(Xtr[:, usable])  # label-free: ranked once, every finding's AUCs read from them
 
-    def fit_one(j: int) -> list[tuple[float, np.ndarray, object, np.ndarray]] | str:
-        npos_tr, npos_va = int(ytr[:, j].sum()), int(yva[:, j].sum())
-        if min(npos_tr, npos_va) < max(cfg.min_positive, 1) or npos_tr == len(ytr):
-            return f"too few positives (train {npos_tr}, val {npos_va})"
-        auc = _auc_columns(Xtr[:, usable], ytr[:, j], ranks)
-        cand = np.flatnonzero(usable)[np.argsort(-np.abs(auc - 0.5), kind="stable")[: cfg.candidates]]
-        per_c = []
-        for C in cfg.Cs:  # the logistic fits do not depend on β: fitted once, chosen per β below
-            clf = LogisticRegression(  # liblinear's coordinate descent is seeded, not drawn from the global RNG
-                C=C, l1_ratio=1.0, solver="liblinear", tol=1e-3, max_iter=2000, class_weight="balanced", random_state=0
-            )
-            clf.fit(Xtr[:, cand] / scale[cand], ytr[:, j])
-            if np.any(clf.coef_):
-                per_c.append((C, cand, clf, clf.decision_function(Xva[:, cand] / scale[cand])))
-        return per_c or "no feature survives the L1 penalty"
+    fits = [  # not threaded: liblinear seeds one process-wide C RNG (srand)
+        _fit_label(Xtr, ytr[:, j], Xva, yva[:, j], usable, ranks, scale, cfg) for j in range(L)
+    ]
+    tried = _score_betas(fits, yva, cfg, baseline, _val_folds(len(yva), val_groups))
+    pick = tried[0]
+    if baseline is not None:  # max(): the first of equal margins; a NaN margin (nothing stated) never wins
+        pick = max(tried, key=lambda t: np.nan_to_num(t["margin"], nan=-np.inf))
+    return _assemble(labels, pick, tried, ytr, yva, scale, cfg, baseline)
 
-    fits = [fit_one(j) for j in range(L)]  # not threaded: liblinear seeds one process-wide C RNG (srand)
-    folds = _val_folds(len(yva), val_groups)
+
+_Fit = tuple[float, np.ndarray, object, np.ndarray]  # (C, candidate features, classifier, val decision values)
+
+
+def _fit_label(
+    Xtr: np.ndarray,
+    ytr: np.ndarray,
+    Xva: np.ndarray,
+    yva: np.ndarray,
+    usable: np.ndarray,
+    ranks: np.ndarray,
+    scale: np.ndarray,
+    cfg: ReadoutConfig,
+) -> list[_Fit] | str:
+    """One finding's L1 logistic fits, one per ``cfg.Cs`` on its ``cfg.candidates`` most label-associated
+    features (train AUC furthest from 0.5), or the reason it gets none."""
+    npos_tr, npos_va = int(ytr.sum()), int(yva.sum())
+    if min(npos_tr, npos_va) < max(cfg.min_positive, 1) or npos_tr == len(ytr):
+        return f"too few positives (train {npos_tr}, val {npos_va})"
+    auc = _auc_columns(Xtr[:, usable], ytr, ranks)
+    cand = np.flatnonzero(usable)[np.argsort(-np.abs(auc - 0.5), kind="stable")[: cfg.candidates]]
+    per_c = []
+    for C in cfg.Cs:  # the logistic fits do not depend on β: fitted once, chosen per β below
+        clf = LogisticRegression(  # liblinear's coordinate descent is seeded, not drawn from the global RNG
+            C=C, l1_ratio=1.0, solver="liblinear", tol=1e-3, max_iter=2000, class_weight="balanced", random_state=0
+        )
+        clf.fit(Xtr[:, cand] / scale[cand], ytr)
+        if np.any(clf.coef_):
+            per_c.append((C, cand, clf, clf.decision_function(Xva[:, cand] / scale[cand])))
+    return per_c or "no feature survives the L1 penalty"
+
+
+def _score_betas(
+    fits: list[list[_Fit] | str],
+    yva: np.ndarray,
+    cfg: ReadoutConfig,
+    baseline: Mapping[str, float] | None,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+) -> list[dict]:
+    """For every β: the per-finding choice on all of val, and the cross-fitted val micro precision / recall / F1
+    (thresholds chosen on one half of val, counted on the other) with the margin over ``baseline``."""
     tried = []
     for beta in cfg.betas:
         choice = [_choose(f, yva[:, j], beta) for j, f in enumerate(fits)]  # what is used: all of val
-        tp = fp = fn = 0  # cross-fitted: thresholds chosen on one half of val, counted on the other
+        tp = fp = fn = 0
         for j, f in enumerate(fits):
             for fit_rows, score_rows in folds:
                 c = _choose(_subset(f, fit_rows), yva[fit_rows, j], beta)
@@ -316,9 +348,21 @@ def fit_readout(
             base_f1 = _f1(baseline["precision"], baseline["recall"])
             entry["margin"] = min(prec - baseline["precision"], entry["f1"] - base_f1)
         tried.append({**entry, "kept": sum(bool(c.get("kept")) for c in choice), "choice": choice})
-    pick = tried[0]
-    if baseline is not None:  # max(): the first of equal margins; a NaN margin (nothing stated) never wins
-        pick = max(tried, key=lambda t: np.nan_to_num(t["margin"], nan=-np.inf))
+    return tried
+
+
+def _assemble(
+    labels: Sequence[str],
+    pick: dict,
+    tried: list[dict],
+    ytr: np.ndarray,
+    yva: np.ndarray,
+    scale: np.ndarray,
+    cfg: ReadoutConfig,
+    baseline: Mapping[str, float] | None,
+) -> FindingReadout:
+    """The readout of the chosen β: weights in raw code units, bias, thresholds, negative cut-offs, the table."""
+    L, F = len(labels), len(scale)
     W = np.zeros((L, F), np.float32)
     bias = np.zeros(L, np.float32)
     thr = np.full(L, np.inf, np.float32)
