@@ -183,35 +183,7 @@ def load_folder(config: FolderImportConfig) -> LoadedDataset:
         label_cols, unlisted = [], 0
     n = len(df)
 
-    # ---- report text: CSV column > CSV findings/impression > sidecar .txt
-    findings = np.full(n, "", dtype=object)
-    impression = np.full(n, "", dtype=object)
-    full_text = np.full(n, "", dtype=object)
-    bad = np.zeros(n, dtype=bool)
-    has_csv_text = config.text_column in df.columns
-    has_sections = "findings" in df.columns or "impression" in df.columns
-    for i, p in enumerate(df["_path"]):
-        text = ""
-        if has_csv_text:
-            text = df[config.text_column].iloc[i]
-        elif has_sections:
-            f = df["findings"].iloc[i].strip() if "findings" in df.columns else ""
-            m = df["impression"].iloc[i].strip() if "impression" in df.columns else ""
-            findings[i], impression[i] = " ".join(f.split()), " ".join(m.split())
-            full_text[i] = f"FINDINGS: {f}\nIMPRESSION: {m}" if (f or m) else ""
-            continue
-        elif config.sidecar_reports:
-            txt = Path(p).with_suffix(".txt")
-            if txt.is_file():
-                try:
-                    text = read_report(txt)
-                except BadInputError as exc:
-                    errors.append(exc)
-                    bad[i] = True
-                    continue
-        if text:
-            full_text[i] = text
-            findings[i], impression[i] = _text_to_sections(text)
+    findings, impression, full_text, bad = _report_texts(df, config, errors)
 
     # ---- images
     height, width, img_errors, dicom = verify_images(list(df["_path"]), config.verify, description="checking images")
@@ -242,18 +214,7 @@ def load_folder(config: FolderImportConfig) -> LoadedDataset:
     study = col("study_id").to_numpy(dtype=object)
     study = np.where(study == "", np.array(image_ids, dtype=object), study)
 
-    split_raw = col("split").str.lower()
-    if "split" in df.columns and (split_raw != "").all():
-        split = split_raw.map(_SPLITS)
-        for i in np.flatnonzero(split.isna().to_numpy() & ~bad):
-            errors.append(
-                BadInputError(df.attrs["csv_path"], f"line {df['_line'].iloc[i]}: unknown split {split_raw.iloc[i]!r}")
-            )
-        bad |= split.isna().to_numpy()
-        split = split.fillna("").to_numpy(dtype=object)
-    else:
-        by_patient = patient_split(list(patient), config.seed, 0.7, 0.1)
-        split = pd.Series(patient).map(by_patient).to_numpy(dtype=object)
+    split = _split_column(df, patient, bad, config, errors)
 
     studies = pd.DataFrame(
         {
@@ -292,6 +253,61 @@ def load_folder(config: FolderImportConfig) -> LoadedDataset:
         "summary": summarize_studies(studies, len(errors)),
     }
     return LoadedDataset(studies, {}, tuple(errors), tuple(inputs), extra)
+
+
+def _report_texts(
+    df: pd.DataFrame, config: FolderImportConfig, errors: list[BadInputError]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(findings, impression, full text, unreadable) per row: the CSV's text column, else its findings/impression
+    columns, else a sidecar ``.txt`` next to the image (an unreadable one marks the row bad, counted in ``errors``)."""
+    n = len(df)
+    findings = np.full(n, "", dtype=object)
+    impression = np.full(n, "", dtype=object)
+    full_text = np.full(n, "", dtype=object)
+    bad = np.zeros(n, dtype=bool)
+    has_csv_text = config.text_column in df.columns
+    has_sections = "findings" in df.columns or "impression" in df.columns
+    for i, p in enumerate(df["_path"]):
+        text = ""
+        if has_csv_text:
+            text = df[config.text_column].iloc[i]
+        elif has_sections:
+            f = df["findings"].iloc[i].strip() if "findings" in df.columns else ""
+            m = df["impression"].iloc[i].strip() if "impression" in df.columns else ""
+            findings[i], impression[i] = " ".join(f.split()), " ".join(m.split())
+            full_text[i] = f"FINDINGS: {f}\nIMPRESSION: {m}" if (f or m) else ""
+            continue
+        elif config.sidecar_reports:
+            txt = Path(p).with_suffix(".txt")
+            if txt.is_file():
+                try:
+                    text = read_report(txt)
+                except BadInputError as exc:
+                    errors.append(exc)
+                    bad[i] = True
+                    continue
+        if text:
+            full_text[i] = text
+            findings[i], impression[i] = _text_to_sections(text)
+    return findings, impression, full_text, bad
+
+
+def _split_column(
+    df: pd.DataFrame, patient: np.ndarray, bad: np.ndarray, config: FolderImportConfig, errors: list[BadInputError]
+) -> np.ndarray:
+    """The CSV's split column when every row has one (unknown values mark the row bad, in place), else a
+    patient-level hash split."""
+    split_raw = df["split"].str.strip().str.lower() if "split" in df.columns else pd.Series("", index=df.index)
+    if "split" in df.columns and (split_raw != "").all():
+        split = split_raw.map(_SPLITS)
+        for i in np.flatnonzero(split.isna().to_numpy() & ~bad):
+            errors.append(
+                BadInputError(df.attrs["csv_path"], f"line {df['_line'].iloc[i]}: unknown split {split_raw.iloc[i]!r}")
+            )
+        bad |= split.isna().to_numpy()
+        return split.fillna("").to_numpy(dtype=object)
+    by_patient = patient_split(list(patient), config.seed, 0.7, 0.1)
+    return pd.Series(patient).map(by_patient).to_numpy(dtype=object)
 
 
 def _label_with_labeler(studies: pd.DataFrame) -> pd.DataFrame:
