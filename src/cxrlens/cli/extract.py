@@ -41,12 +41,23 @@ def extract(
     workers: int | None = typer.Option(None, help="DataLoader workers decoding images [default: CPUs-1, ≤ 4]."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch hub weights."),
     xrv_cache_dir: Path | None = typer.Option(None, help="torchxrayvision weights dir [default: ~/.torchxrayvision]."),
+    engine: str = typer.Option("local", help="local (this process) or ray (Ray Data; pip install 'cxrlens[scale]')."),
+    ray_address: str | None = typer.Option(None, help="Ray cluster for --engine ray (auto = the running one)."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
     """Extract activations into activations/<run> (kill it any time; re-running resumes from the last shard)."""
     from cxrlens.activations import run_extract
+    from cxrlens.errors import BadInputError
 
+    if engine not in ("local", "ray"):
+        raise BadInputError(None, f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":  # docs/scale.md
+        from cxrlens.scale.ray_extract import RayOptions, ray_engine
+
+        engine_fn = ray_engine(RayOptions(address=ray_address))
+    else:
+        engine_fn = None
     cfg = ExtractConfig(
         dataset=dataset,
         backbone=backbone,
@@ -64,6 +75,7 @@ def extract(
         run=run,
         device=device,
         num_workers=workers,
+        engine=engine_fn,
         allow_download=allow_download,
         xrv_cache_dir=xrv_cache_dir,
         force=force,

@@ -69,9 +69,18 @@ def train_cmd(
         TrainConfig, "resample_every", help="Steps between dead-latent resamplings (0: never)."
     ),
     set_: list[str] = typer.Option([], "--set", help="Any other SAE config field, e.g. --set hybrid_sparsity_norm=l1."),
-    run: str | None = typer.Option(None, help="Output name [default: <activations>-<arch>-<latents>]."),
+    run: str | None = typer.Option(
+        None,
+        "--run",
+        "--name",
+        help="Output name (--name under torchrun, which takes --run for itself) [default: "
+        "<activations>-<arch>-<latents>].",
+    ),
     device: str | None = typer.Option(None, help="cpu, cuda … [default: cuda if available]."),
     compile_: bool = config_option(TrainConfig, "compile", "--compile", help="torch.compile the loss."),
+    distributed: bool = typer.Option(
+        False, "--distributed", help="One rank of a torchrun job: data parallel, rank 0 writes (docs/scale.md)."
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
@@ -117,7 +126,14 @@ def train_cmd(
         ),
     )
     name = run or f"{activations}-{arch}-{n_latents}"
-    result = run_sae_train(ws, cfg, run=name, device=device, force=force)
+    if distributed:  # every rank trains; rank 0 alone writes the artefact and reports it
+        from cxrlens.scale.ddp import DistEnv, run_sae_train_distributed
+
+        result = run_sae_train_distributed(ws, cfg, run=name, force=force)
+        if DistEnv.from_env().rank != 0:
+            return
+    else:
+        result = run_sae_train(ws, cfg, run=name, device=device, force=force)
     m = result.manifest
     full = result.open().json("metrics")
     rows = [
