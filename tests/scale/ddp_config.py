@@ -66,3 +66,71 @@ def align_exact_data():
     from tests.align.conftest import planted_pairs
 
     return planted_pairs(n=280, d_img=16, d_txt=12)
+
+
+ALIGN_IMAGES, ALIGN_BATCH = 160, 16
+
+
+def make_align_store(ws: Workspace) -> None:
+    """``datasets/planted`` (160 studies, reports naming an effusion and/or an enlarged heart; splits train, train,
+    train, val, test) and ``activations/planted``: 16-d pooled features that carry the two findings plus noise."""
+    import numpy as np
+    import torch
+
+    from cxrlens.activations import write_array_store
+    from cxrlens.data.schema import finalize_study_table
+    from cxrlens.data.store import LoadedDataset, import_dataset
+
+    rng = np.random.default_rng(0)
+    eff, cm = rng.random(ALIGN_IMAGES) < 0.4, rng.random(ALIGN_IMAGES) < 0.3
+    dirs = rng.normal(size=(2, 16))
+    x = 0.3 * rng.normal(size=(ALIGN_IMAGES, 16)) + np.outer(eff, dirs[0]) + np.outer(cm, dirs[1])
+    ids = [f"i{i}" for i in range(ALIGN_IMAGES)]
+    splits = [("train", "train", "train", "val", "test")[i % 5] for i in range(ALIGN_IMAGES)]
+    findings = [
+        ("There is a left pleural effusion." if e else "No pleural effusion.")
+        + (" The heart is enlarged." if c else " Heart size is normal.")
+        for e, c in zip(eff, cm, strict=True)
+    ]
+    studies = finalize_study_table(
+        pd.DataFrame(
+            {
+                "study_id": [f"s{i}" for i in range(ALIGN_IMAGES)],
+                "image_id": ids,
+                "patient_id": [f"p{i}" for i in range(ALIGN_IMAGES)],
+                "image_path": [f"images/{i}.png" for i in ids],
+                "view": "PA",
+                "split": splits,
+                "findings": findings,
+                "impression": "",
+                "source": "test",
+                "Pleural Effusion": eff.astype(float),
+                "Cardiomegaly": cm.astype(float),
+            }
+        )
+    )
+    import_dataset(
+        ws,
+        "planted",
+        stage="test.planted",
+        config=SAERunConfig(activations="planted"),  # any config: names the toy dataset's identity
+        load=lambda: LoadedDataset(studies=studies, tables={}, errors=[], inputs=[]),
+    )
+    index = pd.DataFrame({"image_id": ids, "study_id": [f"s{i}" for i in range(ALIGN_IMAGES)], "split": splits})
+    write_array_store(ws.activations("planted"), {"final/cls": torch.tensor(x, dtype=torch.float32)}, index)
+
+
+def align_stage_config():
+    """3 epochs of 6 steps of 16 pairs (8 per rank) on ``activations/planted``."""
+    from cxrlens.align.config import AlignConfig
+
+    return AlignConfig(
+        activations="planted",
+        dataset="planted",
+        epochs=3,
+        batch_size=ALIGN_BATCH,
+        lr=1e-2,
+        embed_dim=16,
+        hidden_dim=32,
+        text_hidden=32,
+    )

@@ -4,7 +4,9 @@
 [--die-at STEP]``; ``--die-at`` kills rank 0 right after it has written the checkpoint of that step (a crash).
 ``… ddp_worker.py --exact OUTDIR`` instead runs :func:`cxrlens.sae.train.train` on this rank's half of each batch of
 ``exact_batches()`` and saves the final weights to ``OUTDIR/rank<r>.safetensors``; ``--align-exact OUTDIR`` trains
-the alignment adapter with ``parallel=`` and saves ``OUTDIR/align<r>.safetensors``."""
+the alignment adapter with ``parallel=`` and saves ``OUTDIR/align<r>.safetensors``; ``--align-stage WORKSPACE RUN``
+runs the ``align train`` stage (:func:`cxrlens.scale.ddp.run_align_train_distributed`, the hashing text encoder of
+``tests/align/conftest.py``) on ``activations/planted``."""
 
 from __future__ import annotations
 
@@ -44,7 +46,24 @@ def align_exact(out: Path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / f"align{env.rank}.safetensors")
 
 
+def align_stage(workspace: str, run: str) -> None:
+    from cxrlens.scale.ddp import run_align_train_distributed
+    from tests.align.conftest import HashingEncoder
+    from tests.scale.ddp_config import align_stage_config
+
+    encoder = HashingEncoder()
+    res = run_align_train_distributed(
+        Workspace(workspace), align_stage_config(), run=run, encoder=encoder, show_progress=False
+    )
+    line = f"rank {os.environ['RANK']} done reused={res.reused} encoded={sum(encoder.calls)}\n"
+    sys.stdout.write(line)  # one write: the two ranks share the pipe
+    sys.stdout.flush()
+
+
 def main() -> None:
+    if sys.argv[1] == "--align-stage":
+        align_stage(sys.argv[2], sys.argv[3])
+        return
     if sys.argv[1] == "--exact":
         exact(Path(sys.argv[2]))
         return

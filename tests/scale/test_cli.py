@@ -1,5 +1,6 @@
 """The scale-out flags of the CLI: ``cxrlens extract --engine ray`` writes the single-process store, and
-``cxrlens sae train --distributed`` under torchrun writes the artefact once; without torchrun it is one line."""
+``cxrlens sae train --distributed`` under torchrun writes the artefact once; without torchrun it is one line (also
+for ``cxrlens align train --distributed``, whose stage is tested under torchrun in test_ddp.py)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,18 @@ def test_sae_train_distributed_without_torchrun_is_one_line(tmp_path):
     make_store(ws)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     args = ["sae", "train", "-w", str(ws.root), "-a", "syn", "--split", "all", "--steps", "2", "--distributed"]
+    proc = subprocess.run([str(CXRLENS), *args], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--distributed needs torchrun" in proc.stderr
+
+
+def test_align_train_distributed_without_torchrun_is_one_line(tmp_path):
+    from cxrlens.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    make_store(ws)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    args = ["align", "train", "-w", str(ws.root), "-a", "syn", "--name", "a", "--distributed"]
     proc = subprocess.run([str(CXRLENS), *args], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--distributed needs torchrun" in proc.stderr

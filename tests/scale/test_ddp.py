@@ -1,12 +1,15 @@
 """Distributed SAE training under torchrun (2 CPU ranks, gloo) against single-process training on the same store:
 the loss falls, the result matches within tolerance, the artefact is written once with the same metrics.json
-schema, and a run whose rank 0 dies after a checkpoint resumes from it to the same model as an uninterrupted run."""
+schema, and a run whose rank 0 dies after a checkpoint resumes from it to the same model as an uninterrupted run.
+The alignment adapter likewise: the trainer on 2 ranks equals 1 process, and the ``align train`` stage on 2 ranks
+writes its artefact once, fills the text cache on rank 0 only, and embeds the images like the 1-process stage."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +21,7 @@ from safetensors.torch import load_file
 
 from cxrlens.sae.run import run_sae_train
 from cxrlens.sae.train import train
-from cxrlens.workspace import Workspace, partial_dir
+from cxrlens.workspace import Workspace, partial_dir, read_manifest
 from tests.scale.ddp_config import (
     BATCH,
     CHECKPOINT_EVERY,
@@ -27,14 +30,17 @@ from tests.scale.ddp_config import (
     STEPS,
     align_exact_config,
     align_exact_data,
+    align_stage_config,
     exact_batches,
     exact_config,
+    make_align_store,
     make_store,
     run_config,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_worker.py")
+_DONE = re.compile(r"rank (\d) done reused=(\w+) encoded=(\d+)")
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
@@ -137,3 +143,47 @@ def test_alignment_adapter_on_two_ranks_equals_one_process(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(ranks[0][k], ranks[1][k]), k
         torch.testing.assert_close(ranks[0][k], v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def align_runs(tmp_path_factory):
+    """The ``align train`` stage on 2 ranks (a fresh workspace: rank 0 fills the text cache) and in 1 process (a
+    second workspace with the same store)."""
+    from cxrlens.align.contrastive import run_align_train
+    from tests.align.conftest import HashingEncoder
+
+    root = tmp_path_factory.mktemp("ddp-align")
+    dist_ws, single_ws = Workspace(root / "dist"), Workspace(root / "single")
+    make_align_store(dist_ws)
+    make_align_store(single_ws)
+    proc = _torchrun("--align-stage", str(dist_ws.root), "a")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch.set_num_threads(1)
+    single = run_align_train(single_ws, align_stage_config(), run="a", encoder=HashingEncoder(), show_progress=False)
+    return dist_ws, single.path, proc
+
+
+def test_align_stage_on_two_ranks_embeds_like_one_process(align_runs):
+    ws, single, proc = align_runs
+    done = {int(r): (reused, int(n)) for r, reused, n in _DONE.findall(proc.stdout)}
+    assert done[0][0] == done[1][0] == "False"
+    assert done[0][1] > 0 and done[1][1] == 0  # rank 0 filled the text cache; rank 1 only read it
+    dist = ws.align("a")
+    assert read_manifest(dist).stage == "align.train"
+    assert not partial_dir(dist).exists() and not (dist / "checkpoints").exists()  # written once, by rank 0
+    assert [p.name for p in (ws.root / "cache" / "text-embeddings").iterdir()] == ["test-hashing-64.safetensors"]
+    h1, h2 = (json.loads((p / "history.json").read_text()) for p in (single, dist))
+    assert h2["history"][-1]["train_loss"] < h2["history"][0]["train_loss"]  # the loss falls
+    assert h1["best_epoch"] == h2["best_epoch"]
+    e1, e2 = (load_file(p / "image_embeddings.safetensors")["embeddings"] for p in (single, dist))
+    assert e1.shape == e2.shape == (160, 16)
+    torch.testing.assert_close(e2, e1, rtol=1e-4, atol=1e-5)
+
+
+def test_align_stage_rerun_is_reused_on_every_rank(align_runs):
+    ws, _, _ = align_runs
+    before = (ws.align("a") / "manifest.json").read_text()
+    proc = _torchrun("--align-stage", str(ws.root), "a")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(_DONE.findall(proc.stdout)) == [("0", "True", "0"), ("1", "True", "0")]
+    assert (ws.align("a") / "manifest.json").read_text() == before

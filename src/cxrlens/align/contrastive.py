@@ -1,5 +1,13 @@
 """The ``align train`` stage: pair an activation store's images with their reports, train the adapter
-(:mod:`cxrlens.align.train`), embed every image, and write ``align/<run>``; :func:`load_align_run` reads it back."""
+(:mod:`cxrlens.align.train`), embed every image, and write ``align/<run>``; :func:`load_align_run` reads it back.
+
+**Data parallel** (``parallel=``, under ``torchrun``: :func:`cxrlens.scale.ddp.run_align_train_distributed`): rank 0
+runs the stage (lock, partial dir, artefact, manifest), builds the pair data first — which fills the workspace's
+text-embedding cache (each :meth:`TextEmbeddingCache.get` writes the file before it returns) — and only then sends its
+build directory to the other ranks, which build their pair data from the filled cache (reads only: no two ranks
+ever write it), train with ``parallel`` (every rank embeds its share of the global batch, see
+:func:`cxrlens.align.train.train_adapter`) and wait at a barrier while rank 0 embeds the images and writes the
+artefact. A current artefact is reused on every rank."""
 
 from __future__ import annotations
 
@@ -20,12 +28,12 @@ from cxrlens.align.config import AlignConfig
 from cxrlens.align.model import AlignModel
 from cxrlens.align.pairs import build_pair_data
 from cxrlens.align.text import MiniLMEncoder, TextEmbeddingCache
-from cxrlens.align.train import embed_images, load_checkpoint, save_checkpoint, train_adapter
+from cxrlens.align.train import ContrastiveParallel, embed_images, load_checkpoint, save_checkpoint, train_adapter
 from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from cxrlens.workspace import artefact_identity, read_manifest, run_stage, stage_hash
+from cxrlens.workspace import StageResult, artefact_identity, read_manifest, run_stage, stage_hash
 
 __all__ = ["AlignRun", "load_align_run", "run_align_train"]
 
@@ -39,13 +47,15 @@ def run_align_train(
     encoder: Any = None,
     force: bool = False,
     show_progress: bool = True,
+    parallel: ContrastiveParallel | None = None,
 ) -> Any:
     """``align train``: pair, train, embed every image; writes ``align/<run>`` (default ``align-<activations>``).
 
     Files: ``model.safetensors`` (best weights + JSON header), ``config.json``, ``history.json``,
     ``image_embeddings.safetensors`` (``embeddings`` (N, E) float32, rows = the store's rows), ``images.parquet``
     (the store's index), ``manifest.json``. Checkpoints live in ``align/.<run>.partial/`` until the run is done,
-    so a killed run resumes there. Returns the :class:`cxrlens.workspace.StageResult`.
+    so a killed run resumes there. Returns the :class:`cxrlens.workspace.StageResult`. With ``parallel`` (every
+    rank calls this with the same arguments), see the module docstring; every rank returns the artefact's result.
     """
 
     run = run or f"align-{cfg.activations}"
@@ -58,15 +68,41 @@ def run_align_train(
     }
     chash = stage_hash(cfg, upstream)  # what run_stage keys the artefact on; the checkpoints carry it too
 
-    def build(partial: Path) -> dict[str, Any]:
-        studies = read_studies(workspace, dataset)
-        text_encoder = encoder or MiniLMEncoder()
+    text_encoder = encoder or MiniLMEncoder()
+
+    def pairs() -> tuple[Any, dict[str, Any]]:
         cache = TextEmbeddingCache.in_workspace(workspace.root, text_encoder)
-        data, info = build_pair_data(store, studies, cfg, cache.get)
-        t0 = time.perf_counter()
-        model, result = train_adapter(
-            data, cfg, checkpoint_dir=partial / "checkpoints", show_progress=show_progress, identity=chash
+        return build_pair_data(store, studies=read_studies(workspace, dataset), cfg=cfg, embed=cache.get)
+
+    def fit(data: Any, partial: Path) -> tuple[AlignModel, dict[str, Any]]:
+        return train_adapter(
+            data,
+            cfg,
+            checkpoint_dir=partial / "checkpoints",  # written by rank 0 only, read by every rank on resume
+            show_progress=show_progress and (parallel is None or parallel.rank == 0),
+            identity=chash,
+            parallel=parallel,
         )
+
+    if parallel is not None and parallel.rank != 0:
+        tmp = parallel.broadcast_object(None)  # rank 0's build directory (after its cache fill), None when current
+        if tmp is not None:
+            fit(pairs()[0], Path(tmp))
+        parallel.barrier()  # rank 0 has embedded the images and swapped the artefact into place
+        manifest = read_manifest(final)
+        if manifest is None:
+            raise BadInputError(final, "rank 0 finished without writing the artefact")
+        return StageResult(final, manifest, reused=tmp is None)
+    sent = False
+
+    def build(partial: Path) -> dict[str, Any]:
+        nonlocal sent
+        data, info = pairs()  # fills the text-embedding cache before any other rank reads it
+        if parallel is not None:
+            parallel.broadcast_object(str(partial))
+            sent = True
+        t0 = time.perf_counter()
+        model, result = fit(data, partial)
         elapsed = time.perf_counter() - t0
         header = {
             "config": config_to_dict(cfg),
@@ -107,9 +143,14 @@ def run_align_train(
             },
         }
 
-    return run_stage(
+    result = run_stage(
         final, stage="align.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True
     )
+    if parallel is not None:
+        if not sent:
+            parallel.broadcast_object(None)
+        parallel.barrier()
+    return result
 
 
 @dataclasses.dataclass

@@ -41,7 +41,13 @@ def train(
     dataset: str = config_option(
         AlignConfig, "dataset", help="Dataset with the reports [default: the store's dataset]."
     ),
-    run: str | None = typer.Option(None, "--run", "-r", help="Output name [default: align-<activations>]."),
+    run: str | None = typer.Option(
+        None,
+        "--run",
+        "-r",
+        "--name",
+        help="Output name (--name under torchrun, which takes --run for itself) [default: align-<activations>].",
+    ),
     adapter: str = config_option(AlignConfig, "adapter", help="mlp or attention (attention needs a patch stream)."),
     pooled_stream: str = config_option(
         AlignConfig, "pooled_stream", help="Pooled stream [default: the store's …/cls, else …/mean]."
@@ -60,6 +66,11 @@ def train(
         AlignConfig, "hard_negatives", "--hard-negatives/--no-hard-negatives", help="Negation hard negatives."
     ),
     seed: int = config_option(AlignConfig, "seed", help="Seed."),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="One rank of a torchrun job: each rank embeds its share of every batch, rank 0 writes (docs/scale.md).",
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
@@ -80,7 +91,14 @@ def train(
         hard_negatives=hard_negatives,
         seed=seed,
     )
-    result = run_align_train(open_workspace(workspace), cfg, run=run, force=force)
+    if distributed:  # every rank trains; rank 0 alone writes the artefact and reports it
+        from cxrlens.scale.ddp import DistEnv, run_align_train_distributed
+
+        result = run_align_train_distributed(open_workspace(workspace), cfg, run=run, force=force)
+        if DistEnv.from_env().rank != 0:
+            return
+    else:
+        result = run_align_train(open_workspace(workspace), cfg, run=run, force=force)
     m = result.manifest
     best = m.extra.get("best", {})
     console.print(

@@ -9,6 +9,10 @@ instead of wrapping the model in ``DistributedDataParallel`` the gradients are a
 step — what DDP does, without its forward hooks. Every collective has the process group's timeout
 (``$CXRLENS_POOL_TIMEOUT``, at least 30 min), so a rank that dies cannot leave the others waiting for good (and
 ``torchrun`` stops the other ranks when one fails).
+
+:func:`run_align_train_distributed` does the same for :func:`cxrlens.align.contrastive.run_align_train` (the
+alignment adapter: all-gathered embeddings, whole-batch InfoNCE on every rank). The adapter trains on the CPU, so
+its group is gloo unless ``backend`` says otherwise.
 """
 
 from __future__ import annotations
@@ -24,12 +28,20 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
+from cxrlens.align.config import AlignConfig
+from cxrlens.align.contrastive import run_align_train
 from cxrlens.errors import CxrlensError
 from cxrlens.parallel import stall_timeout_s
 from cxrlens.sae.run import SAERunConfig, run_sae_train
 from cxrlens.workspace import StageResult, Workspace
 
-__all__ = ["DistEnv", "TorchDataParallel", "process_group", "run_sae_train_distributed"]
+__all__ = [
+    "DistEnv",
+    "TorchDataParallel",
+    "process_group",
+    "run_align_train_distributed",
+    "run_sae_train_distributed",
+]
 
 
 @dataclass(frozen=True)
@@ -145,4 +157,25 @@ def run_sae_train_distributed(
             force=force,
             show_progress=show_progress,
             parallel=TorchDataParallel(),
+        )
+
+
+def run_align_train_distributed(
+    ws: Workspace,
+    cfg: AlignConfig,
+    *,
+    run: str | None = None,
+    encoder: Any = None,
+    force: bool = False,
+    show_progress: bool = True,
+    backend: str | None = "gloo",
+) -> StageResult:
+    """:func:`cxrlens.align.contrastive.run_align_train` as one rank of a ``torchrun`` job (each rank calls it with
+    the same arguments): ``cfg.batch_size`` pairs per step over all ranks (divisible by the world size), rank 0
+    fills the text-embedding cache and writes the artefact once. ``backend`` defaults to gloo: the adapter's
+    tensors live on the CPU."""
+    env = DistEnv.from_env()
+    with process_group(env, backend=backend):
+        return run_align_train(
+            ws, cfg, run=run, encoder=encoder, force=force, show_progress=show_progress, parallel=TorchDataParallel()
         )
