@@ -36,7 +36,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow.parquet as pq
 
@@ -60,6 +60,7 @@ __all__ = [
     "partial_dir",
     "read_manifest",
     "run_stage",
+    "run_stage_on_rank0",
     "stage_hash",
     "swap_into_place",
 ]
@@ -292,6 +293,58 @@ def run_stage(
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
     return StageResult(artefact_dir, manifest, reused=False)
+
+
+class RankGroup(Protocol):
+    """What :func:`run_stage_on_rank0` needs of a data-parallel group (``cxrlens.scale.ddp.TorchDataParallel``)."""
+
+    rank: int
+
+    def broadcast_object(self, obj: Any) -> Any: ...
+
+    def barrier(self) -> None: ...
+
+
+def run_stage_on_rank0(
+    artefact_dir: str | Path,
+    *,
+    group: RankGroup | None,
+    build: Callable[[Path, Callable[[], None]], dict[str, Any] | None],
+    follow: Callable[[Path], object],
+    **stage: Any,
+) -> StageResult:
+    """:func:`run_stage` for a data-parallel job in which every rank calls this with the same arguments.
+
+    Rank 0 runs the stage (lock, build directory, manifest, swap). Inside ``build(tmp, share)`` it calls
+    ``share()`` once the other ranks may start (e.g. after it has filled a cache they read); every other rank then
+    runs ``follow(tmp)`` (its share of the training, checkpoints in rank 0's build directory) and waits at a barrier
+    until rank 0 has written the artefact. A current artefact is reused on every rank. ``group=None`` is plain
+    :func:`run_stage` (``share`` does nothing). ``stage``: the other :func:`run_stage` arguments."""
+
+    artefact_dir = Path(artefact_dir)
+    if group is None:
+        return run_stage(artefact_dir, build=lambda tmp: build(tmp, lambda: None), **stage)
+    if group.rank != 0:
+        shared = group.broadcast_object(None)  # rank 0's build directory, or None when the artefact is current
+        if shared is not None:
+            follow(Path(shared))
+        group.barrier()  # rank 0 has swapped the artefact into place
+        manifest = read_manifest(artefact_dir)
+        if manifest is None:
+            raise BadInputError(artefact_dir, "rank 0 finished without writing the artefact")
+        return StageResult(artefact_dir, manifest, reused=shared is None)
+    sent = []
+
+    def share(tmp: Path) -> None:
+        if not sent:
+            group.broadcast_object(str(tmp))
+            sent.append(True)
+
+    result = run_stage(artefact_dir, build=lambda tmp: build(tmp, lambda: share(tmp)), **stage)
+    if not sent:
+        group.broadcast_object(None)
+    group.barrier()
+    return result
 
 
 PARTIAL_TAG = ".stage_hash"

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from cxrlens.config import config_from_dict, config_to_dict
 from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from cxrlens.workspace import StageResult, artefact_identity, read_manifest, run_stage, stage_hash
+from cxrlens.workspace import artefact_identity, read_manifest, run_stage_on_rank0, stage_hash
 
 __all__ = ["AlignRun", "load_align_run", "run_align_train"]
 
@@ -84,23 +85,9 @@ def run_align_train(
             parallel=parallel,
         )
 
-    if parallel is not None and parallel.rank != 0:
-        tmp = parallel.broadcast_object(None)  # rank 0's build directory (after its cache fill), None when current
-        if tmp is not None:
-            fit(pairs()[0], Path(tmp))
-        parallel.barrier()  # rank 0 has embedded the images and swapped the artefact into place
-        manifest = read_manifest(final)
-        if manifest is None:
-            raise BadInputError(final, "rank 0 finished without writing the artefact")
-        return StageResult(final, manifest, reused=tmp is None)
-    sent = False
-
-    def build(partial: Path) -> dict[str, Any]:
-        nonlocal sent
+    def build(partial: Path, share: Callable[[], None]) -> dict[str, Any]:
         data, info = pairs()  # fills the text-embedding cache before any other rank reads it
-        if parallel is not None:
-            parallel.broadcast_object(str(partial))
-            sent = True
+        share()
         t0 = time.perf_counter()
         model, result = fit(data, partial)
         elapsed = time.perf_counter() - t0
@@ -143,14 +130,17 @@ def run_align_train(
             },
         }
 
-    result = run_stage(
-        final, stage="align.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True
+    return run_stage_on_rank0(
+        final,
+        group=parallel,
+        build=build,
+        follow=lambda partial: fit(pairs()[0], partial),
+        stage="align.train",
+        config=cfg,
+        force=force,
+        upstream=upstream,
+        resumable=True,
     )
-    if parallel is not None:
-        if not sent:
-            parallel.broadcast_object(None)
-        parallel.barrier()
-    return result
 
 
 @dataclasses.dataclass

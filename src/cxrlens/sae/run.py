@@ -17,7 +17,7 @@ evaluates and writes the artefact while the others wait at a barrier. ``metrics.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from cxrlens.sae.io import save_sae
 from cxrlens.sae.metrics import evaluate_sae, write_metrics
 from cxrlens.sae.registry import build_sae
 from cxrlens.sae.train import DataParallel, TrainConfig, train
-from cxrlens.workspace import StageResult, Workspace, artefact_identity, read_manifest, run_stage
+from cxrlens.workspace import StageResult, Workspace, artefact_identity, run_stage, run_stage_on_rank0
 
 __all__ = ["SAERunConfig", "default_stream", "run_sae_train", "run_sae_untrained"]
 
@@ -158,22 +158,8 @@ def run_sae_train(
             parallel=parallel,
         )
 
-    if parallel is not None and parallel.rank != 0:
-        tmp = parallel.broadcast_object(None)  # rank 0's build directory, or None when the artefact is current
-        if tmp is not None:
-            fit(Path(tmp))
-        parallel.barrier()  # rank 0 has evaluated and swapped the artefact into place
-        manifest = read_manifest(final)
-        if manifest is None:
-            raise BadInputError(final, "rank 0 finished without writing the artefact")
-        return StageResult(final, manifest, reused=tmp is None)
-    sent = False
-
-    def build(tmp: Path) -> dict:
-        nonlocal sent
-        if parallel is not None:
-            parallel.broadcast_object(str(tmp))
-            sent = True
+    def build(tmp: Path, share: Callable[[], None]) -> dict:
+        share()  # the other ranks train beside rank 0 from here (checkpoints in this build directory)
         res = fit(tmp)
         sae = res.sae.cpu()
         save_sae(sae, tmp, extra={"activations": cfg.activations, "stream": stream})
@@ -202,14 +188,17 @@ def run_sae_train(
             "extra": {"stream": stream, "metrics": {k: metrics[k] for k in ("fve", "l0_mean", "dead_frac")}},
         }
 
-    result = run_stage(
-        final, stage="sae.train", config=cfg, build=build, force=force, upstream=upstream, resumable=True
+    return run_stage_on_rank0(
+        final,
+        group=parallel,
+        build=build,
+        follow=fit,
+        stage="sae.train",
+        config=cfg,
+        force=force,
+        upstream=upstream,
+        resumable=True,
     )
-    if parallel is not None:
-        if not sent:
-            parallel.broadcast_object(None)
-        parallel.barrier()
-    return result
 
 
 def run_sae_untrained(ws: Workspace, cfg: SAERunConfig, *, run: str, force: bool = False) -> StageResult:
