@@ -247,14 +247,8 @@ async function featuresPage() {
     if (state.label) qs.set("label", state.label);
     if (state.described) qs.set("described", state.described);
     history.replaceState(null, "", `/features?run=${encodeURIComponent(state.run)}&${qs}`);
-    let page;
-    try {
-      page = await api(`/api/interpret/${encodeURIComponent(state.run)}/features?${qs}`);
-      fill(err);
-    } catch (e) {
-      fill(err, errorBox(e));
-      return;
-    }
+    const page = await fetchPage(`/api/interpret/${encodeURIComponent(state.run)}/features?${qs}`, err);
+    if (!page) return;
     const head = h(
       "tr",
       {},
@@ -435,14 +429,8 @@ async function studiesPage() {
     const qs = new URLSearchParams({ offset: state.offset, limit: state.limit });
     if (state.q) qs.set("q", state.q);
     history.replaceState(null, "", `/studies?run=${encodeURIComponent(state.run)}&${qs}`);
-    let page;
-    try {
-      page = await api(`/api/reports/${encodeURIComponent(state.run)}/studies?${qs}`);
-      fill(err);
-    } catch (e) {
-      fill(err, errorBox(e));
-      return;
-    }
+    const page = await fetchPage(`/api/reports/${encodeURIComponent(state.run)}/studies?${qs}`, err);
+    if (!page) return;
     fill(holder, 
       table(
         [
@@ -468,6 +456,18 @@ async function studiesPage() {
   });
   wirePager(prev, next, state, load);
   await load();
+}
+
+// One page of a server-paged table, or null after showing the error in `err` (cleared on success).
+async function fetchPage(url, err) {
+  try {
+    const page = await api(url);
+    fill(err);
+    return page;
+  } catch (e) {
+    fill(err, errorBox(e));
+    return null;
+  }
 }
 
 // A text box that filters a paged table: typing waits 250 ms, then reloads from the first page.
