@@ -164,14 +164,11 @@ def explain_cmd(
     per-label map figure → lt-vit/<run>-explain."""
 
     from cxrlens.labeltokens.run import run_lt_vit_explain
-    from cxrlens.workspace import read_manifest
+    from cxrlens.workspace import open_artefact
 
     ws = open_workspace(workspace)
-    man = read_manifest(ws.lt_vit(run))
-    if man is None:
-        from cxrlens.errors import BadInputError
-
-        raise BadInputError(ws.lt_vit(run), f"no trained lt-vit run {run!r}; run `cxrlens lt-vit train` first")
+    hint = f"no trained lt-vit run {run!r}; run `cxrlens lt-vit train` first"
+    man = open_artefact(ws.lt_vit(run), "lt-vit.train", hint=hint).manifest
     cfg = LTExplainConfig(
         run=run,
         dataset=dataset or man.config["dataset"],
