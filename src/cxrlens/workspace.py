@@ -65,7 +65,18 @@ __all__ = [
     "swap_into_place",
 ]
 
-ARTEFACT_KINDS = ("datasets", "backbones", "activations", "saes", "interpret", "reports", "align", "lt-vit", "analysis")
+ARTEFACT_KINDS = (
+    "datasets",
+    "backbones",
+    "activations",
+    "saes",
+    "interpret",
+    "reports",
+    "align",
+    "lt-vit",
+    "qa",
+    "analysis",
+)
 MANIFEST = "manifest.json"
 ENV_VAR = "CXRLENS_WORKSPACE"
 DEFAULT_DIRNAME = "cxrlens-workspace"
@@ -462,6 +473,10 @@ class Workspace:
     def lt_vit(self, run: str) -> Path:
         """A label-token ViT run and its predict / explain artefacts (``lt-vit/<run>[-…]``)."""
         return self.path("lt-vit", run)
+
+    def qa(self, run: str) -> Path:
+        """A question-answering model (calibrated heads on a store's features) and its benchmark (``qa/<run>[-…]``)."""
+        return self.path("qa", run)
 
     def analysis(self, run: str) -> Path:
         return self.path("analysis", run)

@@ -23,6 +23,7 @@ from cxrlens.cli import (
     interpret,
     label,
     ltvit,
+    qa,
     report,
     sae,
     view,
@@ -72,6 +73,9 @@ app.command("interpret")(interpret.interpret)
 app.command("report")(report.report)
 app.add_typer(evaluate.app, name="evaluate")
 app.command("view")(view.view)
+app.add_typer(qa.app, name="qa")
+app.command("ask")(qa.ask)
+app.command("check-report")(qa.check_report)
 
 
 def main(argv: list[str] | None = None) -> None:

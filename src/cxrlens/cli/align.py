@@ -39,21 +39,21 @@ def _fmt(x: object, digits: int = 3) -> str:
 def train(
     activations: str = typer.Option(..., "--activations", "-a", help="Activation store run (activations/<run>)."),
     dataset: str = config_option(
-        AlignConfig, "dataset", help="Dataset with the reports [default: the store's dataset]."
+        AlignConfig, "dataset", help="Dataset with the reports \\[default: the store's dataset]."
     ),
     run: str | None = typer.Option(
         None,
         "--run",
         "-r",
         "--name",
-        help="Output name (--name under torchrun, which takes --run for itself) [default: align-<activations>].",
+        help="Output name (--name under torchrun, which takes --run for itself) \\[default: align-<activations>].",
     ),
     adapter: str = config_option(AlignConfig, "adapter", help="mlp or attention (attention needs a patch stream)."),
     pooled_stream: str = config_option(
-        AlignConfig, "pooled_stream", help="Pooled stream [default: the store's …/cls, else …/mean]."
+        AlignConfig, "pooled_stream", help="Pooled stream \\[default: the store's …/cls, else …/mean]."
     ),
     patch_stream: str = config_option(
-        AlignConfig, "patch_stream", help="Patch stream [default: …/patch of the same layer if stored; none]."
+        AlignConfig, "patch_stream", help="Patch stream \\[default: …/patch of the same layer if stored; none]."
     ),
     embed_dim: int = config_option(AlignConfig, "embed_dim", help="Shared embedding size."),
     epochs: int = config_option(AlignConfig, "epochs", help="Training epochs."),
@@ -231,7 +231,7 @@ def probe_cmd(
         ProbeConfig, "sae_run", "--sae", help="Also probe the codes of this SAE run (saes/<run>)."
     ),
     findings: str = config_csv_option(
-        ProbeConfig, "findings", help="Comma-separated findings [default: all with enough positives]."
+        ProbeConfig, "findings", help="Comma-separated findings \\[default: all with enough positives]."
     ),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,

@@ -69,7 +69,9 @@ def train_vae_cmd(
     latent_channels: int = config_option(
         VAEConfig, "latent_channels", help="Latent channels (dims of a vector latent, maps of a spatial one)."
     ),
-    latent_grid: int | None = typer.Option(None, help="Latent map side; 1 = vector [default: 4 for ae, 1 otherwise]."),
+    latent_grid: int | None = typer.Option(
+        None, help="Latent map side; 1 = vector \\[default: 4 for ae, 1 otherwise]."
+    ),
     width: int = config_option(VAEConfig, "width", help="Conv channels."),
     beta: float = config_option(VAEConfig, "beta", help="β-VAE KL weight."),
     gamma: float = config_option(VAEConfig, "gamma", help="FactorVAE total-correlation weight."),
@@ -77,7 +79,7 @@ def train_vae_cmd(
     batch_size: int = config_option(VAEConfig, "batch_size", help="Images per step."),
     lr: float = config_option(VAEConfig, "lr", help="Adam learning rate."),
     seed: int = config_option(VAEConfig, "seed", help="Seed of initialisation, batches and noise."),
-    run: str | None = typer.Option(None, help="Output name under analysis/ [default: <kind>-<dataset>]."),
+    run: str | None = typer.Option(None, help="Output name under analysis/ \\[default: <kind>-<dataset>]."),
     threads: int = _threads_option(AnalyzeTrainVAEConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
@@ -131,7 +133,7 @@ def importance_cmd(
         ImportanceConfig, "n_repeats", "--repeats", help="Shuffles per dim on the held-out split."
     ),
     seed: int = config_option(ImportanceConfig, "seed", help="Seed of forest and shuffles."),
-    run: str | None = typer.Option(None, help="Output name [default: importance-<target>-<latents>]."),
+    run: str | None = typer.Option(None, help="Output name \\[default: importance-<target>-<latents>]."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
@@ -177,7 +179,7 @@ def embed_cmd(
     split: str = config_option(AnalyzeEmbedConfig, "split", help="Images to embed: train, val, test or all."),
     max_points: int = config_option(EmbeddingConfig, "max_points", help="Subsample (seeded) above this many images."),
     seed: int = config_option(EmbeddingConfig, "seed", help="Seed of the embedding and subsample."),
-    run: str | None = typer.Option(None, help="Output name [default: embed-<method>-<latents>]."),
+    run: str | None = typer.Option(None, help="Output name \\[default: embed-<method>-<latents>]."),
     threads: int = _threads_option(EmbeddingConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
@@ -208,7 +210,7 @@ def disentangle_cmd(
         AnalyzeDisentangleConfig, "latents", "--latents", "-l", help="Comma-separated latent sources."
     ),
     dataset: str = _dataset_option(AnalyzeDisentangleConfig),
-    factors: str | None = typer.Option(None, help="Comma-separated factors [default: the visible sprite factors]."),
+    factors: str | None = typer.Option(None, help="Comma-separated factors \\[default: the visible sprite factors]."),
     interventional: bool = config_option(
         AnalyzeDisentangleConfig, "interventional", help="VAE sources: BetaVAE/FactorVAE from the sprites sampler."
     ),
@@ -259,14 +261,14 @@ def mask_cmd(
         AnalyzeMaskConfig, "vae", help="VAE run (from train-vae) whose latent channels are masked."
     ),
     dataset: str = _dataset_option(AnalyzeMaskConfig),
-    factors: str | None = typer.Option(None, help="Comma-separated factors [default: the visible sprite factors]."),
+    factors: str | None = typer.Option(None, help="Comma-separated factors \\[default: the visible sprite factors]."),
     mode: str = config_option(MaskingConfig, "mode", help="zero or mean replacement."),
     threshold: float = config_option(
         MaskingConfig, "threshold", help="Effect (in factor std) that counts as 'affected'."
     ),
     n_images: int = config_option(AnalyzeMaskConfig, "n_images", help="Held-out images to mask."),
     reader_steps: int = config_option(AnalyzeMaskConfig, "reader_steps", help="Training steps of the factor reader."),
-    run: str | None = typer.Option(None, help="Output name [default: mask-<vae>]."),
+    run: str | None = typer.Option(None, help="Output name \\[default: mask-<vae>]."),
     threads: int = _threads_option(AnalyzeMaskConfig),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,

@@ -30,7 +30,7 @@ WORKSPACE_OPTION = typer.Option(
     "--workspace",
     "-w",
     envvar="CXRLENS_WORKSPACE",
-    help="Workspace directory [default: ./cxrlens-workspace].",
+    help="Workspace directory \\[default: ./cxrlens-workspace].",
     show_default=False,
 )
 FORCE_OPTION = typer.Option(False, "--force", help="Redo the stage even if its output is current.")

@@ -34,7 +34,7 @@ app.add_typer(phantom_build_app, name="build")
 def import_iu(
     seed: int = config_option(IUXrayImportConfig, "seed", help="Seed of the patient-level train/val/test split."),
     reports: Path | None = typer.Option(
-        None, help="A .tgz or directory of IU X-ray XML reports [default: torchxrayvision's bundled copy]."
+        None, help="A .tgz or directory of IU X-ray XML reports \\[default: torchxrayvision's bundled copy]."
     ),
     name: str = typer.Option("iu-xray", help="Dataset name in the workspace."),
     workspace: Path | None = WORKSPACE_OPTION,

@@ -36,12 +36,14 @@ def extract(
     shard_images: int = config_option(
         ExtractConfig, "shard_images", help="Maximum images per shard (what a crash can cost)."
     ),
-    run: str | None = typer.Option(None, help="Store name [default: <dataset>-<backbone>]."),
-    device: str | None = typer.Option(None, help="cpu, cuda … [default: cuda if available]."),
-    workers: int | None = typer.Option(None, help="DataLoader workers decoding images [default: CPUs-1, ≤ 4]."),
+    run: str | None = typer.Option(None, help="Store name \\[default: <dataset>-<backbone>]."),
+    device: str | None = typer.Option(None, help="cpu, cuda … \\[default: cuda if available]."),
+    workers: int | None = typer.Option(None, help="DataLoader workers decoding images \\[default: CPUs-1, ≤ 4]."),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let transformers fetch hub weights."),
-    xrv_cache_dir: Path | None = typer.Option(None, help="torchxrayvision weights dir [default: ~/.torchxrayvision]."),
-    engine: str = typer.Option("local", help="local (this process) or ray (Ray Data; pip install 'cxrlens[scale]')."),
+    xrv_cache_dir: Path | None = typer.Option(
+        None, help="torchxrayvision weights dir \\[default: ~/.torchxrayvision]."
+    ),
+    engine: str = typer.Option("local", help="local (this process) or ray (Ray Data; pip install 'cxrlens\\[scale]')."),
     ray_address: str | None = typer.Option(None, help="Ray cluster for --engine ray (auto = the running one)."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,

@@ -26,7 +26,7 @@ def interpret(
         "activations",
         "--activations",
         "-a",
-        help="Activation store to interpret on [default: the one the SAE was trained on].",
+        help="Activation store to interpret on \\[default: the one the SAE was trained on].",
     ),
     top_k: int = config_option(
         InterpretConfig, "top_k", help="Top-activating images kept per feature (and read by the describer)."
@@ -53,7 +53,7 @@ def interpret(
         help="Allow an --llm-url that is not on this machine, acknowledging that report text is sent to it "
         "(MIMIC-CXR's data use agreement forbids third-party services; see docs/llm.md).",
     ),
-    run: str | None = typer.Option(None, help="Output name [default: the SAE run name]."),
+    run: str | None = typer.Option(None, help="Output name \\[default: the SAE run name]."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:

@@ -15,7 +15,7 @@ def label(
     reports: Path = typer.Argument(..., help="A .csv/.tsv/.parquet table of reports, or a directory of .txt reports."),
     text_column: str = typer.Option("report", help="Column holding the report text (tables only)."),
     id_column: str | None = typer.Option(
-        None, help="Column holding the report id, kept first in the output [default: row number; file stem for .txt]."
+        None, help="Column holding the report id, kept first in the output \\[default: row number; file stem for .txt]."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output .csv or .parquet (written atomically)."),
     sections: bool = typer.Option(

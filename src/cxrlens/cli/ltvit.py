@@ -33,10 +33,10 @@ def train_cmd(
     dataset: str = typer.Option("cxr-sprites", help="Dataset in the workspace (study table with label columns)."),
     run: str = typer.Option("lt-vit", help="Run name: writes lt-vit/<run>."),
     labels: str | None = typer.Option(
-        None, help="Comma-separated label columns [default: CheXpert labels with ≥ 10 positives and negatives]."
+        None, help="Comma-separated label columns \\[default: CheXpert labels with ≥ 10 positives and negatives]."
     ),
     init: str | None = typer.Option(
-        None, help="Initialise the ViT from a backbone spec (cxrlens:<name>, hf:<dir>) [default: random]."
+        None, help="Initialise the ViT from a backbone spec (cxrlens:<name>, hf:<dir>) \\[default: random]."
     ),
     steps: int = config_option(LTTrainConfig, "steps", help="Optimiser steps."),
     batch_size: int = config_option(LTTrainConfig, "batch_size", help="Images per step."),
@@ -55,7 +55,7 @@ def train_cmd(
     dim: int = config_option(LTViTConfig, "dim", help="Token width (random init only)."),
     depth: int = config_option(LTViTConfig, "depth", help="Blocks (random init only)."),
     heads: int = config_option(LTViTConfig, "heads", help="Attention heads (random init only)."),
-    join_at: int | None = typer.Option(None, help="First block the label tokens join [default: depth // 2]."),
+    join_at: int | None = typer.Option(None, help="First block the label tokens join \\[default: depth // 2]."),
     eval_split: str = config_option(LTRunConfig, "eval_split", help="Split the AUC is measured on."),
     baseline: bool = config_option(
         LTRunConfig, "baseline", "--baseline/--no-baseline", help="Also train the same-size CLS ViT."
@@ -147,7 +147,7 @@ def predict_cmd(
 @app.command("explain")
 def explain_cmd(
     run: str = typer.Option("lt-vit", help="Trained run (lt-vit/<run>)."),
-    dataset: str | None = typer.Option(None, help="Dataset with finding masks [default: the run's dataset]."),
+    dataset: str | None = typer.Option(None, help="Dataset with finding masks \\[default: the run's dataset]."),
     split: str = config_option(LTExplainConfig, "split", help="Split to ground on."),
     methods: str = config_csv_option(LTExplainConfig, "methods", help="Map methods (comma-separated)."),
     max_images: int = config_option(LTExplainConfig, "max_images", help="At most this many images of the split."),

@@ -25,7 +25,7 @@ def _size_option(config_cls: type) -> Any:
     return config_option(config_cls, "size", help="Image side in pixels (32 … 512).")
 
 
-WORKERS_OPTION = typer.Option(None, help="Render processes [default: number of CPUs].")
+WORKERS_OPTION = typer.Option(None, help="Render processes \\[default: number of CPUs].")
 
 
 def print_phantom_summary(result, title: str) -> None:
@@ -52,7 +52,7 @@ def print_phantom_summary(result, title: str) -> None:
 @build_app.command("iu-phantom")
 def build_iu_phantom_cmd(
     n: int | None = config_option(
-        IUPhantomConfig, "n", help="Render only the first N IU image ids [default: all 7,470]."
+        IUPhantomConfig, "n", help="Render only the first N IU image ids \\[default: all 7,470]."
     ),
     size: int = _size_option(IUPhantomConfig),
     seed: int = config_option(

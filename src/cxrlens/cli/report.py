@@ -38,7 +38,7 @@ def report(
     ),
     fmt: str = typer.Option("text", "--format", "-f", help="text, json or html (files only)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
-    run: str | None = typer.Option(None, help="With --dataset: output name [default: <model>-<split>]."),
+    run: str | None = typer.Option(None, help="With --dataset: output name \\[default: <model>-<split>]."),
     workspace: Path | None = WORKSPACE_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:

@@ -73,10 +73,10 @@ def train_cmd(
         None,
         "--run",
         "--name",
-        help="Output name (--name under torchrun, which takes --run for itself) [default: "
+        help="Output name (--name under torchrun, which takes --run for itself) \\[default: "
         "<activations>-<arch>-<latents>].",
     ),
-    device: str | None = typer.Option(None, help="cpu, cuda … [default: cuda if available]."),
+    device: str | None = typer.Option(None, help="cpu, cuda … \\[default: cuda if available]."),
     compile_: bool = config_option(TrainConfig, "compile", "--compile", help="torch.compile the loss."),
     distributed: bool = typer.Option(
         False, "--distributed", help="One rank of a torchrun job: data parallel, rank 0 writes (docs/scale.md)."

@@ -1,0 +1,211 @@
+"""Scoring question answering and report checking against phantom ground truth (``benchmarks/bench_vqa.py``).
+
+**Questions** (:func:`answer_table`, :func:`question_scores`): a question set drawn from the truth of one split
+(:func:`cxrlens.qa.questionset.generate_questions`) is parsed and answered from the stored features of its images.
+Accuracy per question kind = exact match with the true answer (``findings`` lists: the same set; mean Jaccard
+beside), with a 95 % percentile bootstrap CI that resamples **images** (questions of one image move together).
+The **majority-answer baseline** answers every question of a kind with that kind's most frequent answer in a
+question set drawn the same way from the **train** split.
+
+**Report checks** (:func:`report_check_table`, :func:`report_check_scores`): each test image's own report is
+checked untouched and after each perturbation of :mod:`cxrlens.qa.perturb` that applies to it. A perturbation is
+*detected* when the checker raises the expected flag where it was made (the changed sentence contradicted, or the
+dropped finding reported missed); the untouched report of the same image is *clean* for that kind when the checker
+raises no flag of that kind anywhere. Detection accuracy over the balanced pairs = (detected + clean) / (2 · pairs);
+AUC = ROC AUC of the report-level score of that flag kind (:meth:`cxrlens.qa.check.ReportCheck.score`), perturbed
+vs untouched. The **random baseline** raises a flag at random with the checker's own flag rate on those reports
+(seeded; its expected accuracy and AUC are 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from cxrlens.qa.answer import answer_question
+from cxrlens.qa.check import check_report
+from cxrlens.qa.model import ImageFindings
+from cxrlens.qa.perturb import PERTURBATIONS, perturb_report
+from cxrlens.qa.questions import parse_question
+
+__all__ = [
+    "PROBLEM_OF",
+    "answer_table",
+    "findings_by_image",
+    "majority_answers",
+    "question_scores",
+    "report_check_scores",
+    "report_check_table",
+    "truth_by_image",
+]
+
+PROBLEM_OF = {
+    "swap_laterality": "side",
+    "insert_finding": "absent",
+    "change_severity": "severity",
+    "drop_finding": "missed",
+}
+"""The flag kind (:class:`cxrlens.qa.check.ClaimCheck` ``problem``, or ``missed``) each perturbation should raise."""
+
+
+def _jaccard(a: str, b: str) -> float:
+    sa, sb = ({x for x in s.split("; ") if x and x != "no finding"} for s in (a, b))
+    return 1.0 if not sa and not sb else len(sa & sb) / len(sa | sb)
+
+
+def answer_table(questions: pd.DataFrame, findings: dict[str, ImageFindings]) -> pd.DataFrame:
+    """``questions`` (image_id, question, kind, answer, …) plus ``predicted``, ``confidence``, ``parsed_kind``,
+    ``correct`` (exact) and ``jaccard`` (findings lists), answered from ``findings[image_id]``."""
+    rows = []
+    for r in questions.itertuples(index=False):
+        q = parse_question(r.question)
+        a = answer_question(q, findings[str(r.image_id)])
+        rows.append(
+            {
+                "parsed_kind": q.kind,
+                "predicted": a.answer,
+                "confidence": a.confidence,
+                "correct": a.answer == r.answer,
+                "jaccard": _jaccard(a.answer, r.answer),
+            }
+        )
+    return pd.concat([questions.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+
+
+def majority_answers(train_questions: pd.DataFrame) -> dict[str, str]:
+    """Per question kind, the most frequent true answer of a train-split question set (ties: alphabetical)."""
+    out = {}
+    for kind, g in train_questions.groupby("kind"):
+        counts = g["answer"].value_counts()
+        out[str(kind)] = sorted(counts[counts == counts.max()].index)[0]
+    return out
+
+
+def _boot_ci(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    uniq, inv = np.unique(groups, return_inverse=True)
+    sums, counts = np.bincount(inv, weights=values), np.bincount(inv)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        stats.append(sums[pick].sum() / counts[pick].sum())
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def question_scores(
+    answered: pd.DataFrame, majority: dict[str, str], *, n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """Accuracy per kind and overall (CI over images), answered share, majority-baseline accuracy, mean Jaccard."""
+    rows = []
+    for kind, g in [*answered.groupby("kind"), ("overall", answered)]:
+        correct = g["correct"].to_numpy(float)
+        lo, hi = _boot_ci(correct, g["image_id"].astype(str).to_numpy(), n_boot, seed)
+        base = g.apply(lambda r: majority.get(str(r["kind"]), "") == r["answer"], axis=1).to_numpy(float)
+        rows.append(
+            {
+                "kind": kind,
+                "questions": len(g),
+                "images": g["image_id"].nunique(),
+                "accuracy": correct.mean(),
+                "ci_low": lo,
+                "ci_high": hi,
+                "majority_baseline": base.mean(),
+                "answered": (g["predicted"] != "cannot answer").mean(),
+                "parsed_as_asked": (g["parsed_kind"] == g["kind"]).mean(),
+                "jaccard": g["jaccard"].mean() if kind in ("findings", "overall") else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def truth_by_image(facts: pd.DataFrame) -> dict[str, dict[str, dict]]:
+    """image_id → the ``present`` mapping :func:`cxrlens.qa.perturb.perturb_report` takes (certain positives:
+    finding label and device word → side, severity)."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in facts[facts["certain"].astype(bool)].itertuples(index=False):
+        d = out.setdefault(str(r.image_id), {})
+        attrs = {"side": r.side, "severity": r.severity}
+        d[r.finding] = d.get(r.finding) or attrs
+        if isinstance(r.device, str) and r.device:
+            d[r.device] = attrs
+    return out
+
+
+def report_check_table(
+    reports: dict[str, str], truth: dict[str, dict[str, dict]], findings: dict[str, ImageFindings], *, seed: int = 0
+) -> pd.DataFrame:
+    """One row per (image, perturbation) that applies: ``detected`` on the perturbed report, ``clean`` on the
+    untouched one, and both report-level scores of the perturbation's flag kind."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for image_id in sorted(reports):
+        text, f = reports[image_id], findings[image_id]
+        base = check_report(text, f)
+        for kind in PERTURBATIONS:
+            p = perturb_report(text, kind, present=truth.get(image_id, {}), rng=rng)
+            if p is None:
+                continue
+            problem = PROBLEM_OF[kind]
+            chk = check_report(p.text, f)
+            if problem == "missed":
+                detected = any(m["name"] == p.finding for m in chk.missed)
+                clean = not base.missed
+            else:
+                s = next((s for s in chk.sentences if s.index == p.sentence), None)
+                detected = s is not None and any(c.flag == "contradicted" and c.problem == problem for c in s.claims)
+                clean = not any(
+                    c.flag == "contradicted" and c.problem == problem for s in base.sentences for c in s.claims
+                )
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "perturbation": kind,
+                    "finding": p.finding,
+                    "detected": detected,
+                    "clean": clean,
+                    "score_perturbed": chk.score(problem),
+                    "score_untouched": base.score(problem),
+                    "sentence_flags_untouched": base.counts()["contradicted"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    s = np.concatenate([pos, neg])
+    s = np.where(np.isfinite(s), s, -1e6)
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else math.nan
+
+
+def report_check_scores(table: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """Per perturbation and overall: pairs, detection rate, clean rate, accuracy, AUC; the random-flag baseline
+    with the same flag rate (accuracy and AUC)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for kind, g in [*table.groupby("perturbation", sort=False), ("overall", table)]:
+        det, clean = g["detected"].to_numpy(bool), g["clean"].to_numpy(bool)
+        rate = (det.sum() + (~clean).sum()) / (2 * len(g))  # the checker's flag rate on these reports
+        rp, ru = rng.random(len(g)) < rate, rng.random(len(g)) < rate
+        rows.append(
+            {
+                "perturbation": kind,
+                "pairs": len(g),
+                "detected": det.mean(),
+                "clean": clean.mean(),
+                "accuracy": (det.sum() + clean.sum()) / (2 * len(g)),
+                "auc": _auc(g["score_perturbed"].to_numpy(float), g["score_untouched"].to_numpy(float)),
+                "random_accuracy": (rp.sum() + (~ru).sum()) / (2 * len(g)),
+                "random_auc": _auc(rng.random(len(g)), rng.random(len(g))),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def findings_by_image(model, X: np.ndarray, P: np.ndarray, image_ids: Sequence[str]) -> dict[str, ImageFindings]:
+    """``image_id → ImageFindings`` for stored feature rows (``model``: a :class:`cxrlens.qa.model.QAModel`)."""
+    return {f.image: f for f in model.findings_for(X, P, [str(i) for i in image_ids])}
