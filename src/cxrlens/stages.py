@@ -102,6 +102,8 @@ STAGES: tuple[Stage, ...] = (
           "align/<run>-index/", ("align.stages:search_text",)),
     Stage("align.probe", "align probe", "align.stages:run_align_probe", "align.probes:ProbeConfig",
           "align/<run>-probe/", ("align.stages:read_probes",)),
+    Stage("qa.train", "qa train", "qa.model:run_qa_train", "qa.model:QATrainConfig", "qa/<run>/",
+          ("qa.model:load_qa_model", "qa.model:read_qa_metrics")),
     Stage("lt-vit.train", "lt-vit train", "labeltokens.run:run_lt_vit_train", "labeltokens.run:LTRunConfig",
           "lt-vit/<run>/", ("labeltokens.run:load_run_models", "labeltokens.run:read_lt_vit_metrics")),
     Stage("lt-vit.predict", "lt-vit predict", "labeltokens.run:run_lt_vit_predict", "labeltokens.run:LTPredictConfig",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -91,6 +92,9 @@ def ask(
     model: str = MODEL_OPTION,
     heatmaps: Path | None = typer.Option(None, "--heatmaps", help="Write evidence heat maps (PNG) to this folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer with its evidence as JSON."),
+    interpret: str | None = typer.Option(
+        None, "--interpret", help="Add the image's active SAE features for each finding (interpret/<RUN>)."
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
 ) -> None:
     """Answer a question about one image: yes/no, side, severity or a list, a calibrated confidence and the
@@ -99,6 +103,7 @@ def ask(
     from cxrlens.qa.answer import answer_question, attach_heatmaps
     from cxrlens.qa.model import load_qa_model
     from cxrlens.qa.questions import parse_question
+    from cxrlens.qa.sae_evidence import with_answer_features
 
     ws = open_workspace(workspace)
     q = parse_question(question)
@@ -109,6 +114,8 @@ def ask(
     ans = answer_question(q, findings)
     if heatmaps is not None and ans.evidence:
         ans = attach_heatmaps(ans, findings, _gray_view(qa_model, image, model_view), heatmaps)
+    if interpret:
+        ans = with_answer_features(ans, *_sae_codes(ws, interpret, image))
     if as_json:
         typer.echo(json.dumps(ans.to_json(), indent=2))
         return
@@ -121,6 +128,18 @@ def ask(
     )
     console.print(f"[bold]A[/bold] {ans.answer}  (confidence {conf})\n  {ans.text}", highlight=False)
     for e in ans.evidence:
+        if "features" in e:
+            for f in e["features"] or [{"feature": "–", "description": "no active feature tracks this finding"}]:
+                console.print(
+                    f"  [dim]evidence[/dim] SAE feature {f['feature']}: {f['description']}"
+                    + (
+                        f" (activation {f['activation']}, threshold {f['threshold']}, AUC {f['auc']})"
+                        if "auc" in f
+                        else ""
+                    ),
+                    highlight=False,
+                )
+            continue
         extra = "".join(f"  {k}: {json.dumps(e[k])}" for k in ("side", "severity", "heatmap") if k in e)
         console.print(
             f"  [dim]evidence[/dim] {e['head']}: P {e['probability']:.3f}, threshold {e['threshold']:.3f}"
@@ -129,7 +148,7 @@ def ask(
         )
 
 
-def _gray_view(qa_model, image: Path, model_view):
+def _gray_view(qa_model: Any, image: Path, model_view: Any) -> Any:
     import numpy as np
     import torch
 
@@ -139,6 +158,16 @@ def _gray_view(qa_model, image: Path, model_view):
     return model_view(qa_model.backbone, gray)[0].numpy()
 
 
+def _sae_codes(ws: Any, run: str, image: Path) -> tuple[Any, Any]:
+    import numpy as np
+
+    from cxrlens.data.images import load_image
+    from cxrlens.qa.sae_evidence import SAEEvidence
+
+    sae = SAEEvidence.load(ws, run)
+    return sae, sae.codes(np.asarray(load_image(image), np.float32))
+
+
 def check_report(
     image: Path = typer.Argument(..., help="PNG/JPEG/DICOM image."),
     report: Path = typer.Argument(..., help="The written report (a UTF-8 text file)."),
@@ -146,6 +175,9 @@ def check_report(
     fmt: str = typer.Option("text", "--format", "-f", help="text, json or html."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
     heatmaps: Path | None = typer.Option(None, "--heatmaps", help="Write evidence heat maps (PNG) to this folder."),
+    interpret: str | None = typer.Option(
+        None, "--interpret", help="Add the image's active SAE features for each finding (interpret/<RUN>)."
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
 ) -> None:
     """Flag each sentence of a report as supported, contradicted (finding absent, wrong side, wrong severity,
@@ -155,6 +187,7 @@ def check_report(
     from cxrlens.qa.check import check_report as run_check
     from cxrlens.qa.check import render_check_html, render_check_text
     from cxrlens.qa.model import load_qa_model
+    from cxrlens.qa.sae_evidence import with_check_features
 
     if fmt not in ("text", "json", "html"):
         raise BadInputError(None, f"--format must be text, json or html, got {fmt!r}")
@@ -172,6 +205,8 @@ def check_report(
     qa_model = load_qa_model(ws, model)
     findings = qa_model.findings_for_images([image])[0]
     check = run_check(text, findings)
+    if interpret:
+        check = with_check_features(check, *_sae_codes(ws, interpret, image))
     maps: dict[str, str] = {}
     if heatmaps is not None:
         import numpy as np

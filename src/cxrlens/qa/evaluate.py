@@ -19,24 +19,30 @@ vs untouched. The **random baseline** raises a flag at random with the checker's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from cxrlens.data.phantom.render import read_label_masks
+from cxrlens.data.phantom.spec import LABEL_CHANNELS
 from cxrlens.qa.answer import answer_question
 from cxrlens.qa.check import check_report
-from cxrlens.qa.model import ImageFindings
+from cxrlens.qa.model import ImageFindings, QAModel
 from cxrlens.qa.perturb import PERTURBATIONS, perturb_report
 from cxrlens.qa.questions import parse_question
+from cxrlens.saliency.pointing import centre_prior_map, pointing_hits, random_maps
 
 __all__ = [
     "PROBLEM_OF",
     "answer_table",
     "findings_by_image",
     "majority_answers",
+    "qa_pointing",
     "question_scores",
     "report_check_scores",
     "report_check_table",
@@ -206,6 +212,80 @@ def report_check_scores(table: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def findings_by_image(model, X: np.ndarray, P: np.ndarray, image_ids: Sequence[str]) -> dict[str, ImageFindings]:
+def findings_by_image(
+    model: QAModel, X: np.ndarray, P: np.ndarray, image_ids: Sequence[str]
+) -> dict[str, ImageFindings]:
     """``image_id → ImageFindings`` for stored feature rows (``model``: a :class:`cxrlens.qa.model.QAModel`)."""
     return {f.image: f for f in model.findings_for(X, P, [str(i) for i in image_ids])}
+
+
+def qa_pointing(
+    model: QAModel,
+    patch_NTD: np.ndarray,
+    image_ids: Sequence[str],
+    facts: pd.DataFrame,
+    mask_dir: str | Path,
+    *,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Pointing game of the presence heads' token maps against the rendered masks (phantoms).
+
+    Units: every (image, finding) with a certain positive fact, a fitted presence head and a non-empty mask
+    channel in ``mask_dir/<image_id>.png``. Maps: the head's token map (:meth:`cxrlens.qa.heads.LinearHead.
+    token_map`), the same with the head's weights **randomised** (a parameter-randomisation control: a map that
+    still points as well does not come from what the head learnt), the centre prior and i.i.d. random maps. Hit:
+    :func:`cxrlens.saliency.pointing.pointing_hits` with a tolerance of half a patch. Rows: ``method, finding, n,
+    pointing`` (finding ``all`` = over every unit).
+    """
+    grid = model.grid
+    row = {str(i): k for k, i in enumerate(image_ids)}
+    pos = facts[facts["certain"].astype(bool) & facts["image_id"].astype(str).isin(row)]
+    pos = pos.drop_duplicates(["image_id", "finding"])
+    rng = np.random.default_rng(seed)
+    shuffled = {}
+    units: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+    cache: dict[str, np.ndarray] = {}
+    for image_id, finding in zip(pos["image_id"].astype(str), pos["finding"], strict=True):
+        head = model.heads.get(f"presence/{finding}")
+        path = Path(mask_dir) / f"{image_id}.png"
+        if head is None or finding not in LABEL_CHANNELS or not path.exists():
+            continue
+        if image_id not in cache:
+            cache[image_id] = read_label_masks(path)
+        mask = cache[image_id][LABEL_CHANNELS.index(finding)]
+        if not mask.any():
+            continue
+        if finding not in shuffled:  # same norm, random direction: the head's weights re-drawn
+            w = head.coef_KF
+            shuffled[finding] = dataclasses.replace(
+                head, coef_KF=rng.standard_normal(w.shape) * np.linalg.norm(w) / np.sqrt(w.size)
+            )
+        p = patch_NTD[row[image_id]]
+        base = model.patch_baseline
+        units.append(
+            (
+                finding,
+                mask,
+                head.token_map(p, grid, base).reshape(grid),
+                shuffled[finding].token_map(p, grid, base).reshape(grid),
+            )
+        )
+    if not units:
+        return pd.DataFrame(columns=["method", "finding", "n", "pointing"])
+    findings = np.array([u[0] for u in units])
+    masks = np.stack([u[1] for u in units])
+    tol = round(0.5 * masks.shape[1] / grid[0])
+    maps = {
+        "qa head token map": np.stack([u[2] for u in units]),
+        "same, head weights randomised": np.stack([u[3] for u in units]),
+        "centre prior": np.broadcast_to(centre_prior_map(grid), (len(units), *grid)).copy(),
+        "random": random_maps(len(units), grid, seed),
+    }
+    rows = []
+    for method, m in maps.items():
+        hits = pointing_hits(m, masks, tol)
+        rows.append({"method": method, "finding": "all", "n": len(hits), "pointing": float(hits.mean())})
+        for f in sorted(set(findings)):
+            sel = findings == f
+            rows.append({"method": method, "finding": f, "n": int(sel.sum()), "pointing": float(hits[sel].mean())})
+    return pd.DataFrame(rows)

@@ -16,9 +16,9 @@ then **calibrated on ``val``**: Platt scaling (a, b on the logit) for binary hea
 heads; the decision threshold of a binary head is the val threshold of best balanced accuracy (Youden's J), so a
 rare finding is not always answered "no". Test is never used to fit or choose.
 
-Because a head is linear in the patch and quadrant means, its logit splits exactly into one contribution per
-patch token plus a constant (:meth:`LinearHead.token_map`) — a class activation map of what the answer rests on,
-with no gradient needed.
+Because a head is linear in the patch and quadrant means, the difference between its logit on an image and on the
+same image with the patch tokens of the mean training image splits exactly into one contribution per patch token
+(:meth:`LinearHead.token_map`) — a class activation map of what the answer rests on, with no gradient needed.
 """
 
 from __future__ import annotations
@@ -117,10 +117,14 @@ class LinearHead:
         p = self.proba(X_NF)
         return np.stack([1 - p, p], 1) if self.binary else p
 
-    def token_map(self, patch_TD: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-        """(T,) contribution of each patch token to a binary head's raw logit (the pooled-token part and the
-        intercept are the constant left out; the sum over tokens + that constant = the logit). Positive = pushes
-        towards "yes"."""
+    def token_map(
+        self, patch_TD: np.ndarray, grid: tuple[int, int], baseline_TD: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(T,) contribution of each patch token to a binary head's raw logit, relative to ``baseline_TD`` (the
+        mean training image's tokens; zeros when None). Exact: the map sums to ``logit(image) − logit(image with
+        its patch tokens replaced by the baseline)``. Positive = pushes towards "yes". Against the mean image, a
+        position whose token looks like it usually does contributes ~0 — anatomy that every image shares does not
+        light up."""
         if not self.binary:
             raise ValueError(f"{self.name}: token maps are defined for binary heads")
         T, D = patch_TD.shape
@@ -128,7 +132,8 @@ class LinearHead:
         per = np.zeros((T, D))
         for r, m in enumerate(region_masks(grid)):  # region r's mean has weights w[(r+1)·D : (r+2)·D]
             per[m] += w[(r + 1) * D : (r + 2) * D] / m.sum()
-        return (per * patch_TD.astype(np.float64)).sum(1)
+        delta = patch_TD.astype(np.float64) - (0.0 if baseline_TD is None else baseline_TD)
+        return (per * delta).sum(1)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

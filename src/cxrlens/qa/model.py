@@ -5,7 +5,7 @@ dataset's ground truth, fits every head of :mod:`cxrlens.qa.heads` on ``train``,
 on ``test`` and writes ``qa/<run>/``:
 
 * ``heads.safetensors`` — z-scoring and logistic weights per head (``<head>.mean`` / ``.scale`` / ``.coef`` /
-  ``.intercept``);
+  ``.intercept``) and ``_patch_baseline`` (T, D), the mean train patch tokens the heat maps are relative to;
 * ``heads.json`` — per head its classes, calibration, threshold, training counts, val and test metrics; the
   store, dataset, backbone, streams and grid the features come from;
 * ``metrics.parquet`` — one row per head: val/test AUC (binary) or accuracy beside the majority class
@@ -191,8 +191,9 @@ class FindingEvidence:
     Attributes:
         name: finding label or device word. probability: calibrated P(present). threshold: the head's val cut-off;
         present: probability ≥ threshold. side / severity: calibrated class probabilities among present cases
-        (``None`` when the model has no such head). token_map: (T,) per-patch logit contributions (see
-        :meth:`cxrlens.qa.heads.LinearHead.token_map`) or None. head_auc: the head's test AUC (how far to trust it).
+        (``None`` when the model has no such head). token_map: (T,) per-patch logit contributions relative to
+        the mean training image (:meth:`cxrlens.qa.heads.LinearHead.token_map`) or None.
+        head_auc: the head's test AUC (how far to trust it).
     """
 
     name: str
@@ -234,6 +235,7 @@ class QAModel:
 
     heads: dict[str, LinearHead]
     meta: dict[str, Any]
+    patch_baseline: np.ndarray | None = None  # (T, D) mean training patch tokens: the token maps' reference
     path: Path | None = None
     workspace: Workspace | None = None
     _backbone: Any = None
@@ -264,7 +266,7 @@ class QAModel:
             head.threshold,
             extra.get("side"),
             extra.get("severity"),
-            head.token_map(patch_TD, self.grid),
+            head.token_map(patch_TD, self.grid, self.patch_baseline),
             self._test_auc(head.name),
         )
 
@@ -387,8 +389,8 @@ def fit_heads(
     return heads, pd.DataFrame(rows)
 
 
-def _save_heads(tmp: Path, heads: dict[str, LinearHead], meta: dict[str, Any]) -> None:
-    tensors = {}
+def _save_heads(tmp: Path, heads: dict[str, LinearHead], meta: dict[str, Any], baseline_TD: np.ndarray) -> None:
+    tensors = {"_patch_baseline": baseline_TD}
     for name, h in heads.items():
         tensors |= {
             f"{name}.mean": h.mean_F,
@@ -421,7 +423,7 @@ def run_qa_train(workspace: Workspace, cfg: QATrainConfig, *, run: str = "qa", f
     pooled, patch = _streams(store, cfg.pooled_stream, cfg.patch_stream)
 
     def build(tmp: Path) -> dict[str, Any]:
-        X, _ = store_features(store, pooled, patch)
+        X, P = store_features(store, pooled, patch)
         ids = store.index["image_id"].astype(str).to_numpy()
         split = store.index["split"].astype(str).to_numpy()
         facts, source = truth_facts(workspace, dataset)
@@ -437,7 +439,7 @@ def run_qa_train(workspace: Workspace, cfg: QATrainConfig, *, run: str = "qa", f
             "backbone": str(store.manifest.config.get("backbone") or ""),
             "features": "pooled, mean patch, 4 quadrant means",
         }
-        _save_heads(tmp, heads, meta)
+        _save_heads(tmp, heads, meta, P[split == "train"].mean(0))
         atomic_write_parquet(tmp / "metrics.parquet", table)
         return {"rows": {"heads": len(heads), "images": len(ids)}, "extra": meta}
 
@@ -469,7 +471,7 @@ def load_qa_model(workspace: Workspace, run: str = "qa") -> QAModel:
             dict(h["n_train"]),
             dict(h["val"]),
         )
-    return QAModel(heads, spec, art.path, workspace)
+    return QAModel(heads, spec, w["_patch_baseline"], art.path, workspace)
 
 
 def read_qa_metrics(workspace: Workspace, run: str = "qa") -> pd.DataFrame:
