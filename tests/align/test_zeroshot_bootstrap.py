@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from cxrlens.align.zeroshot import PROMPTS, ZeroShotConfig, bootstrap_auc, zero_shot
+from cxrlens.align.zeroshot import PROMPTS, ZeroShotConfig, auc, bootstrap_auc, mean_auc_interval, zero_shot
 
 
 def _studies(n_studies: int, per_study: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,3 +50,22 @@ def test_zero_shot_table_names_the_unit_and_uses_the_study_groups() -> None:
     expected = bootstrap_auc(y, img.numpy()[:, 0] - img.numpy()[:, 1], n_boot=300, seed=0, groups=groups)
     assert (by_study["ci_low"], by_study["ci_high"]) == pytest.approx(expected[1:], abs=1e-6)
     assert by_study["ci_high"] - by_study["ci_low"] > by_image["ci_high"] - by_image["ci_low"]
+
+
+def test_mean_auc_interval_resamples_studies_once_for_all_findings():
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = pd.DataFrame({"A": rng.integers(0, 2, n).astype(float), "B": rng.integers(0, 2, n).astype(float)})
+    labels.loc[:9, "B"] = -1.0  # uncertain: left out of B only
+    scores = pd.DataFrame({"A": labels["A"] + rng.normal(0, 0.8, n), "B": rng.normal(0, 1, n)})
+    groups = np.repeat(np.arange(n // 2), 2)  # two images per study
+    est, lo, hi = mean_auc_interval(labels, scores, ["A", "B"], groups=groups, n_boot=300, seed=1)
+    keep = labels["B"] != -1
+    expected = (
+        auc(labels["A"].to_numpy(bool), scores["A"].to_numpy())
+        + auc(labels.loc[keep, "B"].to_numpy(bool), scores.loc[keep, "B"].to_numpy())
+    ) / 2
+    assert est == pytest.approx(expected)
+    assert lo < est < hi and hi - lo < 0.15
+    perfect = pd.DataFrame({"A": labels["A"], "B": labels["B"]})
+    assert mean_auc_interval(labels, perfect, ["A", "B"], n_boot=50)[1:] == (1.0, 1.0)

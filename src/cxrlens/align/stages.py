@@ -38,7 +38,15 @@ from cxrlens.align.search import (
     serialize_index,
 )
 from cxrlens.align.text import MiniLMEncoder, TextEmbeddingCache, TextEncoder
-from cxrlens.align.zeroshot import PROMPTS, ZeroShotConfig, negation_check, zero_shot
+from cxrlens.align.zeroshot import (
+    PROMPTS,
+    ZeroShotConfig,
+    mean_auc_interval,
+    negation_check,
+    prompt_embeddings,
+    zero_shot,
+    zero_shot_scores,
+)
 from cxrlens.data.schema import CHEXPERT_LABELS
 from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
@@ -145,11 +153,21 @@ def run_align_zero_shot(
         atomic_write_parquet(tmp / "zeroshot.parquet", table)
         atomic_write_parquet(tmp / "negation.parquet", neg)
         scored = table.dropna(subset=["auc"])
+        mean_ci: tuple[float | None, float | None] = (None, None)
+        if len(scored):
+            names = list(scored["finding"])
+            scores = zero_shot_scores(
+                img, prompt_embeddings({f: PROMPTS[f] for f in names}, ctx.cache.get, ctx.project)
+            )
+            _, lo, hi = mean_auc_interval(labels, scores, names, groups=studies, n_boot=cfg.n_boot, seed=cfg.seed)
+            mean_ci = (lo, hi)
         summary = {
             "split": cfg.split,
             "images": len(rows),
             "findings_scored": len(scored),
             "mean_auc": float(scored["auc"].mean()) if len(scored) else None,
+            "mean_auc_ci_low": mean_ci[0],
+            "mean_auc_ci_high": mean_ci[1],
             "mean_auc_neg_prompt_only": float(neg["auc_neg"].mean()) if neg["auc_neg"].notna().any() else None,
             "mean_bacc_at_0": float(neg["bacc_at_0"].mean()) if neg["bacc_at_0"].notna().any() else None,
             "mean_raw_cos_pos_neg": float(neg["raw_cos"].mean()),

@@ -42,6 +42,7 @@ __all__ = [
     "ZeroShotConfig",
     "auc",
     "bootstrap_auc",
+    "mean_auc_interval",
     "negation_check",
     "prompt_embeddings",
     "zero_shot",
@@ -240,6 +241,35 @@ def _evaluate(
             rec.update({column: np.nan, "ci_low": np.nan, "ci_high": np.nan})
         rows.append(rec)
     return rows
+
+
+def mean_auc_interval(
+    labels: pd.DataFrame,
+    scores: pd.DataFrame,
+    findings: Sequence[str],
+    *,
+    groups: np.ndarray | None = None,
+    unit: str = "study",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """The mean AUC over ``findings`` with a percentile cluster-bootstrap CI: every resample draws whole units
+    (studies) once for all findings together, so the interval reflects that the findings share their images."""
+    ys, ss = [], []
+    for f in findings:
+        y = binarise_labels(labels[f], uncertain="ignore")
+        keep = ~np.isnan(y)
+        ys.append((keep, y[keep].astype(bool)))
+        ss.append(scores[f].to_numpy()[keep])
+
+    def stat(w_BN: np.ndarray) -> np.ndarray:
+        per = [weighted_auc(y, sc, w_BN[:, keep]) for (keep, y), sc in zip(ys, ss, strict=True)]
+        return np.mean(np.stack(per), axis=0)
+
+    res = cluster_bootstrap(
+        stat, len(labels), groups=groups, unit=unit if groups is not None else None, n_boot=n_boot, seed=seed
+    )
+    return res.estimate, res.low, res.high
 
 
 def zero_shot(

@@ -163,6 +163,11 @@ def zero_shot_cmd(
     console.print(
         f"mean AUC over {result.manifest.extra.get('findings_scored', 0)} findings: "
         f"{_fmt(result.manifest.extra.get('mean_auc'))}"
+        + (
+            f" (95 % CI {_fmt(extra['mean_auc_ci_low'])}–{_fmt(extra['mean_auc_ci_high'])}, resampling studies)"
+            if "mean_auc_ci_low" in (extra := result.manifest.extra)
+            else ""
+        )
     )
     print_stage_result(result, "zero-shot")
 
