@@ -116,6 +116,7 @@ F = _findings(
     Pneumothorax=(0.05, {"left": 0.5, "right": 0.4, "bilateral": 0.1}, None),
     Cardiomegaly=(0.1, None, {"small": 0.4, "moderate": 0.3, "large": 0.3}),
     Support_Devices=(0.8, None, None),
+    Atelectasis=(0.35, LEFT, None),
     pacemaker=(0.85, {"left": 0.1, "right": 0.9}, None),
 )
 
@@ -124,6 +125,7 @@ F = _findings(
     ("question", "answer"),
     [
         ("is there a pleural effusion?", "yes"),
+        ("is there atelectasis?", "possible"),
         ("any ptx?", "no"),
         ("is there a left pleural effusion?", "yes"),
         ("is there a right pleural effusion?", "no"),
@@ -212,6 +214,14 @@ def test_check_report_flags_each_sentence_with_evidence():
     json.dumps(doc)
     assert doc["counts"] == {"supported": 2, "contradicted": 2, "unverifiable": 2, "missed": 1}
     assert "CONTRADICTED" in render_check_text(check) and "<table>" in render_check_html(check)
+
+
+def test_a_flagged_finding_below_even_odds_is_a_hedged_answer_and_no_verdict_on_a_denial():
+    a = answer_question(parse_question("is there atelectasis?"), F)
+    assert a.answer == "possible" and a.confidence == pytest.approx(0.35) and "less likely than not" in a.text
+    check = check_report("No atelectasis.", _findings(Atelectasis=(0.35, None, None)))
+    assert check.sentences[0].flag == "unverifiable" and check.score("present") < 0
+    assert check_report("No atelectasis.", _findings(Atelectasis=(0.6, None, None))).sentences[0].flag == "contradicted"
 
 
 def test_a_negated_finding_that_is_present_is_contradicted_but_not_a_negated_grade_it_does_not_reach():

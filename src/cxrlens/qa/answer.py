@@ -7,10 +7,12 @@ contributions behind a presence call.
 
 Decision rules (documented, not tuned on test):
 
-* presence ("is there X?"): yes when P(X) reaches the head's operating threshold (the val cut-off of best balanced
-  accuracy, so a rare finding is not always "no"); with a side or severity in the question, the most probable
-  side / severity must also match (a bilateral finding counts for "left" and "right"); ``polarity=False``
-  questions ("are the lungs clear?") invert the answer; confidence = P(answer).
+* presence ("is there X?"): the finding is *flagged* when P(X) reaches the head's operating threshold (the val
+  cut-off of best balanced accuracy, so a rare finding is not always "no"); with a side or severity in the
+  question, the most probable side / severity must also match (a bilateral finding counts for "left" and
+  "right"). Flagged with P ≥ 0.5 → "yes"; flagged with P < 0.5 → "possible" (more evidence than the operating
+  point, less likely than not); else "no". ``polarity=False`` questions ("are the lungs clear?") invert it ("no",
+  "possibly not", "yes"); confidence = the calibrated probability of the state the answer asserts.
 * laterality / severity / device position: the most probable class of the side / severity head (the question
   presupposes the finding), confidence = its probability given the finding is present; when the model does not
   call the finding present the text says so and the evidence shows P.
@@ -33,9 +35,11 @@ from cxrlens.interpret.heatmaps import overlay_png
 from cxrlens.qa.model import FindingEvidence, ImageFindings
 from cxrlens.qa.questions import Question
 
-__all__ = ["CANNOT", "Answer", "answer_question", "attach_heatmaps", "evidence_record"]
+__all__ = ["CANNOT", "HEDGED", "Answer", "answer_question", "attach_heatmaps", "evidence_record"]
 
 CANNOT = "cannot answer"
+HEDGED = {"possible": "yes", "possibly not": "no"}
+"""Hedged yes/no answers and the operating-threshold decision they stand for (what a benchmark scores)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,13 +126,20 @@ def _presence(q: Question, f: ImageFindings) -> Answer:
         yes = yes and _top(ev.severity)[0] == q.severity
         words.insert(0, q.severity)
     said = " ".join(words)
-    ans_yes = yes if q.polarity else not yes
     p_answer = p if yes else 1 - p  # the probability of the state the answer asserts, whatever the polarity
-    text = (
-        f"{'Yes' if ans_yes else 'No'}: {said} {'is' if yes else 'is not'} called present "
-        f"(P = {ev.probability:.2f}, operating threshold {ev.threshold:.2f})."
-    )
-    return Answer(q, "yes" if ans_yes else "no", text, float(p_answer), (evidence_record(ev, head),))
+    if yes and p < 0.5:  # flagged by the operating threshold, but not more likely than not: say so
+        answer = "possible" if q.polarity else "possibly not"
+        text = (
+            f"Possibly: {said} is flagged (P = {p:.2f} is above the operating threshold "
+            f"{ev.threshold:.2f}) but less likely than not."
+        )
+    else:
+        answer = ("yes" if yes else "no") if q.polarity else ("no" if yes else "yes")
+        text = (
+            f"{answer.capitalize()}: {said} {'is' if yes else 'is not'} called present "
+            f"(P = {p:.2f}, operating threshold {ev.threshold:.2f})."
+        )
+    return Answer(q, answer, text, float(p_answer), (evidence_record(ev, head),))
 
 
 def _attribute(q: Question, f: ImageFindings, key: str) -> Answer:

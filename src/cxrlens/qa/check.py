@@ -11,8 +11,9 @@ positive, not called        **contradicted** — finding absent (P below the hea
 positive, other side        **contradicted** — wrong side (another side is the most probable, P ≥ 0.5)
 positive, other severity    **contradicted** — wrong severity (likewise)
 positive, matches           **supported**
-negated, called present     **contradicted** — finding present ("no large X" / "no left X": only when the image
-                            puts ≥ 0.5 of the side / severity probability on that grade or worse / that side)
+negated, called present     **contradicted** — finding present, when P ≥ 0.5 (above the threshold but below 0.5:
+                            **unverifiable**, "possibly present"); "no large X" / "no left X" only when the
+                            image puts ≥ 0.5 of the side / severity probability on that grade or worse / side
 negated, not called         **supported**
 uncertain ("possible X")    **unverifiable** — hedged claims are not judged
 finding without a head      **unverifiable** — the model cannot see it (too few training examples)
@@ -155,6 +156,15 @@ def _judge(claim: Claim, ev: FindingEvidence | None, head: str) -> ClaimCheck:
                 _logit(qualified),
                 f"called present (P = {ev.probability:.2f}) but only {qualified:.2f} of it "
                 f"{claim.side or claim.severity}",
+                rec,
+            )
+        if ev.present and ev.probability < 0.5:  # flagged, but not more likely than not: no verdict on a denial
+            return ClaimCheck(
+                claim,
+                "unverifiable",
+                "present",
+                min(-margin, _logit(ev.probability)),
+                f"possibly present: P = {ev.probability:.2f} is above the threshold {ev.threshold:.2f} but < 0.5",
                 rec,
             )
         if ev.present:

@@ -3,7 +3,9 @@
 **Questions** (:func:`answer_table`, :func:`question_scores`): a question set drawn from the truth of one split
 (:func:`cxrlens.qa.questionset.generate_questions`) is parsed and answered from the stored features of its images.
 Accuracy per question kind = exact match with the true answer (``findings`` lists: the same set; mean Jaccard
-beside), with a 95 % percentile bootstrap CI that resamples **images** (questions of one image move together).
+beside; a hedged "possible" / "possibly not" counts as the operating-threshold decision it stands for, "yes" /
+"no", and the share of hedged answers is reported), with a 95 % percentile bootstrap CI that resamples **images**
+(questions of one image move together).
 The **majority-answer baseline** answers every question of a kind with that kind's most frequent answer in a
 question set drawn the same way from the **train** split.
 
@@ -30,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrlens.data.phantom.render import read_label_masks
 from cxrlens.data.phantom.spec import LABEL_CHANNELS
-from cxrlens.qa.answer import answer_question
+from cxrlens.qa.answer import HEDGED, answer_question
 from cxrlens.qa.check import check_report
 from cxrlens.qa.model import ImageFindings, QAModel
 from cxrlens.qa.perturb import PERTURBATIONS, perturb_report
@@ -65,7 +67,8 @@ def _jaccard(a: str, b: str) -> float:
 
 def answer_table(questions: pd.DataFrame, findings: dict[str, ImageFindings]) -> pd.DataFrame:
     """``questions`` (image_id, question, kind, answer, …) plus ``predicted``, ``confidence``, ``parsed_kind``,
-    ``correct`` (exact) and ``jaccard`` (findings lists), answered from ``findings[image_id]``."""
+    ``correct`` (exact; hedged answers as their decision), ``hedged`` and ``jaccard`` (findings lists), answered
+    from ``findings[image_id]``."""
     rows = []
     for r in questions.itertuples(index=False):
         q = parse_question(r.question)
@@ -75,7 +78,9 @@ def answer_table(questions: pd.DataFrame, findings: dict[str, ImageFindings]) ->
                 "parsed_kind": q.kind,
                 "predicted": a.answer,
                 "confidence": a.confidence,
-                "correct": a.answer == r.answer,
+                # a hedged "possible" is the operating-threshold decision "yes" (and "possibly not" is "no")
+                "correct": HEDGED.get(a.answer, a.answer) == r.answer,
+                "hedged": a.answer in HEDGED,
                 "jaccard": _jaccard(a.answer, r.answer),
             }
         )
@@ -121,8 +126,9 @@ def question_scores(
                 "ci_high": hi,
                 "majority_baseline": base.mean(),
                 "answered": (g["predicted"] != "cannot answer").mean(),
+                "hedged": g["hedged"].mean(),
                 "parsed_as_asked": (g["parsed_kind"] == g["kind"]).mean(),
-                "jaccard": g["jaccard"].mean() if kind in ("findings", "overall") else math.nan,
+                "jaccard": g["jaccard"].mean() if kind == "findings" else math.nan,  # set overlap of the lists
             }
         )
     return pd.DataFrame(rows)
