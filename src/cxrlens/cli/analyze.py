@@ -306,7 +306,7 @@ def mask_cmd(
 def tcav_cmd(
     concepts: list[str] = typer.Option(..., "--concept", "-c", help="name=column==value or name=folder:/dir."),
     classes: str = config_csv_option(AnalyzeTCAVConfig, "classes", help="Comma-separated class labels of the model."),
-    model: str = config_option(AnalyzeTCAVConfig, "model", help="lt-vit:<run>[:label-tokens|cls]."),
+    model: str = config_option(AnalyzeTCAVConfig, "model", help="lt-vit:<run>\\[:label-tokens|cls]."),
     layer: str = config_option(AnalyzeTCAVConfig, "layer", help="Module name of the layer (e.g. model.blocks.2)."),
     dataset: str = _dataset_option(AnalyzeTCAVConfig),
     split: str = config_option(
