@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cxrlens.activations import ExtractConfig, run_extract
+from cxrlens.cli import main
 from cxrlens.data.phantom.datasets import IUPhantomConfig, run_data_build_iu_phantom
 from cxrlens.workspace import Workspace
 from tests.conftest import run_cli
@@ -87,7 +88,7 @@ def test_check_report_text_json_html(trained, tmp_path):
     assert h.returncode == 0 and out.read_text().startswith("<!doctype html>")
 
 
-def test_bad_input_gets_one_line(trained, tmp_path):
+def test_bad_input_gets_one_line(trained, tmp_path, capsys):
     ws, image, report = trained
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
@@ -101,10 +102,16 @@ def test_bad_input_gets_one_line(trained, tmp_path):
         (("check-report", str(image), str(report), "-f", "pdf"), "--format must be"),
         (("ask", str(image), "any effusion?", "-m", "missing"), "qa train"),
         (("qa", "train", "-a", "no-patch", "-r", "np"), "no patch stream"),
+        (("ask", str(image), "any effusion?", "--llm-url", "http://127.0.0.1:9/v1"), "go together"),
+        (
+            ("ask", str(image), "any effusion?", "--llm-url", "https://api.example.com/v1", "--llm-model", "m"),
+            "api.example.com",
+        ),
         (("qa", "train", "-a", "acts", "-r", "np", "--cs", "x"), "--cs must be"),
     ]
-    for args, needle in cases:
-        r = run_cli(*args, "-w", str(ws.root))
-        assert r.returncode == 2, (args, r.stdout, r.stderr)
-        err = r.stderr.strip()
+    for args, needle in cases:  # in-process (the CLI entry point as the console script calls it), for speed
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "-w", str(ws.root)])
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2, (args, err)
         assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err, (args, err)

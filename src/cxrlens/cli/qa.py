@@ -19,6 +19,7 @@ from cxrlens.cli.common import (
 )
 from cxrlens.console import console
 from cxrlens.errors import BadInputError
+from cxrlens.interpret.llm import LLMConfig
 from cxrlens.qa.model import QATrainConfig
 
 app = typer.Typer(
@@ -95,16 +96,37 @@ def ask(
     interpret: str | None = typer.Option(
         None, "--interpret", help="Add the image's active SAE features for each finding (interpret/<RUN>)."
     ),
+    llm_url: str | None = typer.Option(
+        None, "--llm-url", help="OpenAI-compatible endpoint to phrase the answer (sent: the structured result only)."
+    ),
+    llm_model: str | None = typer.Option(None, "--llm-model", help="Model name sent to --llm-url."),
+    llm_key_env: str = config_option(LLMConfig, "api_key_env", help="Environment variable holding the API key."),
+    llm_allow_remote: bool = config_option(
+        LLMConfig, "allow_remote", "--llm-allow-remote", help="Allow an --llm-url that is not on this machine."
+    ),
     workspace: Path | None = WORKSPACE_OPTION,
 ) -> None:
     """Answer a question about one image: yes/no, side, severity or a list, a calibrated confidence and the
     evidence. Comparison with priors and clinical history get "cannot answer from one image"."""
     from cxrlens.interpret.heatmaps import model_view
+    from cxrlens.interpret.llm import LLMEndpointError, check_endpoint
     from cxrlens.qa.answer import answer_question, attach_heatmaps
     from cxrlens.qa.model import load_qa_model
+    from cxrlens.qa.phrase import phrase_answer
     from cxrlens.qa.questions import parse_question
     from cxrlens.qa.sae_evidence import with_answer_features
 
+    if bool(llm_url) != bool(llm_model):
+        raise BadInputError(None, "--llm-url and --llm-model go together")
+    llm = None
+    if llm_url:  # refused here, before any work, when the key would go where it must not
+        try:
+            llm = LLMConfig(url=llm_url, model=llm_model, api_key_env=llm_key_env, allow_remote=llm_allow_remote)
+            check_endpoint(llm)
+        except LLMEndpointError:
+            raise
+        except ValueError as err:
+            raise BadInputError(None, str(err)) from None
     ws = open_workspace(workspace)
     q = parse_question(question)
     qa_model = load_qa_model(ws, model)
@@ -116,8 +138,12 @@ def ask(
         ans = attach_heatmaps(ans, findings, _gray_view(qa_model, image, model_view), heatmaps)
     if interpret:
         ans = with_answer_features(ans, *_sae_codes(ws, interpret, image))
+    phrased = phrase_answer(ans, llm) if llm is not None else None
     if as_json:
-        typer.echo(json.dumps(ans.to_json(), indent=2))
+        doc = ans.to_json()
+        if llm is not None:
+            doc["phrased"] = {"model": llm.model, "text": phrased}
+        typer.echo(json.dumps(doc, indent=2))
         return
     conf = "–" if ans.confidence is None else f"{ans.confidence:.2f}"
     console.print(
@@ -127,6 +153,9 @@ def ask(
         f"{'' if q.polarity else ', inverted'}[/dim]"
     )
     console.print(f"[bold]A[/bold] {ans.answer}  (confidence {conf})\n  {ans.text}", highlight=False)
+    if llm is not None:
+        said = phrased or "(no phrasing: the request failed or the question was not answered)"
+        console.print(f"  [dim]phrased by {llm.model}:[/dim] {said}", highlight=False)
     for e in ans.evidence:
         if "features" in e:
             for f in e["features"] or [{"feature": "–", "description": "no active feature tracks this finding"}]:
