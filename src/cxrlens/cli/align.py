@@ -17,6 +17,7 @@ from cxrlens.cli.common import (
     open_workspace,
     print_stage_result,
 )
+from cxrlens.cli.common import fmt_number as _fmt
 from cxrlens.console import console
 
 app = typer.Typer(
@@ -25,14 +26,6 @@ app = typer.Typer(
 )
 
 RUN_OPTION = typer.Option(..., "--run", "-r", help="The align run (align/<run>, written by `align train`).")
-
-
-def _fmt(x: object, digits: int = 3) -> str:
-    try:
-        v = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(x)
-    return "–" if v != v else f"{v:.{digits}f}"
 
 
 @app.command("train")
@@ -109,7 +102,10 @@ def train(
                 ("streams", f"{m.extra['pooled_stream']} + {m.extra['patch_stream'] or 'no patches'}"),
                 ("sentences", f"{m.extra['unique_sentences']:,} unique ({m.extra['flippable_sentences']:,} flippable)"),
                 ("best epoch", f"{m.extra['best_epoch'] + 1} of {m.config['epochs']}"),
-                ("val image→report R@1", f"{_fmt(best.get('val_r@1'))} (chance {_fmt(best.get('chance_r@1'))})"),
+                (
+                    "val image→report R@1",
+                    f"{_fmt(best.get('val_r@1'))} (chance {_fmt(best.get('chance_r@1'))})",
+                ),
                 ("val R@5", _fmt(best.get("val_r@5"))),
                 ("temperature", _fmt(best.get("temperature"), 4)),
             ],

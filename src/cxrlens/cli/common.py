@@ -10,6 +10,8 @@ import typer
 from rich.table import Table
 
 from cxrlens.console import console
+from cxrlens.errors import BadInputError
+from cxrlens.interpret.llm import LLMConfig, LLMEndpointError, check_endpoint
 from cxrlens.workspace import StageResult, Workspace, default_root
 
 __all__ = [
@@ -97,3 +99,31 @@ def kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
     for k, v in rows:
         table.add_row(k, v)
     return table
+
+
+def fmt_number(x: object, digits: int = 3, missing: str = "–") -> str:
+    """A number for a table cell: ``digits`` decimals, ``missing`` for None/NaN, anything else as ``str``."""
+    if x is None:
+        return missing
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(x)
+    return missing if v != v else f"{v:.{digits}f}"
+
+
+def llm_config(url: str | None, model: str | None, key_env: str, allow_remote: bool) -> LLMConfig | None:
+    """The ``--llm-url/--llm-model/--llm-key-env/--llm-allow-remote`` options as an :class:`LLMConfig` (None
+    without ``--llm-url``), checked against the endpoint policy here, before any work: a refusal is one line."""
+    if bool(url) != bool(model):
+        raise BadInputError(None, "--llm-url and --llm-model go together")
+    if not url:
+        return None
+    try:
+        cfg = LLMConfig(url=url, model=str(model), api_key_env=key_env, allow_remote=allow_remote)
+        check_endpoint(cfg)
+    except LLMEndpointError:
+        raise
+    except ValueError as err:
+        raise BadInputError(None, str(err)) from None
+    return cfg

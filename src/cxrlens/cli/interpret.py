@@ -11,6 +11,7 @@ from cxrlens.cli.common import (
     WORKSPACE_OPTION,
     config_option,
     kv_table,
+    llm_config,
     open_workspace,
     print_stage_result,
 )
@@ -58,22 +59,10 @@ def interpret(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Per-feature statistics, label association, confound check and radiological descriptions."""
-    from cxrlens.errors import BadInputError
     from cxrlens.interpret.describe import DescribeConfig
-    from cxrlens.interpret.llm import LLMEndpointError, check_endpoint
     from cxrlens.interpret.run import run_interpret
 
-    if bool(llm_url) != bool(llm_model):
-        raise BadInputError(None, "--llm-url and --llm-model go together")
-    llm = None
-    if llm_url:  # refused here, before any work, when report text or the key would go where they must not
-        try:
-            llm = LLMConfig(url=llm_url, model=llm_model, api_key_env=llm_key_env, allow_remote=llm_allow_remote)
-            check_endpoint(llm)
-        except LLMEndpointError:
-            raise
-        except ValueError as err:
-            raise BadInputError(None, str(err)) from None
+    llm = llm_config(llm_url, llm_model, llm_key_env, llm_allow_remote)  # refused before any work
     ws = open_workspace(workspace)
     cfg = InterpretConfig(
         sae=sae,

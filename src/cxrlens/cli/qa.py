@@ -14,6 +14,8 @@ from cxrlens.cli.common import (
     WORKSPACE_OPTION,
     config_csv_option,
     config_option,
+    fmt_number,
+    llm_config,
     open_workspace,
     print_stage_result,
 )
@@ -28,14 +30,6 @@ app = typer.Typer(
 )
 
 MODEL_OPTION = typer.Option("qa", "--model", "-m", help="The question-answering model (qa/<model>, `qa train`).")
-
-
-def _fmt(x: object) -> str:
-    try:
-        v = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(x)
-    return "–" if v != v else f"{v:.3f}"
 
 
 @app.command("train")
@@ -78,10 +72,10 @@ def train(
         t.add_row(
             r["head"],
             f"{int(r.get('test_n') or 0):,}",
-            _fmt(score),
-            _fmt(r.get("test_majority")),
-            _fmt(r.get("test_balanced_accuracy")),
-            _fmt(r.get("test_ece")),
+            fmt_number(score),
+            fmt_number(r.get("test_majority")),
+            fmt_number(r.get("test_balanced_accuracy")),
+            fmt_number(r.get("test_ece")),
         )
     console.print(t)
     print_stage_result(result, f"qa model {run}")
@@ -109,24 +103,13 @@ def ask(
     """Answer a question about one image: yes/no, side, severity or a list, a calibrated confidence and the
     evidence. Comparison with priors and clinical history get "cannot answer from one image"."""
     from cxrlens.interpret.heatmaps import model_view
-    from cxrlens.interpret.llm import LLMEndpointError, check_endpoint
     from cxrlens.qa.answer import answer_question, attach_heatmaps
     from cxrlens.qa.model import load_qa_model
     from cxrlens.qa.phrase import phrase_answer
     from cxrlens.qa.questions import parse_question
     from cxrlens.qa.sae_evidence import with_answer_features
 
-    if bool(llm_url) != bool(llm_model):
-        raise BadInputError(None, "--llm-url and --llm-model go together")
-    llm = None
-    if llm_url:  # refused here, before any work, when the key would go where it must not
-        try:
-            llm = LLMConfig(url=llm_url, model=llm_model, api_key_env=llm_key_env, allow_remote=llm_allow_remote)
-            check_endpoint(llm)
-        except LLMEndpointError:
-            raise
-        except ValueError as err:
-            raise BadInputError(None, str(err)) from None
+    llm = llm_config(llm_url, llm_model, llm_key_env, llm_allow_remote)  # refused before any work
     ws = open_workspace(workspace)
     q = parse_question(question)
     qa_model = load_qa_model(ws, model)
