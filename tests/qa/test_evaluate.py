@@ -4,8 +4,8 @@
 Questions: heads fit on planted features answer a generated question set far better than the majority answer of a
 *train* question set (skewed sets show which set the baseline comes from), with a CI over images. Report checks:
 a perfect hand-made image model detects every perturbation it has the evidence for, a model that says the same thing
-about every image scores chance, and the random baseline stays near 0.5 with the checker's own flag rate (two strict
-xfails pin known gaps: a dropped device is never flagged missed; the insert_finding AUC of such a model is > 0.5).
+about every image scores chance, and the random baseline stays near 0.5 with the checker's own flag rate (
+the AUC is claim-level, so an uninformed model scores 0.5 on inserted findings too; dropped devices are flagged).
 Pointing: the heads' token maps point at the quadrant a finding was drawn in, far better than the weight-randomised
 control and random maps. SAE evidence: a hand-made interpretation run's features for a finding, an answer and a check.
 """
@@ -280,8 +280,9 @@ def test_a_perfect_image_model_detects_inserted_findings_swapped_sides_and_chang
         assert row["detected"] == row["clean"] == row["accuracy"] == 1.0, (kind, row)
         assert row["auc"] == 1.0, (kind, row)
         rows = table[table["perturbation"] == kind]
-        assert (rows["score_perturbed"] > 0).all() and (rows["score_untouched"] <= 0).all(), kind
-    assert (table["sentence_flags_untouched"] == 0).all()
+        assert (rows["score_perturbed"] > 0).all(), kind
+        assert rows["scores_untouched"].map(lambda v: all(x <= 0 for _, x in v)).all(), kind
+    assert table["clean"].all()
 
 
 def test_a_perfect_image_model_detects_a_dropped_finding():
@@ -289,16 +290,12 @@ def test_a_perfect_image_model_detects_a_dropped_finding():
     table = report_check_table(texts, truths, {i: _perfect(truths[i], i) for i in texts}, seed=1)
     drop = table[table["perturbation"] == "drop_finding"]
     assert len(drop) > 40 and drop["detected"].all() and drop["clean"].all()
-    assert (drop["score_perturbed"] > 0).all() and np.isneginf(drop["score_untouched"]).all()
+    assert (drop["score_perturbed"] > 0).all()
+    assert drop["scores_untouched"].map(lambda v: all(x <= 0 for _, x in v)).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drop_finding also drops devices, but check_report never reports a device (nor 'Support Devices') as "
-    "missed, so even a perfect image model cannot detect a dropped pacemaker",
-)
 def test_a_perfect_image_model_detects_a_dropped_device(perfect_table):
-    drop = perfect_table[(perfect_table["perturbation"] == "drop_finding") & (perfect_table["finding"] == SD)]
+    drop = perfect_table[(perfect_table["perturbation"] == "drop_finding") & perfect_table["finding"].isin(DEVICES)]
     assert len(drop) > 10
     assert drop["detected"].all()
 
@@ -309,28 +306,23 @@ def test_a_perfect_image_model_detects_a_dropped_device(perfect_table):
     ids=["called-absent", "called-absent-uniform", "at-threshold", "at-threshold-uniform", "called-present"],
 )
 def test_an_image_model_without_information_scores_chance(p, distributions, devices):
-    # (called present: without devices in the reports, whose drop the checker cannot flag; see the xfail above)
     texts, truths = _reports(40, seed=2, devices=devices)
     table = report_check_table(texts, truths, {i: _constant(p, i, distributions=distributions) for i in texts})
     scores = report_check_scores(table).set_index("perturbation")
     assert set(scores.index) == {*PERTURBATIONS, "overall"}
     for kind, row in scores.iterrows():
         assert abs(row["accuracy"] - 0.5) <= 0.02, (kind, row)
-        # the report-level score can rank a report only by what the text says, never by the image (insert_finding
-        # with side / severity distributions: see the xfail below)
-        if kind not in ("insert_finding", "overall") or not distributions:
+        # claim-level AUC: the inserted claim against the genuine ones, so a report with one more claim is not
+        # ranked higher by the text alone
+        if row["claims_untouched"] == 0:  # nothing to compare (no side / severity head): no AUC, not a fake one
+            assert np.isnan(row["auc"]), (kind, row)
+        else:
             assert abs(row["auc"] - 0.5) <= 0.02, (kind, row)
     if p > 0.5:  # every finding the report leaves out is "missed": the dropped one, and others on the untouched
         drop = scores.loc["drop_finding"]
         assert drop["detected"] == 1.0 and drop["clean"] == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the report-level score is the maximum over the claims of a flag kind (-inf for none), so a report with "
-    "one more claim of that kind ranks above its untouched original whatever the image says: an inserted finding "
-    "gets an AUC above 0.5 from a model that says the same thing about every image",
-)
 def test_an_image_model_without_information_has_chance_auc_on_inserted_findings():
     texts, truths = _reports(40, seed=2)
     table = report_check_table(texts, truths, {i: _constant(0.3, i, distributions=True) for i in texts})
@@ -364,8 +356,7 @@ def _flag_table(n: int, detected: int, flagged_untouched: int) -> pd.DataFrame:
             "detected": det,
             "clean": clean,
             "score_perturbed": np.where(det, 1.0, -1.0),
-            "score_untouched": np.where(clean, -1.0, 1.0),
-            "sentence_flags_untouched": (~clean).astype(int),
+            "scores_untouched": [[("Edema", -1.0)] if c else [("Edema", 1.0)] for c in clean],
         }
     )
 

@@ -225,7 +225,7 @@ def check_report(
 
         gray = _gray_view(qa_model, image, model_view)
         heads = {e["head"]: e["name"] for s in check.sentences for c in s.claims for e in c.evidence}
-        heads |= {f"presence/{m['name']}": m["name"] for m in check.missed}
+        heads |= {m["head"]: m["name"] for m in check.missed}
         for head, name in heads.items():
             ev = (findings.devices if head.startswith("device/") else findings.findings).get(name)
             if ev is not None and ev.token_map is not None:

@@ -20,8 +20,8 @@ finding without a head      **unverifiable** — the model cannot see it (too fe
 ==========================  ============================================================================
 
 A sentence is contradicted when any of its claims is, supported when any claim is supported, else unverifiable
-(also a sentence with no claim). Findings the model calls present with P ≥ ``missed_probability`` (and above
-their threshold) that no sentence mentions positively or as uncertain are reported as **missed**.
+(also a sentence with no claim). Findings and devices the model calls present with P ≥ ``missed_probability`` (and
+above their threshold) that no sentence mentions positively or as uncertain are reported as **missed**.
 
 Every flag carries evidence (:func:`cxrlens.qa.answer.evidence_record`) and a **score** — the signed margin, in
 logits, of the image evidence against the claim (> 0 when the flag is raised): ``logit(threshold) − logit(P)``
@@ -46,7 +46,9 @@ __all__ = ["ClaimCheck", "ReportCheck", "SentenceCheck", "check_report", "render
 @dataclasses.dataclass(frozen=True)
 class ClaimCheck:
     """One claim judged: ``flag`` supported / contradicted / unverifiable, ``problem`` (``absent``, ``present``,
-    ``side``, ``severity``, ``hedged``, ``no head``, ``""``), ``score`` (see module docstring), evidence."""
+    ``side``, ``severity``, ``hedged``, ``no head``, ``""``), ``score`` (see module docstring), evidence;
+    ``scores`` holds the score of every check that applied to the claim (``absent`` / ``side`` / ``severity`` for a
+    positive claim, ``present`` for a denial), whichever decided the flag."""
 
     claim: Claim
     flag: str
@@ -54,6 +56,7 @@ class ClaimCheck:
     score: float
     note: str
     evidence: tuple[dict[str, Any], ...]
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)  # every check's score, by problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +69,15 @@ class SentenceCheck:
 
 @dataclasses.dataclass(frozen=True)
 class ReportCheck:
-    """The sentences judged, the findings the report misses (``missed``: evidence records with ``score``)."""
+    """The sentences judged and the findings the report misses (``missed``: evidence records with ``score``).
+
+    ``unmentioned`` holds the record of every finding and device the report does not mention, flagged or not, with
+    its missed score (a benchmark ranks them; ``missed`` is the flagged subset)."""
 
     image: str
     sentences: tuple[SentenceCheck, ...]
     missed: tuple[dict[str, Any], ...]
+    unmentioned: tuple[dict[str, Any], ...] = ()
 
     def counts(self) -> dict[str, int]:
         out = {"supported": 0, "contradicted": 0, "unverifiable": 0}
@@ -79,13 +86,14 @@ class ReportCheck:
         return out | {"missed": len(self.missed)}
 
     def score(self, problem: str) -> float:
-        """The highest score of the claims with ``problem`` (``missed``: of the missed findings; any problem
-        when ``problem`` is ``""``) — ``-inf`` when there is none."""
+        """The highest score of ``problem``'s check over the claims (``missed``: over the unmentioned findings;
+        ``""``: the deciding scores) — ``-inf`` when there is none."""
         if problem == "missed":
-            return max((m["score"] for m in self.missed), default=-math.inf)
+            return max((m["score"] for m in self.unmentioned), default=-math.inf)
+        if not problem:
+            return max((c.score for s in self.sentences for c in s.claims), default=-math.inf)
         return max(
-            (c.score for s in self.sentences for c in s.claims if not problem or c.problem == problem),
-            default=-math.inf,
+            (c.scores[problem] for s in self.sentences for c in s.claims if problem in c.scores), default=-math.inf
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -212,6 +220,21 @@ def _qualified_share(claim: Claim, ev: FindingEvidence) -> float | None:
     return None
 
 
+def _claim_scores(claim: Claim, ev: FindingEvidence | None) -> dict[str, float]:
+    """The score of each check that applies to ``claim`` (> 0 = that check raises its flag)."""
+    if ev is None or claim.value == -1:
+        return {}
+    margin = _logit(ev.threshold) - _logit(ev.probability)
+    if claim.value == 0:  # raised only when flagged, P ≥ 0.5 and (for "no large / left X") most mass there
+        qualified = _qualified_share(claim, ev)
+        return {"present": min(-margin, _logit(ev.probability), _logit(1.0 if qualified is None else qualified))}
+    out = {"absent": margin}
+    side = _attribute_check(claim.side if claim.side in ("left", "right", "bilateral") else None, ev.side, "side")
+    sev = _attribute_check(claim.severity, ev.severity, "severity")
+    out |= {k: g[0] for k, g in (("side", side), ("severity", sev)) if g is not None}
+    return out
+
+
 def _evidence_for(claim: Claim, f: ImageFindings) -> tuple[FindingEvidence | None, str]:
     if claim.device:
         return f.devices.get(claim.device), f"device/{claim.device}"
@@ -229,24 +252,33 @@ def check_report(
         checks = []
         for c in s.claims:
             if c.value != 0:
-                mentioned.add(c.device or c.finding)
-                mentioned.add(c.finding)
-            checks.append(_judge(c, *_evidence_for(c, findings)))
+                mentioned |= {c.finding, (c.device or _ANY_DEVICE) if c.finding == "Support Devices" else c.finding}
+            ev, head = _evidence_for(c, findings)
+            checks.append(dataclasses.replace(_judge(c, ev, head), scores=_claim_scores(c, ev)))
         flags = {c.flag for c in checks}
         flag = "contradicted" if "contradicted" in flags else ("supported" if "supported" in flags else "unverifiable")
         out.append(SentenceCheck(s.index, s.text, flag, tuple(checks)))
-    return ReportCheck(findings.image, tuple(out), tuple(_missed_scores(findings, mentioned, missed_probability)))
+    unmentioned = _unmentioned(findings, mentioned, missed_probability)
+    return ReportCheck(findings.image, tuple(out), tuple(r for r in unmentioned if r["score"] > 0), unmentioned)
 
 
-def _missed_scores(findings: ImageFindings, mentioned: set[str], floor: float) -> list[dict[str, Any]]:
+_ANY_DEVICE = "any device"
+
+
+def _unmentioned(findings: ImageFindings, mentioned: set[str], floor: float) -> tuple[dict[str, Any], ...]:
+    """Every finding and device the report does not mention, with its missed score (> 0 = flagged: above the
+    operating threshold and P ≥ ``floor``). A device is mentioned by its name; a sentence about devices that names
+    none ("lines and tubes are unchanged") covers every device."""
     recs = []
-    for name, ev in findings.findings.items():
-        if name in mentioned or name == "Support Devices":
+    named = [(n, ev, f"presence/{n}") for n, ev in findings.findings.items() if n != "Support Devices"]
+    if _ANY_DEVICE not in mentioned:  # "lines and tubes in place" names no device but does not miss one either
+        named += [(n, ev, f"device/{n}") for n, ev in findings.devices.items()]
+    for name, ev, head in named:
+        if name in mentioned:
             continue
         score = min(_logit(ev.probability) - _logit(ev.threshold), _logit(ev.probability) - _logit(floor))
-        if score > 0:
-            recs.append(evidence_record(ev, f"presence/{name}") | {"score": round(score, 4)})
-    return recs
+        recs.append(evidence_record(ev, head) | {"score": round(score, 4)})
+    return tuple(recs)
 
 
 _COLOURS = {"supported": "#1b7f3b", "contradicted": "#b3261e", "unverifiable": "#6b6b6b"}

@@ -14,9 +14,10 @@ checked untouched and after each perturbation of :mod:`cxrlens.qa.perturb` that 
 *detected* when the checker raises the expected flag where it was made (the changed sentence contradicted, or the
 dropped finding reported missed); the untouched report of the same image is *clean* for that kind when the checker
 raises no flag of that kind anywhere. Detection accuracy over the balanced pairs = (detected + clean) / (2 · pairs);
-AUC = ROC AUC of the report-level score of that flag kind (:meth:`cxrlens.qa.check.ReportCheck.score`), perturbed
-vs untouched. The **random baseline** raises a flag at random with the checker's own flag rate on those reports
-(seeded; its expected accuracy and AUC are 0.5).
+AUC = ROC AUC of the check's score (:attr:`cxrlens.qa.check.ClaimCheck.scores`) on the perturbed claim (or the
+dropped finding's missed score) against the same check on the genuine claims (or unmentioned findings) of the same
+findings in the untouched reports. The **random baseline** raises a flag at random with the checker's own flag
+rate on those reports (seeded; its expected accuracy and AUC are 0.5).
 """
 
 from __future__ import annotations
@@ -151,7 +152,9 @@ def report_check_table(
     reports: dict[str, str], truth: dict[str, dict[str, dict]], findings: dict[str, ImageFindings], *, seed: int = 0
 ) -> pd.DataFrame:
     """One row per (image, perturbation) that applies: ``detected`` on the perturbed report, ``clean`` on the
-    untouched one, and both report-level scores of the perturbation's flag kind."""
+    untouched one; ``score_perturbed`` = the perturbation's own claim (or dropped finding) under its check,
+    ``scores_untouched`` = ``(finding, score)`` of the same check on every genuine claim (or unmentioned finding) of
+    the untouched report."""
     rng = np.random.default_rng(seed)
     rows = []
     for image_id in sorted(reports):
@@ -164,24 +167,38 @@ def report_check_table(
             problem = PROBLEM_OF[kind]
             chk = check_report(p.text, f)
             if problem == "missed":
-                detected = any(m["name"] == p.finding for m in chk.missed)
+                target = p.device or p.finding
+                detected = any(m["name"] == target for m in chk.missed)
                 clean = not base.missed
+                pos = [m["score"] for m in chk.unmentioned if m["name"] == target]
+                neg = [(m["name"], m["score"]) for m in base.unmentioned]
             else:
                 s = next((s for s in chk.sentences if s.index == p.sentence), None)
-                detected = s is not None and any(c.flag == "contradicted" and c.problem == problem for c in s.claims)
+                own = [
+                    c
+                    for c in (s.claims if s else ())
+                    if c.claim.finding == p.finding and (p.device is None or c.claim.device == p.device)
+                ]
+                detected = any(c.flag == "contradicted" and c.problem == problem for c in own)
                 clean = not any(
                     c.flag == "contradicted" and c.problem == problem for s in base.sentences for c in s.claims
                 )
+                pos = [c.scores[problem] for c in own if problem in c.scores]
+                neg = [
+                    (c.claim.device or c.claim.finding, c.scores[problem])
+                    for s in base.sentences
+                    for c in s.claims
+                    if problem in c.scores
+                ]
             rows.append(
                 {
                     "image_id": image_id,
                     "perturbation": kind,
-                    "finding": p.finding,
+                    "finding": p.device or p.finding,
                     "detected": detected,
                     "clean": clean,
-                    "score_perturbed": chk.score(problem),
-                    "score_untouched": base.score(problem),
-                    "sentence_flags_untouched": base.counts()["contradicted"],
+                    "score_perturbed": max(pos, default=-math.inf),
+                    "scores_untouched": neg,
                 }
             )
     return pd.DataFrame(rows)
@@ -195,14 +212,25 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def report_check_scores(table: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
-    """Per perturbation and overall: pairs, detection rate, clean rate, accuracy, AUC; the random-flag baseline
-    with the same flag rate (accuracy and AUC)."""
+    """Per perturbation and overall: pairs, detection rate, clean rate, accuracy on the balanced pairs; AUC of the
+    check's score, perturbed claims vs the genuine claims *of the same findings* in the untouched reports (claim
+    level: a report-level maximum would favour the perturbed report, which holds every original claim plus the new
+    one; same findings: otherwise which finding was perturbed could rank it); NaN when nothing is comparable (no side
+    head …), and for ``overall`` the mean of the perturbations' AUCs (their scores are on different scales); the
+    random-flag baseline with the checker's flag rate (accuracy) and random scores (AUC)."""
     rng = np.random.default_rng(seed)
     rows = []
     for kind, g in [*table.groupby("perturbation", sort=False), ("overall", table)]:
         det, clean = g["detected"].to_numpy(bool), g["clean"].to_numpy(bool)
         rate = (det.sum() + (~clean).sum()) / (2 * len(g))  # the checker's flag rate on these reports
         rp, ru = rng.random(len(g)) < rate, rng.random(len(g)) < rate
+        scored = np.isfinite(g["score_perturbed"].to_numpy(float))  # -inf: the model has no head for it
+        pos = g["score_perturbed"].to_numpy(float)[scored]
+        names = set(g["finding"][scored])  # negatives of the same findings, so the finding's identity cannot rank them
+        neg = np.asarray(
+            [v for lst in g["scores_untouched"] for name, v in lst if name in names and v > -np.inf], float
+        )
+        overall = kind == "overall"  # scores of different checks are on different scales: average the AUCs
         rows.append(
             {
                 "perturbation": kind,
@@ -210,9 +238,12 @@ def report_check_scores(table: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
                 "detected": det.mean(),
                 "clean": clean.mean(),
                 "accuracy": (det.sum() + clean.sum()) / (2 * len(g)),
-                "auc": _auc(g["score_perturbed"].to_numpy(float), g["score_untouched"].to_numpy(float)),
+                "auc": np.nanmean([r["auc"] for r in rows]) if overall else _auc(pos, neg),
+                "claims_untouched": len(neg),
                 "random_accuracy": (rp.sum() + (~ru).sum()) / (2 * len(g)),
-                "random_auc": _auc(rng.random(len(g)), rng.random(len(g))),
+                "random_auc": np.nanmean([r["random_auc"] for r in rows])
+                if overall
+                else _auc(rng.random(len(pos)), rng.random(len(neg))),
             }
         )
     return pd.DataFrame(rows)

@@ -113,5 +113,13 @@ def with_check_features(check: ReportCheck, sae: SAEEvidence, codes_F: np.ndarra
             for c in s.claims
         )
         sentences.append(dataclasses.replace(s, claims=claims))
-    missed = tuple(m | {"sae_features": sae.for_finding(codes_F, m["name"])} for m in check.missed)
+    missed = tuple(
+        m
+        | {
+            "sae_features": sae.for_finding(
+                codes_F, "Support Devices" if m["head"].startswith("device/") else m["name"]
+            )
+        }
+        for m in check.missed
+    )
     return dataclasses.replace(check, sentences=tuple(sentences), missed=missed)
