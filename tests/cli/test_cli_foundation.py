@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cxrlens import __version__
@@ -35,6 +36,17 @@ def test_demo_then_reuse_then_info(tmp_path: Path) -> None:
     assert info.returncode == 0
     assert "iu-xray" in info.stdout and "data.import.iu-xray" in info.stdout and "reports 3,955" in info.stdout
     assert "iu-phantom" in info.stdout and "activations" in info.stdout
+    # the demo's store and interpretation also serve `ask`: heads on its features, SAE features as evidence
+    qa = run_cli("qa", "train", "-w", str(ws), "-a", "iu-phantom-cxrlens-default", "--min-train", "2")
+    assert qa.returncode == 0, qa.stderr
+    interp = next(d.name for d in sorted((ws / "interpret").iterdir()) if (d / "manifest.json").exists())
+    image = next((ws / "datasets" / "iu-phantom" / "images").glob("*.png"))
+    ask = run_cli("ask", str(image), "is the heart enlarged?", "-w", str(ws), "--json", "--interpret", interp)
+    assert ask.returncode == 0, ask.stderr
+    evidence = json.loads(ask.stdout)["evidence"]
+    sae = [e for e in evidence if e["head"] == f"sae/{interp}"]
+    assert len(sae) == 1 and isinstance(sae[0]["features"], list)
+    assert all({"feature", "description", "activation", "threshold", "auc"} <= set(f) for f in sae[0]["features"])
 
 
 def test_empty_workspace_info(tmp_path: Path) -> None:
