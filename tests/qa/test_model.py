@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from cxrlens.align.search import facts_from_labels
 from cxrlens.qa.answer import CANNOT, answer_question
 from cxrlens.qa.check import check_report, render_check_html, render_check_text
 from cxrlens.qa.heads import expected_calibration_error, fit_head, image_features, region_masks
@@ -229,3 +231,21 @@ def test_a_negated_finding_that_is_present_is_contradicted_but_not_a_negated_gra
     assert check_report("No pleural effusion.", f).sentences[0].flag == "contradicted"
     assert check_report("No large pleural effusion.", f).sentences[0].flag == "supported"
     assert check_report("No right pleural effusion.", f).sentences[0].flag == "supported"
+
+
+def test_without_rendered_truth_only_presence_and_normal_heads_are_built():
+    """A dataset with CheXpert labels but no phantom factors: presence from labels (uncertain left out), no side,
+    severity or device heads (there is no truth for them)."""
+    studies = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d"],
+            "Pleural Effusion": [1.0, 0.0, -1.0, np.nan],
+            "Cardiomegaly": [np.nan, 1.0, np.nan, np.nan],
+        }
+    )
+    targets = head_targets(
+        facts_from_labels(studies, ["Pleural Effusion", "Cardiomegaly"]), ["a", "b", "c", "d"], "labels"
+    )
+    assert set(targets) == {"presence/Pleural Effusion", "presence/Cardiomegaly", "normal"}
+    assert targets["presence/Pleural Effusion"][1].tolist() == [1, 0, -1, 0]
+    assert targets["normal"][1].tolist() == [0, 0, -1, 1]
