@@ -102,7 +102,6 @@ def ask(
 ) -> None:
     """Answer a question about one image: yes/no, side, severity or a list, a calibrated confidence and the
     evidence. Comparison with priors and clinical history get "cannot answer from one image"."""
-    from cxrlens.interpret.heatmaps import model_view
     from cxrlens.qa.answer import answer_question, attach_heatmaps
     from cxrlens.qa.model import load_qa_model
     from cxrlens.qa.phrase import phrase_answer
@@ -115,12 +114,13 @@ def ask(
     qa_model = load_qa_model(ws, model)
     if not image.is_file():
         raise BadInputError(image, "no such image file")
-    findings = qa_model.findings_for_images([image])[0]
+    (gray,) = qa_model.load_images([image])  # decoded once: encoding, heat maps and SAE codes share it
+    findings = qa_model.findings_for_gray([gray], [str(image)])[0]
     ans = answer_question(q, findings)
     if heatmaps is not None and ans.evidence:
-        ans = attach_heatmaps(ans, findings, _gray_view(qa_model, image, model_view), heatmaps)
+        ans = attach_heatmaps(ans, findings, _model_view(qa_model, gray), heatmaps)
     if interpret:
-        ans = with_answer_features(ans, *_sae_codes(ws, interpret, image))
+        ans = with_answer_features(ans, *_sae_codes(ws, interpret, gray))
     phrased = phrase_answer(ans, llm) if llm is not None else None
     if as_json:
         doc = ans.to_json()
@@ -160,24 +160,20 @@ def ask(
         )
 
 
-def _gray_view(qa_model: Any, image: Path, model_view: Any) -> Any:
-    import numpy as np
+def _model_view(qa_model: Any, gray: Any) -> Any:
+    """The image as the backbone sees it (its resize / crop), for heat-map overlays."""
     import torch
 
-    from cxrlens.data.images import load_image
+    from cxrlens.interpret.heatmaps import model_view
 
-    gray = torch.as_tensor(np.asarray(load_image(image), np.float32))[None]
-    return model_view(qa_model.backbone, gray)[0].numpy()
+    return model_view(qa_model.backbone, torch.as_tensor(gray)[None])[0].numpy()
 
 
-def _sae_codes(ws: Any, run: str, image: Path) -> tuple[Any, Any]:
-    import numpy as np
-
-    from cxrlens.data.images import load_image
+def _sae_codes(ws: Any, run: str, gray: Any) -> tuple[Any, Any]:
     from cxrlens.qa.sae_evidence import SAEEvidence
 
     sae = SAEEvidence.load(ws, run)
-    return sae, sae.codes(np.asarray(load_image(image), np.float32))
+    return sae, sae.codes(gray)
 
 
 def check_report(
@@ -195,7 +191,7 @@ def check_report(
     """Flag each sentence of a report as supported, contradicted (finding absent, wrong side, wrong severity,
     device absent) or unverifiable against the image, and list findings the report misses — with evidence."""
     from cxrlens.files import atomic_write_text
-    from cxrlens.interpret.heatmaps import model_view, overlay_png
+    from cxrlens.interpret.heatmaps import overlay_png
     from cxrlens.qa.check import check_report as run_check
     from cxrlens.qa.check import render_check_html, render_check_text
     from cxrlens.qa.model import load_qa_model
@@ -215,22 +211,23 @@ def check_report(
         raise BadInputError(image, "no such image file")
     ws = open_workspace(workspace)
     qa_model = load_qa_model(ws, model)
-    findings = qa_model.findings_for_images([image])[0]
+    (gray,) = qa_model.load_images([image])
+    findings = qa_model.findings_for_gray([gray], [str(image)])[0]
     check = run_check(text, findings)
     if interpret:
-        check = with_check_features(check, *_sae_codes(ws, interpret, image))
+        check = with_check_features(check, *_sae_codes(ws, interpret, gray))
     maps: dict[str, str] = {}
     if heatmaps is not None:
         import numpy as np
 
-        gray = _gray_view(qa_model, image, model_view)
+        view = _model_view(qa_model, gray)
         heads = {e["head"]: e["name"] for s in check.sentences for c in s.claims for e in c.evidence}
         heads |= {m["head"]: m["name"] for m in check.missed}
         for head, name in heads.items():
             ev = (findings.devices if head.startswith("device/") else findings.findings).get(name)
             if ev is not None and ev.token_map is not None:
                 path = heatmaps / f"{image.stem}-{head.replace('/', '-').replace(' ', '-').lower()}.png"
-                overlay_png(gray, np.clip(ev.token_map.reshape(findings.grid), 0, None), path)
+                overlay_png(view, np.clip(ev.token_map.reshape(findings.grid), 0, None), path)
                 maps[head] = str(path)
     if fmt == "json":
         body = json.dumps(check.to_json() | {"heatmaps": maps}, indent=2)

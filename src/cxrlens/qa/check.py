@@ -145,65 +145,59 @@ def _attribute_check(claimed: str | None, dist: dict[str, float] | None, key: st
     return score, note
 
 
+def _checks(claim: Claim, ev: FindingEvidence) -> dict[str, tuple[float, str]]:
+    """Every check that applies to a positive or negated claim: problem → (score, note); score > 0 raises it.
+
+    A denial has one check, ``present`` (raised when the image flags the finding, P ≥ 0.5 and, for "no large / left
+    X", most of the grade / side mass there); a positive claim has ``absent`` (P below the operating threshold) and,
+    when the claim names them and the model has the heads, ``side`` and ``severity``."""
+    p, thr = ev.probability, ev.threshold
+    margin = _logit(thr) - _logit(p)  # > 0: below the operating threshold
+    if claim.value == 0:
+        q = _qualified_share(claim, ev)
+        score = min(-margin, _logit(p), _logit(1.0 if q is None else q))
+        if not ev.present:
+            note = f"not called present (P = {p:.2f})"
+        elif q is not None and q < 0.5:
+            note = f"called present (P = {p:.2f}) but only {q:.2f} of it {claim.side or claim.severity}"
+        elif p < 0.5:
+            note = f"possibly present: P = {p:.2f} is above the threshold {thr:.2f} but < 0.5"
+        else:
+            note = f"report negates it; image P = {p:.2f} ≥ {thr:.2f}"
+        return {"present": (score, note)}
+    out = {
+        "absent": (
+            margin,
+            f"image P = {p:.2f} < threshold {thr:.2f}" if margin > 0 else f"called present (P = {p:.2f})",
+        )
+    }
+    side = _attribute_check(claim.side if claim.side in ("left", "right", "bilateral") else None, ev.side, "side")
+    sev = _attribute_check(claim.severity, ev.severity, "severity")
+    return out | {k: g for k, g in (("side", side), ("severity", sev)) if g is not None}
+
+
 def _judge(claim: Claim, ev: FindingEvidence | None, head: str) -> ClaimCheck:
     if ev is None:
         return ClaimCheck(claim, "unverifiable", "no head", -math.inf, "the model has no head for this", ())
     rec = (evidence_record(ev, head),)
-    margin = _logit(ev.threshold) - _logit(ev.probability)  # > 0: below the operating threshold
     if claim.value == -1:
         return ClaimCheck(claim, "unverifiable", "hedged", -math.inf, "hedged claims are not judged", rec)
+    checks = _checks(claim, ev)
+    scores = {k: v[0] for k, v in checks.items()}
     if claim.value == 0:
-        # "no large effusion" / "no left pneumothorax" deny only that grade / side: a present finding contradicts
-        # the sentence only when the image puts most of its probability there
-        qualified = _qualified_share(claim, ev)
-        if ev.present and qualified is not None and qualified < 0.5:
-            return ClaimCheck(
-                claim,
-                "supported",
-                "present",
-                _logit(qualified),
-                f"called present (P = {ev.probability:.2f}) but only {qualified:.2f} of it "
-                f"{claim.side or claim.severity}",
-                rec,
-            )
-        if ev.present and ev.probability < 0.5:  # flagged, but not more likely than not: no verdict on a denial
-            return ClaimCheck(
-                claim,
-                "unverifiable",
-                "present",
-                min(-margin, _logit(ev.probability)),
-                f"possibly present: P = {ev.probability:.2f} is above the threshold {ev.threshold:.2f} but < 0.5",
-                rec,
-            )
-        if ev.present:
-            return ClaimCheck(
-                claim,
-                "contradicted",
-                "present",
-                -margin,
-                f"report negates it; image P = {ev.probability:.2f} ≥ {ev.threshold:.2f}",
-                rec,
-            )
-        return ClaimCheck(claim, "supported", "present", -margin, f"not called present (P = {ev.probability:.2f})", rec)
-    if not ev.present:
-        return ClaimCheck(
-            claim,
-            "contradicted",
-            "absent",
-            margin,
-            f"image P = {ev.probability:.2f} < threshold {ev.threshold:.2f}",
-            rec,
-        )
-    side = _attribute_check(claim.side if claim.side in ("left", "right", "bilateral") else None, ev.side, "side")
-    sev = _attribute_check(claim.severity, ev.severity, "severity")
-    for got, problem in ((side, "side"), (sev, "severity")):
-        if got is not None and got[0] > 0:
-            return ClaimCheck(claim, "contradicted", problem, got[0], got[1], rec)
+        score, note = checks["present"]
+        q = _qualified_share(claim, ev)
+        possible = ev.present and ev.probability < 0.5 and (q is None or q >= 0.5)  # flagged, not likely: no verdict
+        flag = "contradicted" if score > 0 else ("unverifiable" if possible else "supported")
+        return ClaimCheck(claim, flag, "present", score, note, rec, scores)
+    raised = [(k, v) for k, v in checks.items() if v[0] > 0]  # absent first: a missing finding has no side
+    if raised:
+        problem, (score, note) = raised[0]
+        return ClaimCheck(claim, "contradicted", problem, score, note, rec, scores)
     # supported: the score is the strongest (negative) margin of what was checked, for ranking
-    notes = [f"called present (P = {ev.probability:.2f})"] + [g[1] for g in (side, sev) if g is not None]
-    scores = [margin] + [g[0] for g in (side, sev) if g is not None]
-    problem = "side" if side is not None else ("severity" if sev is not None else "absent")
-    return ClaimCheck(claim, "supported", problem, max(scores), "; ".join(notes), rec)
+    problem = "side" if "side" in checks else ("severity" if "severity" in checks else "absent")
+    note = "; ".join(v[1] for v in checks.values())
+    return ClaimCheck(claim, "supported", problem, max(scores.values()), note, rec, scores)
 
 
 _LEVEL = {"small": 0, "moderate": 1, "large": 2}
@@ -218,21 +212,6 @@ def _qualified_share(claim: Claim, ev: FindingEvidence) -> float | None:
     if claim.severity in _LEVEL and ev.severity:
         return sum(v for k, v in ev.severity.items() if _LEVEL.get(k, -1) >= _LEVEL[claim.severity])
     return None
-
-
-def _claim_scores(claim: Claim, ev: FindingEvidence | None) -> dict[str, float]:
-    """The score of each check that applies to ``claim`` (> 0 = that check raises its flag)."""
-    if ev is None or claim.value == -1:
-        return {}
-    margin = _logit(ev.threshold) - _logit(ev.probability)
-    if claim.value == 0:  # raised only when flagged, P ≥ 0.5 and (for "no large / left X") most mass there
-        qualified = _qualified_share(claim, ev)
-        return {"present": min(-margin, _logit(ev.probability), _logit(1.0 if qualified is None else qualified))}
-    out = {"absent": margin}
-    side = _attribute_check(claim.side if claim.side in ("left", "right", "bilateral") else None, ev.side, "side")
-    sev = _attribute_check(claim.severity, ev.severity, "severity")
-    out |= {k: g[0] for k, g in (("side", side), ("severity", sev)) if g is not None}
-    return out
 
 
 def _evidence_for(claim: Claim, f: ImageFindings) -> tuple[FindingEvidence | None, str]:
@@ -253,8 +232,7 @@ def check_report(
         for c in s.claims:
             if c.value != 0:
                 mentioned |= {c.finding, (c.device or _ANY_DEVICE) if c.finding == "Support Devices" else c.finding}
-            ev, head = _evidence_for(c, findings)
-            checks.append(dataclasses.replace(_judge(c, ev, head), scores=_claim_scores(c, ev)))
+            checks.append(_judge(c, *_evidence_for(c, findings)))
         flags = {c.flag for c in checks}
         flag = "contradicted" if "contradicted" in flags else ("supported" if "supported" in flags else "unverifiable")
         out.append(SentenceCheck(s.index, s.text, flag, tuple(checks)))

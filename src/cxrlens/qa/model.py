@@ -296,15 +296,15 @@ class QAModel:
             self._backbone = load_backbone(spec, workspace=self.workspace)
         return self._backbone
 
-    def encode_images(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
-        """Image files (PNG/JPEG/DICOM) → ``(X (N, 6·D), patches (N, T, D))`` through the store's backbone and
-        layer. Raises :class:`BadInputError` naming the first unreadable file."""
+    def encode_gray(self, images_HW: Sequence[np.ndarray], names: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Grayscale [0, 1] images (any sizes) → ``(X (N, 6·D), patches (N, T, D))`` through the store's backbone
+        and layer; ``names`` label the error when an image encodes to another grid."""
         bb = self.backbone
         layer, grid = self.meta["layer"], self.grid
         pooled_tok = self.meta["pooled_stream"].rsplit("/", 1)[1]
         xs, ps = [], []
-        for path in paths:
-            gray = np.asarray(load_image(Path(path)), np.float32)
+        for k, gray in enumerate(images_HW):
+            path = names[k] if k < len(names) else None
             with torch.inference_mode():
                 x = bb.preprocess(torch.as_tensor(gray[None], dtype=torch.float32))
                 out = bb.encode(x, layers=[layer], tokens=(pooled_tok, "patch"))
@@ -316,9 +316,16 @@ class QAModel:
             ps.append(patch)
         return np.concatenate(xs), np.concatenate(ps)
 
+    def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
+        """Image files (PNG/JPEG/DICOM) → grayscale [0, 1] arrays; :class:`BadInputError` names a bad file."""
+        return [np.asarray(load_image(Path(p)), np.float32) for p in paths]
+
+    def findings_for_gray(self, images_HW: Sequence[np.ndarray], names: Sequence[str] = ()) -> list[ImageFindings]:
+        X, P = self.encode_gray(images_HW, names)
+        return self.findings_for(X, P, [str(n) for n in names])
+
     def findings_for_images(self, paths: Sequence[str | Path]) -> list[ImageFindings]:
-        X, P = self.encode_images(paths)
-        return self.findings_for(X, P, [str(p) for p in paths])
+        return self.findings_for_gray(self.load_images(paths), [str(p) for p in paths])
 
 
 # ------------------------------------------------------------------------------------------------------ training
