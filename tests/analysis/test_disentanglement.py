@@ -102,3 +102,35 @@ def test_collapsed_dims_do_not_vote(factors: np.ndarray) -> None:
     sampler = ConditionalCodes(codes, factors, tuple(f"f{i}" for i in range(F)))
     res = factor_vae_score(sampler, CFG)
     assert res["active_dims"] == F and res["eval_accuracy"] > 0.95
+
+
+def test_stage_sampler_draws_like_the_sprites_dataset(workspace, monkeypatch) -> None:
+    """`analyze disentangle` renders interventional batches with the dataset's `vary` and `p_present`: a VAE
+    trained on sprites that vary only some factors is scored on sprites of that kind, not on all-factor sprites."""
+    import torch
+
+    from cxrlens.analysis import stages
+    from cxrlens.analysis.vae import VAEConfig, save_vae, train_vae
+    from cxrlens.data.phantom.datasets import SPRITE_NEUTRAL, SpritesConfig, run_data_build_sprites
+
+    torch.set_num_threads(1)
+    vary = ("rotation", "edema.present")
+    run_data_build_sprites(workspace, SpritesConfig(n=4, size=32, p_present=0.5, vary=vary), name="few", workers=1)
+    run_data_build_sprites(workspace, SpritesConfig(n=4, size=32), name="all", workers=1)
+    cfg = VAEConfig(image_size=32, latent_channels=3, width=8, steps=1, batch_size=4)
+    save_vae(train_vae(torch.rand(8, 32, 32), cfg), workspace.analysis("v") / "model.safetensors")
+    real_sample, calls = stages.sample, []
+
+    def spy(fixed, n, **kw):
+        calls.append(kw)
+        return real_sample(fixed, n, **kw)
+
+    monkeypatch.setattr(stages, "sample", spy)
+    sampler = stages._interventional_sampler(workspace, "vae:v", vary, {}, "few")
+    codes = sampler.fixed(0, 6, np.random.default_rng(0))
+    assert codes.shape == (6, 3)
+    assert calls[-1]["vary"] == vary and calls[-1]["p_present"] == 0.5
+    _, factors = real_sample(None, 6, **calls[-1])
+    assert (factors["scale"] == SPRITE_NEUTRAL["scale"]).all() and (factors["anatomy"] == 0).all()
+    stages._interventional_sampler(workspace, "vae:v", vary, {}, "all").free(4, np.random.default_rng(0))
+    assert calls[-1]["vary"] is None and calls[-1]["p_present"] == 0.25

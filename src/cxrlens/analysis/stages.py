@@ -43,7 +43,7 @@ from cxrlens.data.store import read_studies
 from cxrlens.errors import BadInputError
 from cxrlens.figures import new_figure, save_png
 from cxrlens.files import atomic_write_json, atomic_write_parquet
-from cxrlens.workspace import Artefact, StageResult, Workspace, open_artefact, run_stage
+from cxrlens.workspace import Artefact, StageResult, Workspace, open_artefact, read_manifest, run_stage
 
 __all__ = [
     "AnalyzeDisentangleConfig",
@@ -281,19 +281,30 @@ class AnalyzeDisentangleConfig:
     threads: int = 1
 
 
+def _sprites_sampling(ws: Workspace, dataset: str) -> dict[str, Any]:
+    """``p_present`` and ``vary`` of the sprites dataset's build config (the sampler draws what the dataset drew)."""
+    manifest = read_manifest(ws.dataset(dataset))
+    conf = manifest.config if manifest is not None else {}
+    vary = conf.get("vary")
+    return {"p_present": float(conf.get("p_present", 0.25)), "vary": tuple(vary) if vary is not None else None}
+
+
 def _interventional_sampler(
-    ws: Workspace, source: str, factor_names: tuple[str, ...], cache: dict[tuple, torch.Tensor]
+    ws: Workspace, source: str, factor_names: tuple[str, ...], cache: dict[tuple, torch.Tensor], dataset: str
 ):
-    """BetaVAE/FactorVAE codes from freshly rendered sprites. Renders are cached by (n, fixed, seed): every VAE of
-    one run draws the same sequence of requests (same metric seed), so each batch is rendered once per run."""
+    """BetaVAE/FactorVAE codes from freshly rendered sprites, drawn like ``dataset`` (its ``p_present`` and, for a
+    dataset that varies only some factors, the same factors held). Renders are cached by (n, fixed, seed): every VAE
+    of one run draws the same sequence of requests (same metric seed), so each batch is rendered once per run."""
 
     trained = load_vae(ws.analysis(source.partition(":")[2]) / "model.safetensors")
     size = trained.cfg.image_size
+    drawn = _sprites_sampling(ws, dataset)
 
     def sample_images(n: int, fixed, seed: int) -> torch.Tensor:
         key = (n, tuple(sorted((fixed or {}).items())), seed, size)
         if key not in cache:
-            cache[key] = torch.from_numpy((sample(fixed, n, seed=seed, size=size)[0] * 255).round().astype(np.uint8))
+            images = sample(fixed, n, seed=seed, size=size, **drawn)[0]
+            cache[key] = torch.from_numpy((images * 255).round().astype(np.uint8))
         return cache[key].float() / 255
 
     def encode_pooled(images: torch.Tensor) -> np.ndarray:
@@ -317,7 +328,7 @@ def run_analyze_disentangle(
             fmat, discrete = factor_matrix(load_factors(ws, cfg.dataset, studies), cfg.factors)
             sampler = None
             if cfg.interventional and source.startswith("vae:"):
-                sampler = _interventional_sampler(ws, source, cfg.factors, renders)
+                sampler = _interventional_sampler(ws, source, cfg.factors, renders, cfg.dataset)
             rows.append(
                 disentanglement_report(
                     source, codes.codes_ND, fmat, cfg.factors, sampler=sampler, discrete=discrete, cfg=cfg.metrics

@@ -83,6 +83,11 @@ def build_sprites_cmd(
     p_present: float = config_option(
         SpritesConfig, "p_present", help="Probability that each finding kind is present (independently)."
     ),
+    vary: str | None = typer.Option(
+        None,
+        help="Comma-separated factors that vary (e.g. 'rotation,scale,edema.present'); every other factor is held "
+        "at its neutral value (cxrlens.data.phantom.datasets.SPRITE_NEUTRAL) \\[default: all: every factor varies].",
+    ),
     name: str = typer.Option("cxr-sprites", help="Dataset name in the workspace."),
     workers: int | None = WORKERS_OPTION,
     workspace: Path | None = WORKSPACE_OPTION,
@@ -90,8 +95,13 @@ def build_sprites_cmd(
 ) -> None:
     """Phantoms whose factors are sampled independently on a documented grid, with templated reports."""
     from cxrlens.data.phantom.datasets import run_data_build_sprites
+    from cxrlens.errors import BadInputError
 
-    cfg = SpritesConfig(n=n, size=size, seed=seed, p_present=p_present)
+    factors = None if vary is None or vary.strip() == "all" else tuple(f.strip() for f in vary.split(",") if f.strip())
+    try:
+        cfg = SpritesConfig(n=n, size=size, seed=seed, p_present=p_present, vary=factors)
+    except ValueError as err:
+        raise BadInputError(None, f"--vary: {err}") from None
     result = run_data_build_sprites(open_workspace(workspace), cfg, name=name, force=force, workers=workers)
     print_stage_result(result, f"dataset {name}")
     print_phantom_summary(result, "cxr-sprites")

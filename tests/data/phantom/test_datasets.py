@@ -11,6 +11,7 @@ import pytest
 from cxrlens.data.phantom import ImageSpec, read_label_masks
 from cxrlens.data.phantom.datasets import (
     SPRITE_GRID,
+    SPRITE_NEUTRAL,
     IUPhantomConfig,
     SpritesConfig,
     mesh_to_findings,
@@ -43,6 +44,49 @@ def test_sampler_rejects_unknown_factors_and_off_grid_values():
         sample({"pleural_effusion.colour": "red"}, n=2, size=32)
     with pytest.raises(ValueError, match="no grid value"):
         sample({"pleural_effusion.side": "up"}, n=2, size=32)
+
+
+def test_vary_holds_every_other_factor_at_its_neutral_value():
+    vary = ("rotation", "edema.present")
+    _, factors = sample(None, n=40, seed=5, size=32, vary=vary, p_present=0.5)
+    _, everything = sample(None, n=40, seed=5, size=32, p_present=0.5)
+    for key in vary:  # the varied factors vary, with the same draws as when everything varies
+        assert factors[key].nunique() > 1
+        assert factors[key].tolist() == everything[key].tolist()
+    for key, val in SPRITE_NEUTRAL.items():  # side/zone/severity of an absent kind are not drawn (nor recorded)
+        if key not in vary and ("." not in key or key.endswith(".present")):
+            assert (factors[key] == val).all(), key
+    _, effusions = sample({"pleural_effusion.present": 1}, n=6, seed=0, size=32, vary=("rotation",))
+    for attr in ("side", "severity"):  # a present kind whose attributes do not vary has them at the neutral value
+        assert (effusions[f"pleural_effusion.{attr}"] == SPRITE_NEUTRAL[f"pleural_effusion.{attr}"]).all()
+    assert everything["anatomy"].nunique() > 1 and everything["exposure"].nunique() > 1
+    # nothing varies: the images differ by render noise only, far less than sprites with every factor free
+    held, _ = sample(None, n=16, seed=1, size=32, vary=())
+    free, _ = sample(None, n=16, seed=1, size=32)
+    assert held.mean(0).std() > 0.05 and held.std(0).mean() < 0.5 * free.std(0).mean()
+    # fixing a factor still wins over its neutral value
+    _, fixed = sample({"exposure": 0.5}, n=4, seed=0, size=32, vary=("rotation",))
+    assert (fixed["exposure"] == 0.5).all() and (fixed["scale"] == SPRITE_NEUTRAL["scale"]).all()
+
+
+def test_vary_rejects_unknown_factors():
+    with pytest.raises(ValueError, match="unknown factor"):
+        sample(None, n=2, size=32, vary=("rotation", "colour"))
+    with pytest.raises(ValueError, match="unknown factor"):
+        SpritesConfig(vary=("colour",))
+    with pytest.raises(ValueError, match="twice"):
+        SpritesConfig(vary=("scale", "scale"))
+    assert SpritesConfig().vary is None  # the default dataset varies every factor
+
+
+def test_build_sprites_with_vary_records_it(workspace):
+    res = run_data_build_sprites(workspace, SpritesConfig(n=8, size=32, vary=("scale", "anatomy")), workers=1)
+    factors = pd.read_parquet(res.path / "factors.parquet")
+    assert factors["scale"].nunique() > 1 and (factors["exposure"] == SPRITE_NEUTRAL["exposure"]).all()
+    assert res.manifest.config["vary"] == ["scale", "anatomy"] and res.manifest.extra["vary"] == ["scale", "anatomy"]
+    assert res.manifest.extra["held"]["rotation"] == 0.0 and "scale" not in res.manifest.extra["held"]
+    default = run_data_build_sprites(workspace, SpritesConfig(n=8, size=32), name="all", workers=1)
+    assert "vary" not in default.manifest.extra
 
 
 def test_mesh_tags_become_findings_with_locations():
@@ -180,3 +224,10 @@ def test_cli_builds_sprites(tmp_path):
     proc = run_cli("data", "build", "sprites", "--n", "6", "--size", "48", "--workers", "1", "-w", str(tmp_path / "w"))
     assert proc.returncode == 0, proc.stderr
     assert "cxr-sprites" in proc.stdout and (tmp_path / "w" / "datasets" / "cxr-sprites" / "factors.parquet").exists()
+    common = ("--n", "6", "--size", "32", "--workers", "1", "-w", str(tmp_path / "w"), "--name", "few")
+    bad = run_cli("data", "build", "sprites", "--vary", "rotation,colour", *common)
+    assert bad.returncode == 2 and "colour" in bad.stderr
+    proc = run_cli("data", "build", "sprites", "--vary", "rotation, scale", *common)
+    assert proc.returncode == 0, proc.stderr
+    factors = pd.read_parquet(tmp_path / "w" / "datasets" / "few" / "factors.parquet")
+    assert (factors["exposure"] == SPRITE_NEUTRAL["exposure"]).all() and factors["rotation"].nunique() > 1

@@ -52,6 +52,7 @@ from cxrlens.parallel import imap_processes
 __all__ = [
     "IMAGE_GRID",
     "SPRITE_GRID",
+    "SPRITE_NEUTRAL",
     "IUPhantomConfig",
     "SpritesConfig",
     "iu_phantom_tables",
@@ -101,9 +102,40 @@ with probability ``p_present`` (default 0.25), every other factor uniformly; sid
 are sampled but have no effect."""
 
 
+def _neutral(key: str, values: tuple[Any, ...]) -> Any:
+    """The dataclass default of ``key`` (ImageSpec / FindingSpec field) when it is on the grid, else the middle
+    grid value; ``<kind>.present`` is 0."""
+    name = key.rpartition(".")[2]
+    if name == "present":
+        return 0
+    cls = FindingSpec if "." in key else ImageSpec
+    default = next((f.default for f in dataclasses.fields(cls) if f.name == name), None)
+    return default if default in values else values[len(values) // 2]
+
+
+SPRITE_NEUTRAL: dict[str, Any] = {"anatomy": 0, **{k: _neutral(k, v) for k, v in SPRITE_GRID.items()}}
+"""The value each factor is held at when a sprites dataset varies only some factors (``vary``): anatomy 0, findings
+absent, every other factor at its ``ImageSpec``/``FindingSpec`` default when that is on the grid, else at the middle
+grid value (PA, CTR 0.42, exposure 0, contrast 1, noise 0.35, blur 0.5, no rotation/shift, scale 1, marker L,
+markings 0)."""
+
+
 def _atlas_size() -> int:
 
     return len(lung_atlas()[0])
+
+
+def _check_vary(vary: Sequence[str] | None) -> None:
+    if vary is None:
+        return
+    unknown = [k for k in vary if k not in SPRITE_NEUTRAL]
+    if unknown:
+        raise ValueError(
+            f"unknown factor(s) to vary: {', '.join(map(repr, unknown))}; see "
+            "cxrlens.data.phantom.datasets.SPRITE_GRID (plus 'anatomy')"
+        )
+    if len(set(vary)) != len(vary):
+        raise ValueError(f"factors to vary are listed twice: {list(vary)}")
 
 
 def _spec_from_factors(values: Mapping[str, Any]) -> ImageSpec:
@@ -115,10 +147,18 @@ def _spec_from_factors(values: Mapping[str, Any]) -> ImageSpec:
 
 
 def sample_specs(
-    n: int, seed: int = 0, fixed: Mapping[str, Any] | None = None, p_present: float = 0.25
+    n: int,
+    seed: int = 0,
+    fixed: Mapping[str, Any] | None = None,
+    p_present: float = 0.25,
+    vary: Sequence[str] | None = None,
 ) -> tuple[list[ImageSpec], list[int]]:
     """``n`` sprite specs with factors drawn independently from :data:`SPRITE_GRID` (``fixed`` overrides), and a
-    per-image render seed. Raises ``ValueError`` for an unknown factor or a value off the grid."""
+    per-image render seed. ``vary`` (``None`` = all): only these factors (names of :data:`SPRITE_GRID` or
+    ``anatomy``) are sampled, every other one is held at :data:`SPRITE_NEUTRAL`; the random draws are the same as
+    with ``vary=None``, so a varied factor takes the same values in both. Raises ``ValueError`` for an unknown
+    factor or a value off the grid."""
+    _check_vary(vary)
     fixed = dict(fixed or {})
     n_atlas = _atlas_size()
     for key, val in fixed.items():
@@ -138,6 +178,9 @@ def sample_specs(
         else:
             cols[key] = np.asarray(values, dtype=object)[rng.integers(0, len(values), n)]
     seeds = rng.integers(0, 2**31 - 1, n)
+    if vary is not None:
+        for key in cols.keys() - set(vary):
+            cols[key] = np.full(n, SPRITE_NEUTRAL[key], dtype=object)
     specs = []
     for i in range(n):
         values = {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in cols.items()}
@@ -282,17 +325,23 @@ class SpritesConfig:
     Attributes:
         n: number of images; size: pixels (32 … 512); seed: sampling and render seed;
         p_present: probability that each finding kind is present (independently).
+        vary: the factors that vary (names of :data:`SPRITE_GRID` or ``anatomy``); every other one is held at
+            :data:`SPRITE_NEUTRAL`. ``None`` (default) = all of them.
     """
 
     n: int = 2000
     size: int = 224
     seed: int = 0
     p_present: float = 0.25
+    vary: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_vary(self.vary)
 
 
 def sprites_tables(config: SpritesConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(studies, factors) of the sprites dataset, without rendering."""
-    specs, seeds = sample_specs(config.n, config.seed, p_present=config.p_present)
+    specs, seeds = sample_specs(config.n, config.seed, p_present=config.p_present, vary=config.vary)
     ids = [f"sprite-{i:06d}" for i in range(config.n)]
     factors = pd.DataFrame(
         [{"image_id": i, "seed": s, **sp.to_row()} for i, s, sp in zip(ids, seeds, specs, strict=True)]
@@ -333,6 +382,9 @@ def run_data_build_sprites(
     def load() -> LoadedDataset:
         studies, factors = sprites_tables(config)
         extra = {"grid": {k: list(v) for k, v in SPRITE_GRID.items()}, **_mask_meta(config.size)}
+        if config.vary is not None:
+            extra["vary"] = list(config.vary)
+            extra["held"] = {k: v for k, v in SPRITE_NEUTRAL.items() if k not in config.vary}
         return LoadedDataset(studies, {"factors": factors}, (), (), extra)
 
     return _import_rendered(workspace, name, "data.build.sprites", config, load, force, workers)
@@ -384,16 +436,23 @@ def _check_size(size: int) -> None:
 
 
 def sample(
-    fixed: Mapping[str, Any] | None = None, n: int = 64, *, seed: int = 0, size: int = 64, p_present: float = 0.25
+    fixed: Mapping[str, Any] | None = None,
+    n: int = 64,
+    *,
+    seed: int = 0,
+    size: int = 64,
+    p_present: float = 0.25,
+    vary: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Interventional sampler for BetaVAE/FactorVAE-style scores: ``n`` sprites whose factors are all sampled
     independently from :data:`SPRITE_GRID` except those in ``fixed`` (``{factor: grid value}``), which are held.
+    ``vary`` restricts the sampled factors as in :func:`sample_specs` (use the dataset's ``SpritesConfig.vary``).
 
     Returns:
         images: (n, size, size) float32 in [0, 1]; factors: (n, …) flat factor rows (as in ``factors.parquet``).
     """
 
-    specs, seeds = sample_specs(n, seed, fixed, p_present)
+    specs, seeds = sample_specs(n, seed, fixed, p_present, vary)
     images = np.stack([render(sp, size, s).image for sp, s in zip(specs, seeds, strict=True)])
     factors = pd.DataFrame([{"seed": s, **sp.to_row()} for sp, s in zip(specs, seeds, strict=True)])
     return images, factors
