@@ -142,8 +142,8 @@ def upstream_of(
     interpret: str = "",
 ) -> dict[str, str]:
     """The artefacts an analysis reads, with their identities (for :func:`cxrlens.workspace.stage_hash`): its
-    dataset, every latent source / model spec (``vae:…``, ``activations:…``, ``sae:…``, ``lt-vit:…``) and the named
-    VAE / LT-ViT / interpretation runs. A rebuilt input under the same name then redoes the analysis."""
+    dataset, every latent source / model spec (``vae:…``, ``activations:…``, ``sae:…``, ``lt-vit:…``, ``qa:…``)
+    and the named VAE / LT-ViT / interpretation runs. A rebuilt input under the same name then redoes the analysis."""
 
     paths = [ws.dataset(dataset)] if dataset else []
     for spec in sources:
@@ -155,6 +155,8 @@ def upstream_of(
             paths.append(ws.lt_vit(parts[0]))
         elif kind == "activations":
             paths.append(ws.activations(parts[0]))
+        elif kind == "qa":
+            paths.append(ws.qa(parts[0]))
         elif kind == "sae" and len(parts) >= 2:
             paths += [ws.sae(parts[0]), ws.activations(parts[1])]
     paths += [ws.analysis(vae)] if vae else []

@@ -15,6 +15,7 @@ from torch import nn
 from cxrlens.analysis.data import SPRITE_FACTORS, factor_matrix, load_factors, load_images, upstream_of
 from cxrlens.analysis.masking import MaskingConfig, difference_figure, fit_factor_reader, mask_channel, masking_effects
 from cxrlens.analysis.tcav import LayerProbe, TCAVConfig, run_tcav, tcav_plot
+from cxrlens.analysis.tcav_qa import QAPresenceLogits
 from cxrlens.analysis.vae import decode, encode, latent_activity, load_vae
 from cxrlens.backbones.registry import load_backbone
 from cxrlens.config import save_toml
@@ -27,15 +28,18 @@ from cxrlens.interpret.heatmaps import heatmap_sanity
 from cxrlens.interpret.run import read_interpretation
 from cxrlens.labeltokens.grounding import compute_maps, randomisation_groups
 from cxrlens.labeltokens.run import load_run_models
+from cxrlens.qa.model import load_qa_model
 from cxrlens.sae.io import load_sae
 from cxrlens.saliency.sanity import SanityConfig, cascading_randomization, sanity_plot, sanity_table
 from cxrlens.workspace import StageResult, Workspace, read_manifest, run_stage
 
 __all__ = [
+    "MODEL_SPECS",
     "AnalyzeMaskConfig",
     "AnalyzeSanityConfig",
     "AnalyzeTCAVConfig",
     "parse_concept",
+    "parse_model",
     "run_analyze_mask",
     "run_analyze_sanity",
     "run_analyze_tcav",
@@ -149,24 +153,44 @@ class _LTLogits(nn.Module):
         return self.model(self.pre(x_NSS)).logits
 
 
-def _load_classifier(ws: Workspace, spec: str) -> tuple[nn.Module, tuple[str, ...], int]:
-    kind, _, rest = spec.partition(":")
-    if kind != "lt-vit":
-        raise BadInputError(None, f"model {spec!r}: expected lt-vit:<run>[:label-tokens|cls]")
+MODEL_SPECS = "lt-vit:<run>[:label-tokens|cls] or qa:<run>"
+"""The classifier sources ``cxrlens analyze tcav --model`` accepts."""
 
+
+def parse_model(spec: str) -> tuple[str, str, str]:
+    """``lt-vit:<run>[:label-tokens|cls]`` or ``qa:<run>`` → (kind, run, which); a bad spec is a one-line
+    :class:`BadInputError`."""
+    kind, _, rest = spec.partition(":")
     run, _, which = rest.partition(":")
+    ok = bool(run) and (
+        (kind == "qa" and ":" not in rest) or (kind == "lt-vit" and which in ("", "label-tokens", "cls"))
+    )
+    if not ok:
+        raise BadInputError(None, f"model {spec!r}: expected {MODEL_SPECS}")
+    return kind, run, which
+
+
+def _load_classifier(ws: Workspace, spec: str) -> tuple[nn.Module, tuple[str, ...], int | None, dict[str, str]]:
+    """(module, its logit labels, image side to load images at — None: the dataset's own size —, layer aliases)."""
+    kind, run, which = parse_model(spec)
+    if kind == "qa":
+        qa = QAPresenceLogits(load_qa_model(ws, run))
+        return qa, qa.labels, None, qa.layer_modules
     models = load_run_models(ws, run)
     which = which or "label-tokens"
     if which not in models:
         raise BadInputError(ws.lt_vit(run), f"run has no {which!r} model; it has {', '.join(models)}")
     lt = models[which].eval()
-    return _LTLogits(lt), tuple(lt.cfg.labels), int(lt.cfg.image_size)
+    return _LTLogits(lt), tuple(lt.cfg.labels), int(lt.cfg.image_size), {}
 
 
 @dataclass(frozen=True)
 class AnalyzeTCAVConfig:
     """``cxrlens analyze tcav``: TCAV of ``classes`` of a classifier for ``concepts`` at ``layer``.
 
+    ``model`` is ``lt-vit:<run>[:label-tokens|cls]`` (``layer`` a module name, e.g. ``model.blocks.2``) or
+    ``qa:<run>``, the calibrated presence heads of ``cxrlens qa train`` on their backbone
+    (:class:`~cxrlens.analysis.tcav_qa.QAPresenceLogits`; ``layer`` a backbone layer, ``block.0`` … or ``final``).
     A random-set concept (``random-control``) is always added: it must come out not significant. Each concept keeps
     up to ``concept_pool`` matching images; every CAV draws ``set_size`` of them.
     """
@@ -200,12 +224,24 @@ def _folder_images(path: str, size: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+def _native_size(ws: Workspace, dataset: str) -> int:
+    """Side of the dataset's first image (images of another size are area-resized to it)."""
+    studies = read_studies(ws, dataset)
+    if studies.empty:
+        raise BadInputError(ws.dataset(dataset), "the dataset has no images")
+    return int(max(np.asarray(load_image(image_file(ws.dataset(dataset), str(studies["image_path"].iloc[0])))).shape))
+
+
 def run_analyze_tcav(ws: Workspace, cfg: AnalyzeTCAVConfig, run: str, *, force: bool = False) -> StageResult:
+    parse_model(cfg.model)
 
     def build(tmp: Path) -> dict[str, Any]:
         _threads(cfg.threads)
-        model, labels, size = _load_classifier(ws, cfg.model)
-        images, studies = load_images(ws, cfg.dataset, size, split=cfg.split)
+        model, labels, size, aliases = _load_classifier(ws, cfg.model)
+        if aliases and cfg.layer not in aliases:
+            raise BadInputError(None, f"layer {cfg.layer!r}: {cfg.model} has layers {', '.join(aliases)}")
+        images, studies = load_images(ws, cfg.dataset, size or _native_size(ws, cfg.dataset), split=cfg.split)
+        size = int(images.shape[-1])
         factors = load_factors(ws, cfg.dataset, studies)
         rng = np.random.default_rng(cfg.tcav.seed)
         concepts: dict[str, torch.Tensor] = {}
@@ -233,8 +269,9 @@ def run_analyze_tcav(ws: Workspace, cfg: AnalyzeTCAVConfig, run: str, *, force: 
             pos = np.flatnonzero((studies[cls] == 1).to_numpy())
             pick = rng.choice(pos, min(cfg.class_examples, len(pos)), replace=False)
             class_inputs[cls] = (labels.index(cls), images[pick])
-        probe = LayerProbe(model, cfg.layer, batch_size=cfg.tcav.batch_size)
+        probe = LayerProbe(model, aliases.get(cfg.layer, cfg.layer), batch_size=cfg.tcav.batch_size)
         table = run_tcav(probe, class_inputs, concepts, images, cfg.tcav, set_size=cfg.set_size)
+        table["layer"] = cfg.layer
         atomic_write_parquet(tmp / "tcav.parquet", table)
         scalar = table.drop(columns=["scores", "null_scores"])
         atomic_write_json(tmp / "tcav.json", {"alpha": cfg.tcav.alpha, "rows": scalar.to_dict("records")})

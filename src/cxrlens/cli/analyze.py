@@ -306,8 +306,17 @@ def mask_cmd(
 def tcav_cmd(
     concepts: list[str] = typer.Option(..., "--concept", "-c", help="name=column==value or name=folder:/dir."),
     classes: str = config_csv_option(AnalyzeTCAVConfig, "classes", help="Comma-separated class labels of the model."),
-    model: str = config_option(AnalyzeTCAVConfig, "model", help="lt-vit:<run>\\[:label-tokens|cls]."),
-    layer: str = config_option(AnalyzeTCAVConfig, "layer", help="Module name of the layer (e.g. model.blocks.2)."),
+    model: str = config_option(
+        AnalyzeTCAVConfig,
+        "model",
+        help="lt-vit:<run>\\[:label-tokens|cls], or qa:<run>: the calibrated presence heads of `cxrlens qa train` "
+        "on their backbone (one logit per finding with a head).",
+    ),
+    layer: str = config_option(
+        AnalyzeTCAVConfig,
+        "layer",
+        help="lt-vit: module name of the layer (e.g. model.blocks.2); qa: backbone layer (block.0 … or final).",
+    ),
     dataset: str = _dataset_option(AnalyzeTCAVConfig),
     split: str = config_option(
         AnalyzeTCAVConfig, "split", help="Split supplying class examples, concept examples and random sets."
