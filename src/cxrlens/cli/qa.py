@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cxrlens.cli.common import (
@@ -130,20 +131,20 @@ def ask(
         return
     conf = "–" if ans.confidence is None else f"{ans.confidence:.2f}"
     console.print(
-        f"[bold]Q[/bold] {question}\n[dim]parsed: {q.kind}"
+        f"[bold]Q[/bold] {escape(question)}\n[dim]parsed: {q.kind}"
         f"{', ' + (q.device or q.finding or '') if (q.device or q.finding) else ''}"
         f"{', side ' + q.side if q.side else ''}{', ' + q.severity if q.severity else ''}"
         f"{'' if q.polarity else ', inverted'}[/dim]"
     )
-    console.print(f"[bold]A[/bold] {ans.answer}  (confidence {conf})\n  {ans.text}", highlight=False)
+    console.print(f"[bold]A[/bold] {ans.answer}  (confidence {conf})\n  {escape(ans.text)}", highlight=False)
     if llm is not None:
         said = phrased or "(no phrasing: the request failed or the question was not answered)"
-        console.print(f"  [dim]phrased by {llm.model}:[/dim] {said}", highlight=False)
+        console.print(f"  [dim]phrased by {escape(llm.model)}:[/dim] {escape(said)}", highlight=False)
     for e in ans.evidence:
         if "features" in e:
             for f in e["features"] or [{"feature": "–", "description": "no active feature tracks this finding"}]:
                 console.print(
-                    f"  [dim]evidence[/dim] SAE feature {f['feature']}: {f['description']}"
+                    f"  [dim]evidence[/dim] SAE feature {f['feature']}: {escape(str(f['description']))}"
                     + (
                         f" (activation {f['activation']}, threshold {f['threshold']}, AUC {f['auc']})"
                         if "auc" in f
@@ -152,7 +153,7 @@ def ask(
                     highlight=False,
                 )
             continue
-        extra = "".join(f"  {k}: {json.dumps(e[k])}" for k in ("side", "severity", "heatmap") if k in e)
+        extra = escape("".join(f"  {k}: {json.dumps(e[k])}" for k in ("side", "severity", "heatmap") if k in e))
         console.print(
             f"  [dim]evidence[/dim] {e['head']}: P {e['probability']:.3f}, threshold {e['threshold']:.3f}"
             f"{', head test AUC ' + str(e['head_test_auc']) if 'head_test_auc' in e else ''}{extra}",
