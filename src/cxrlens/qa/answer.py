@@ -16,8 +16,9 @@ Decision rules (documented, not tuned on test):
 * laterality / severity / device position: the most probable class of the side / severity head (the question
   presupposes the finding), confidence = its probability given the finding is present; when the model does not
   call the finding present the text says so and the evidence shows P.
-* findings: the findings called present *and* more likely than not (calibrated P ≥ 0.5), most probable first, or
-  "no finding"; normal: the ``normal`` head.
+* findings: the findings called present *and* more likely than not (calibrated P ≥ 0.5), most probable first
+  (confidence: that of the least confident item), or "no finding" (confidence: the ``normal`` head's P); normal:
+  the ``normal`` head.
 * unsupported questions, and questions about a finding or device the model has no head for, get
   ``answer = "cannot answer"`` with ``confidence = None`` and the reason — never a confident guess.
 """
@@ -130,8 +131,8 @@ def _presence(q: Question, f: ImageFindings) -> Answer:
     if yes and p < 0.5:  # flagged by the operating threshold, but not more likely than not: say so
         answer = "possible" if q.polarity else "possibly not"
         text = (
-            f"Possibly: {said} is flagged (P = {p:.2f} is above the operating threshold "
-            f"{ev.threshold:.2f}) but less likely than not."
+            f"Possibly: {said} is flagged (P = {p:.2f}; operating threshold {ev.threshold:.2f}) but less likely "
+            "than not."
         )
     else:
         answer = ("yes" if yes else "no") if q.polarity else ("no" if yes else "yes")
@@ -167,8 +168,8 @@ def _findings(q: Question, f: ImageFindings) -> Answer:
     # balanced-accuracy threshold of a yes/no question would list every rare finding with a low probability
     pos = [e for e in f.positives() if e.probability >= 0.5]
     recs = tuple(evidence_record(e, f"presence/{e.name}") for e in pos)
-    if not pos:
-        conf = float(np.prod([1 - e.probability for e in f.findings.values()])) if f.findings else None
+    if not pos:  # confidence: the calibrated normal-study head, when the model has one
+        conf = f.normal.probability if f.normal is not None else None
         return Answer(q, "no finding", "No finding is called present.", conf, recs)
     listed = "; ".join(f"{e.name} ({e.probability:.2f})" for e in pos)
     conf = float(min(e.confidence for e in pos))
