@@ -85,3 +85,41 @@ def test_welch_matches_scipy_and_handles_constant_samples() -> None:
     t_stat, p = welch_t_test(np.ones(20), rng.normal(0.5, 0.1, 20))
     assert t_stat > 10 and p < 1e-10
     assert welch_t_test(np.ones(5), np.ones(5)) == (0.0, 1.0)
+
+
+class _Tokens(torch.nn.Module):
+    """(N, T·D) → tokens (N, T, D) → a nonlinear logit: a token layer to probe with pool="mean"."""
+
+    def __init__(self, t: int = 5, d: int = 4) -> None:
+        super().__init__()
+        self.t, self.d = t, d
+        self.tokens = torch.nn.Linear(d, d)
+        torch.nn.init.eye_(self.tokens.weight)
+        torch.nn.init.zeros_(self.tokens.bias)
+        self.w = torch.nn.Parameter(torch.randn(d, 2, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tok = self.tokens(x.view(-1, self.t, self.d))
+        return torch.tanh(tok @ self.w).sum(1)
+
+
+def test_mean_pooled_probe_gives_token_means_and_the_derivative_of_adding_the_cav_to_every_token() -> None:
+    model = _Tokens()
+    x = torch.randn(6, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    probe = LayerProbe(model, "tokens", pool="mean")
+    acts = probe.activations(x)
+    np.testing.assert_allclose(acts, x.view(6, 5, 4).mean(1).double().numpy(), rtol=1e-6)
+    grads = probe.gradients(x, 1)
+    assert grads.shape == (6, 4)
+    v = np.array([0.3, -0.2, 0.5, 0.1])
+    eps = 1e-3
+    handle = model.tokens.register_forward_hook(lambda _m, _i, out: out + eps * torch.tensor(v, dtype=out.dtype))
+    with torch.no_grad():
+        shifted = model(x)  # the layer's output with eps·v added to every token
+    handle.remove()
+    with torch.no_grad():
+        fd = ((shifted - model(x))[:, 1] / eps).double().numpy()
+    np.testing.assert_allclose(grads @ v, fd, rtol=2e-2, atol=1e-3)
+    assert LayerProbe(model, "tokens").activations(x).shape == (6, 20)  # flatten stays the default
+    with pytest.raises(ValueError, match="pool"):
+        TCAVConfig(pool="max")

@@ -269,7 +269,7 @@ def run_analyze_tcav(ws: Workspace, cfg: AnalyzeTCAVConfig, run: str, *, force: 
             pos = np.flatnonzero((studies[cls] == 1).to_numpy())
             pick = rng.choice(pos, min(cfg.class_examples, len(pos)), replace=False)
             class_inputs[cls] = (labels.index(cls), images[pick])
-        probe = LayerProbe(model, aliases.get(cfg.layer, cfg.layer), batch_size=cfg.tcav.batch_size)
+        probe = LayerProbe(model, aliases.get(cfg.layer, cfg.layer), batch_size=cfg.tcav.batch_size, pool=cfg.tcav.pool)
         table = run_tcav(probe, class_inputs, concepts, images, cfg.tcav, set_size=cfg.set_size)
         table["layer"] = cfg.layer
         atomic_write_parquet(tmp / "tcav.parquet", table)

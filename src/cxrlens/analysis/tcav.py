@@ -58,6 +58,9 @@ class TCAVConfig:
         cav_test_size: fraction of each CAV's examples held out to report the CAV's accuracy.
         batch_size: inputs per forward/backward pass.
         seed: random sets and classifiers.
+        pool: ``flatten`` (a CAV over every value of the layer's output, the original TCAV) or ``mean`` (a token
+            layer's ``(N, T, D)`` output averaged over its tokens: the CAV lives in the D-dim token space, and the
+            directional derivative is that of adding the CAV to every token, ``Σ_t ∂logit/∂a_t · v``).
     """
 
     n_random: int = 20
@@ -67,8 +70,11 @@ class TCAVConfig:
     cav_test_size: float = 0.25
     batch_size: int = 64
     seed: int = 0
+    pool: str = "flatten"
 
     def __post_init__(self) -> None:
+        if self.pool not in ("flatten", "mean"):
+            raise ValueError(f"pool must be 'flatten' or 'mean', got {self.pool!r}")
         if self.n_random < 20:
             raise ValueError(f"n_random must be ≥ 20 for a meaningful null distribution, got {self.n_random}")
         if not 0 < self.alpha < 1:
@@ -79,8 +85,9 @@ class LayerProbe:
     """Activations of one layer of ``model`` and gradients of class logits with respect to them.
 
     ``layer`` is a sub-module name (``dict(model.named_modules())``); its output (a tensor, or the first element of
-    a tuple) is flattened per example to ``(N, D)``. ``logits_fn`` maps the model's output to ``(N, classes)``
-    (default: the output itself).
+    a tuple) is flattened per example to ``(N, D)`` — or, with ``pool="mean"`` and a ``(N, T, D)`` token output,
+    averaged over the tokens, with the gradients summed over them (the derivative along adding a D-vector to every
+    token). ``logits_fn`` maps the model's output to ``(N, classes)`` (default: the output itself).
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class LayerProbe:
         layer: str,
         logits_fn: Callable[[object], torch.Tensor] | None = None,
         batch_size: int = 64,
+        pool: str = "flatten",
     ) -> None:
         modules = dict(model.named_modules())
         if layer not in modules:
@@ -96,6 +104,14 @@ class LayerProbe:
         self.model, self.layer, self.module = model.eval(), layer, modules[layer]
         self.logits_fn = logits_fn or (lambda out: out)  # type: ignore[assignment,return-value]
         self.batch_size = batch_size
+        if pool not in ("flatten", "mean"):
+            raise ValueError(f"pool must be 'flatten' or 'mean', got {pool!r}")
+        self.pool = pool
+
+    def _reduce(self, t: torch.Tensor, grad: bool) -> torch.Tensor:
+        if self.pool == "mean" and t.dim() == 3:
+            return t.sum(1) if grad else t.mean(1)
+        return t.flatten(1)
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         store: dict[str, torch.Tensor] = {}
@@ -113,17 +129,19 @@ class LayerProbe:
     @torch.no_grad()
     def activations(self, x_N: torch.Tensor) -> np.ndarray:
         """Layer activations ``(N, D)`` float64 of inputs ``x_N`` (any shape with a leading batch dim)."""
-        out = [self._run(x_N[i : i + self.batch_size])[0].flatten(1) for i in range(0, len(x_N), self.batch_size)]
+        out = [
+            self._reduce(self._run(x_N[i : i + self.batch_size])[0], False) for i in range(0, len(x_N), self.batch_size)
+        ]
         return torch.cat(out).double().numpy()
 
     def gradients(self, x_N: torch.Tensor, class_index: int) -> np.ndarray:
-        """``∂ logit_k / ∂ activation`` per input, flattened ``(N, D)`` float64."""
+        """``∂ logit_k / ∂ activation`` per input, ``(N, D)`` float64 (flattened, or summed over tokens)."""
         grads = []
         for i in range(0, len(x_N), self.batch_size):
             with torch.enable_grad():
                 act, logits = self._run(x_N[i : i + self.batch_size])
                 (g,) = torch.autograd.grad(logits[:, class_index].sum(), act)
-            grads.append(g.flatten(1).detach())
+            grads.append(self._reduce(g, True).detach())
         return torch.cat(grads).double().numpy()
 
 

@@ -325,6 +325,9 @@ def tcav_cmd(
     set_size: int = config_option(AnalyzeTCAVConfig, "set_size", help="Examples per concept and random set."),
     alpha: float = config_option(TCAVConfig, "alpha", help="Benjamini–Hochberg false-discovery rate."),
     seed: int = config_option(TCAVConfig, "seed", help="Seed of the sets and classifiers."),
+    pool: str = config_option(
+        TCAVConfig, "pool", help="flatten (a CAV over every value of the layer) or mean (over its tokens: D-dim CAVs)."
+    ),
     run: str = typer.Option("tcav", help="Output name."),
     threads: int = _threads_option(AnalyzeTCAVConfig),
     workspace: Path | None = WORKSPACE_OPTION,
@@ -341,7 +344,7 @@ def tcav_cmd(
         tuple(concepts),
         split,
         set_size,
-        tcav=TCAVConfig(n_random=n_random, alpha=alpha, seed=seed),
+        tcav=TCAVConfig(n_random=n_random, alpha=alpha, seed=seed, pool=pool),
         threads=threads,
     )
     result = run_analyze_tcav(open_workspace(workspace), cfg, run, force=force)
